@@ -1,0 +1,64 @@
+"""The errors of the clean room's domain, free of gRPC.
+
+Every refusal carries an UPPER_SNAKE `reason`, a message that says what was wrong and
+what to do, and `metadata` with every value the message names (SPEC section 7). The
+service layer maps each class to one gRPC status code in `cleanroom.service.status`.
+"""
+
+from __future__ import annotations
+
+
+class CleanRoomError(Exception):
+    """The root of every error the clean room raises on purpose.
+
+    Attributes:
+        reason: A stable UPPER_SNAKE identifier of the error, for machines.
+        message: A sentence for people: what was wrong and what to do.
+        metadata: Every value the message names, as strings.
+    """
+
+    def __init__(self, reason: str, message: str, **metadata: object) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.metadata = {key: str(value) for key, value in metadata.items()}
+
+
+class InvalidArgumentError(CleanRoomError):
+    """The request itself is malformed: a bad name, field or value."""
+
+
+class UnauthenticatedError(CleanRoomError):
+    """The caller's certificate names no known partner."""
+
+
+class PermissionDeniedError(CleanRoomError):
+    """The caller may not do this, or may not know whether the resource exists."""
+
+
+class NotFoundError(CleanRoomError):
+    """The resource does not exist, and the caller may know that."""
+
+
+class AlreadyExistsError(CleanRoomError):
+    """A resource of that name exists already."""
+
+
+class FailedPreconditionError(CleanRoomError):
+    """A rule refuses the request in the current state (a privacy rule, a key check)."""
+
+
+class ResourceExhaustedError(CleanRoomError):
+    """A limit is reached: a budget, a quota, a size."""
+
+
+class CleanRoomInternalError(CleanRoomError):
+    """A bug: something the clean room should never have let happen."""
+
+
+class ConfigError(CleanRoomError):
+    """The server's configuration file has a missing, unknown or bad value."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__("INVALID_CONFIG", f"{key}: {message}", key=key)
+        self.key = key

@@ -1,0 +1,123 @@
+"""Resource names (AIP-122) of the clean room, parsed and checked in one place.
+
+Ids are 1 to 63 characters of lowercase letters, digits and hyphens, starting with a
+letter: safe as path components and SQL values, with no `..` and no `/`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from cleanroom.errors import InvalidArgumentError
+
+ID_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,62}")
+ID_RULE = "1 to 63 lowercase letters, digits or hyphens, starting with a letter"
+SERVER_LOG = "-"  # the pseudo-collaboration of calls that named no configured collaboration
+
+
+def check_id(value: str, *, field: str, kind: str) -> str:
+    """Returns `value` if it is a valid id, else raises InvalidArgumentError naming `field`."""
+    if not ID_PATTERN.fullmatch(value):
+        raise InvalidArgumentError(
+            "INVALID_ID",
+            f"The {kind} id {value!r} in `{field}` is not valid: use {ID_RULE}.",
+            field=field,
+            value=value,
+        )
+    return value
+
+
+def _parse(name: str, pattern: tuple[str, ...], *, field: str, example: str) -> list[str]:
+    parts = name.split("/")
+    if len(parts) != 2 * len(pattern) or any(
+        parts[2 * i] != collection for i, collection in enumerate(pattern)
+    ):
+        raise InvalidArgumentError(
+            "INVALID_RESOURCE_NAME",
+            f"`{field}` must be a resource name like {example!r}; got {name!r}.",
+            field=field,
+            value=name,
+            expected=example,
+        )
+    return [
+        check_id(parts[2 * i + 1], field=field, kind=collection.rstrip("s"))
+        for i, collection in enumerate(pattern)
+    ]
+
+
+@dataclass(frozen=True, order=True)
+class CollaborationName:
+    """`collaborations/{collaboration}`."""
+
+    collaboration: str
+
+    @classmethod
+    def parse(cls, name: str, *, field: str = "parent") -> CollaborationName:
+        """Parses a collaboration name, raising InvalidArgumentError naming `field`."""
+        (collaboration,) = _parse(
+            name, ("collaborations",), field=field, example="collaborations/spring-launch"
+        )
+        return cls(collaboration)
+
+    def __str__(self) -> str:
+        return f"collaborations/{self.collaboration}"
+
+
+@dataclass(frozen=True, order=True)
+class DatasetName:
+    """`collaborations/{collaboration}/datasets/{dataset}`."""
+
+    collaboration: str
+    dataset: str
+
+    @classmethod
+    def parse(cls, name: str, *, field: str = "name") -> DatasetName:
+        """Parses a dataset name, raising InvalidArgumentError naming `field`."""
+        collaboration, dataset = _parse(
+            name,
+            ("collaborations", "datasets"),
+            field=field,
+            example="collaborations/spring-launch/datasets/acme-customers",
+        )
+        return cls(collaboration, dataset)
+
+    @property
+    def parent(self) -> CollaborationName:
+        """The collaboration the dataset belongs to."""
+        return CollaborationName(self.collaboration)
+
+    def __str__(self) -> str:
+        return f"collaborations/{self.collaboration}/datasets/{self.dataset}"
+
+
+@dataclass(frozen=True, order=True)
+class OverlapReportName:
+    """`collaborations/{collaboration}/overlapReports/{overlap_report}`."""
+
+    collaboration: str
+    overlap_report: str
+
+    @classmethod
+    def parse(cls, name: str, *, field: str = "name") -> OverlapReportName:
+        """Parses a report name, raising InvalidArgumentError naming `field`."""
+        collaboration, report = _parse(
+            name,
+            ("collaborations", "overlapReports"),
+            field=field,
+            example="collaborations/spring-launch/overlapReports/r-0123456789abcdef",
+        )
+        return cls(collaboration, report)
+
+    @property
+    def parent(self) -> CollaborationName:
+        """The collaboration the report belongs to."""
+        return CollaborationName(self.collaboration)
+
+    def __str__(self) -> str:
+        return f"collaborations/{self.collaboration}/overlapReports/{self.overlap_report}"
+
+
+def partner_name(partner_id: str) -> str:
+    """The resource name of a partner: `partners/{partner}`."""
+    return f"partners/{partner_id}"

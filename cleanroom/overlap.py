@@ -1,0 +1,199 @@
+"""The overlap report's domain model: the question, the exact counts, the released figures.
+
+Exact counts (`ExactOverlap`) never leave the server: only an `OverlapReport`, made from
+them by `cleanroom.release`, is stored and returned.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cleanroom.names import DatasetName, OverlapReportName
+
+MAX_OTHER_DATASETS = 7
+
+
+@dataclass(frozen=True)
+class OverlapQuestion:
+    """What a report asks: how `base` overlaps each of `others`, optionally by segment."""
+
+    base: DatasetName
+    others: tuple[DatasetName, ...]
+    segment_column: str | None = None
+
+    @property
+    def datasets(self) -> tuple[DatasetName, ...]:
+        """The base dataset, then the others."""
+        return (self.base, *self.others)
+
+    def ordered_pairs(self) -> list[tuple[DatasetName, DatasetName]]:
+        """Every ordered pair (X, Y) of distinct datasets of the report."""
+        return list(itertools.permutations(self.datasets, 2))
+
+
+@dataclass(frozen=True)
+class ExactOverlap:
+    """The exact counts of one question, before any privacy rule. Never released as such.
+
+    Attributes:
+        sizes: Rows per dataset, in the question's order.
+        cells: Base rows per (segment value or None, membership mask); bit i of the mask is
+            set when the rows match `others[i]`.
+        pairwise: Rows of X matching some row of Y, per ordered pair (X, Y).
+    """
+
+    question: OverlapQuestion
+    sizes: dict[DatasetName, int]
+    cells: dict[tuple[str | None, int], int]
+    pairwise: dict[tuple[DatasetName, DatasetName], int]
+
+
+class SuppressionReason(enum.StrEnum):
+    """Why a count is withheld."""
+
+    BELOW_THRESHOLD = "BELOW_THRESHOLD"
+    COMPLEMENTARY = "COMPLEMENTARY"
+
+
+@dataclass(frozen=True)
+class ReleasedCount:
+    """A count as released: its value, or why it is suppressed."""
+
+    value: int | None
+    suppression: SuppressionReason | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form."""
+        return {"value": self.value, "suppression": self.suppression}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReleasedCount:
+        """Reads the stored form."""
+        reason = data["suppression"]
+        return cls(data["value"], SuppressionReason(reason) if reason else None)
+
+
+@dataclass(frozen=True)
+class DatasetSize:
+    """The released size of one dataset of a report."""
+
+    dataset: DatasetName
+    row_count: ReleasedCount
+
+
+@dataclass(frozen=True)
+class MembershipCell:
+    """The base rows (of one segment) matching exactly the datasets in `matched`."""
+
+    segment: str | None
+    matched: tuple[DatasetName, ...]
+    base_row_count: ReleasedCount
+
+
+@dataclass(frozen=True)
+class PairwiseOverlap:
+    """The rows of `dataset` that match some row of `matched_dataset`."""
+
+    dataset: DatasetName
+    matched_dataset: DatasetName
+    matched_row_count: ReleasedCount
+    match_rate: float | None
+
+
+@dataclass(frozen=True)
+class OverlapReport:
+    """One released report: aggregate figures only, exactly as stored and returned."""
+
+    name: OverlapReportName
+    question: OverlapQuestion
+    creator: str
+    create_time: datetime
+    minimum_threshold: int
+    dataset_sizes: tuple[DatasetSize, ...]
+    membership_cells: tuple[MembershipCell, ...]
+    pairwise_overlaps: tuple[PairwiseOverlap, ...]
+
+    def released_counts(self) -> list[ReleasedCount]:
+        """Every count of the report."""
+        return [
+            *(s.row_count for s in self.dataset_sizes),
+            *(c.base_row_count for c in self.membership_cells),
+            *(p.matched_row_count for p in self.pairwise_overlaps),
+        ]
+
+    @property
+    def released_count(self) -> int:
+        """How many counts carry a value."""
+        return sum(c.value is not None for c in self.released_counts())
+
+    @property
+    def suppressed_count(self) -> int:
+        """How many counts are suppressed."""
+        return sum(c.value is None for c in self.released_counts())
+
+    def to_json(self) -> str:
+        """The stored form: canonical JSON."""
+        q = self.question
+        data = {
+            "name": str(self.name),
+            "base": str(q.base),
+            "others": [str(o) for o in q.others],
+            "segment_column": q.segment_column,
+            "creator": self.creator,
+            "create_time": self.create_time.isoformat(),
+            "minimum_threshold": self.minimum_threshold,
+            "sizes": [[str(s.dataset), s.row_count.to_json()] for s in self.dataset_sizes],
+            "cells": [
+                [c.segment, [str(m) for m in c.matched], c.base_row_count.to_json()]
+                for c in self.membership_cells
+            ],
+            "pairwise": [
+                [
+                    str(p.dataset),
+                    str(p.matched_dataset),
+                    p.matched_row_count.to_json(),
+                    p.match_rate,
+                ]
+                for p in self.pairwise_overlaps
+            ],
+        }
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> OverlapReport:
+        """Reads the stored form."""
+        data = json.loads(text)
+        return cls(
+            name=OverlapReportName.parse(data["name"]),
+            question=OverlapQuestion(
+                base=DatasetName.parse(data["base"]),
+                others=tuple(DatasetName.parse(o) for o in data["others"]),
+                segment_column=data["segment_column"],
+            ),
+            creator=data["creator"],
+            create_time=datetime.fromisoformat(data["create_time"]),
+            minimum_threshold=data["minimum_threshold"],
+            dataset_sizes=tuple(
+                DatasetSize(DatasetName.parse(d), ReleasedCount.from_json(c))
+                for d, c in data["sizes"]
+            ),
+            membership_cells=tuple(
+                MembershipCell(
+                    segment,
+                    tuple(DatasetName.parse(m) for m in matched),
+                    ReleasedCount.from_json(count),
+                )
+                for segment, matched, count in data["cells"]
+            ),
+            pairwise_overlaps=tuple(
+                PairwiseOverlap(
+                    DatasetName.parse(x), DatasetName.parse(y), ReleasedCount.from_json(c), rate
+                )
+                for x, y, c, rate in data["pairwise"]
+            ),
+        )

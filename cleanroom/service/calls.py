@@ -1,0 +1,167 @@
+"""Every call, audited: identity from the client certificate, one query log event per call.
+
+`CallInterceptor` wraps every method of the server. It identifies the caller, gives the
+servicer an `AuditedCall` to describe the call in, maps domain errors to statuses, and
+appends exactly one event to the query log when the call ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from cleanroom.access import AccessPolicy, Caller
+from cleanroom.audit import AuditEvent, AuditLog
+from cleanroom.errors import CleanRoomError
+from cleanroom.names import SERVER_LOG, CollaborationName
+from cleanroom.pki import certificate_identities
+from cleanroom.service.status import status_code, to_status
+
+log = logging.getLogger(__name__)
+
+_CURRENT: contextvars.ContextVar[AuditedCall] = contextvars.ContextVar("audited_call")
+
+
+class AuditedCall:
+    """What the servicer tells the query log about the call under way."""
+
+    def __init__(self, caller: Caller, method: str) -> None:
+        self.caller = caller
+        self.collaboration: CollaborationName | None = None
+        self.event = AuditEvent(method=method, caller=caller.label)
+
+    def names(self, *resources: object, collaboration: CollaborationName | None = None) -> None:
+        """Records the resources the call names, and the collaboration whose log gets it."""
+        self.event.resources.extend(str(r) for r in resources)
+        if collaboration is not None and self.collaboration is None:
+            self.collaboration = collaboration
+
+    def summarize(self, **summary: Any) -> None:
+        """Adds request parameters to the event: never data, never identifiers."""
+        self.event.request_summary.update(summary)
+
+
+def current_call() -> AuditedCall:
+    """The audited call of the servicer method running on this thread."""
+    return _CURRENT.get()
+
+
+class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Identifies, audits and maps the errors of every call the server handles."""
+
+    def __init__(self, access: AccessPolicy, audit_log: AuditLog) -> None:
+        self.access = access
+        self.audit_log = audit_log
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        """Wraps the method's handler so that each call runs inside `_audited`."""
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        kinds = {
+            "unary_unary": grpc.unary_unary_rpc_method_handler,
+            "unary_stream": grpc.unary_stream_rpc_method_handler,
+            "stream_unary": grpc.stream_unary_rpc_method_handler,
+            "stream_stream": grpc.stream_stream_rpc_method_handler,
+        }
+        for attribute, make_handler in kinds.items():
+            behavior = getattr(handler, attribute)
+            if behavior is not None:
+                streams = attribute.endswith("_stream")
+                wrapped = (self._audited_stream if streams else self._audited)(behavior, method)
+                return make_handler(
+                    wrapped,
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        return handler
+
+    def _audited(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        @functools.wraps(behavior)
+        def run(request: Any, context: grpc.ServicerContext) -> Any:
+            call = self._begin(method, context)
+            token = _CURRENT.set(call)
+            try:
+                return behavior(request, context)
+            except Exception as error:
+                self._fail(call, context, error)
+            finally:
+                _CURRENT.reset(token)
+                self._finish(call, context)
+
+        return run
+
+    def _audited_stream(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        @functools.wraps(behavior)
+        def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            call = self._begin(method, context)
+            token = _CURRENT.set(call)
+            try:
+                yield from behavior(request, context)
+            except Exception as error:
+                self._fail(call, context, error)
+            finally:
+                _CURRENT.reset(token)
+                self._finish(call, context)
+
+        return run
+
+    def _begin(self, method: str, context: grpc.ServicerContext) -> AuditedCall:
+        auth = context.auth_context()
+        pem = (auth.get("x509_pem_cert") or [b""])[0]
+        return AuditedCall(self._identify(pem), method)
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one interceptor per server, few certificates
+    def _identify(self, pem: bytes) -> Caller:
+        if not pem:
+            return Caller("", (), None)
+        identity = certificate_identities(pem)
+        names = (*identity.dns_names, *identity.uri_names, *identity.ip_addresses)
+        return self.access.identify(identity.subject, names)
+
+    def _fail(self, call: AuditedCall, context: grpc.ServicerContext, error: Exception) -> None:
+        outcome = call.event.outcome
+        if isinstance(error, CleanRoomError):
+            outcome.status_code = status_code(error).name
+            outcome.reason, outcome.message = error.reason, error.message
+            context.abort_with_status(to_status(error))
+        if not context.is_active():
+            outcome.status_code = grpc.StatusCode.CANCELLED.name
+            outcome.message = "The client cancelled the call or went away."
+            return
+        incident = uuid.uuid4().hex[:12]
+        log.exception("internal error %s in %s", incident, call.event.method)
+        outcome.status_code = grpc.StatusCode.INTERNAL.name
+        outcome.reason = "INTERNAL_ERROR"
+        outcome.message = f"Internal error {incident}: a bug; the operator's log has the details."
+        context.abort(grpc.StatusCode.INTERNAL, outcome.message)
+
+    def _finish(self, call: AuditedCall, context: grpc.ServicerContext) -> None:
+        event = call.event
+        if call.collaboration and self.access.collaboration(call.collaboration):
+            event.log = call.collaboration.collaboration
+            event.caller_roles = tuple(sorted(self.access.roles(call.caller, call.collaboration)))
+        else:
+            event.log = SERVER_LOG
+        try:
+            self.audit_log.append(event)
+        except Exception:
+            # No call may succeed unlogged: fail it, and tell the operator why.
+            log.exception("could not append to query log %s", event.log)
+            if context.is_active():
+                context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    "The query log could not be written, so the call was refused; the"
+                    " operator's log has the details.",
+                )

@@ -1,0 +1,179 @@
+"""Translation between protobuf messages and domain values: the only module that knows both."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from cleanroom.audit import AuditEvent, AuditFilter
+from cleanroom.catalog import DatasetRecord
+from cleanroom.errors import InvalidArgumentError
+from cleanroom.names import CollaborationName, DatasetName, partner_name
+from cleanroom.overlap import OverlapQuestion, OverlapReport, ReleasedCount
+from cleanroom.upload import UploadHeader
+from cleanroom.v1 import (
+    audit_event_pb2,
+    audit_service_pb2,
+    dataset_pb2,
+    overlap_report_pb2,
+    partner_service_pb2,
+)
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    """A protobuf timestamp of an aware datetime."""
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(value)
+    return message
+
+
+def upload_header(message: partner_service_pb2.UploadDatasetRequest) -> UploadHeader:
+    """The header of an upload from its first message."""
+    if message.WhichOneof("payload") != "header":
+        raise InvalidArgumentError(
+            "HEADER_REQUIRED",
+            "The first message of an upload must carry `header`; record batches follow it.",
+            field="header",
+        )
+    header = message.header
+    return UploadHeader(
+        parent=CollaborationName.parse(header.parent, field="header.parent"),
+        dataset_id=header.dataset_id,
+        identifier_types=tuple(header.identifier_types),
+        segment_columns=tuple(header.segment_columns),
+        key_check_value=header.key_check_value,
+        row_count=header.row_count,
+        checksum=header.checksum,
+    )
+
+
+def upload_chunk(message: partner_service_pb2.UploadDatasetRequest) -> bytes:
+    """The record batches of a later upload message."""
+    if message.WhichOneof("payload") != "record_batches":
+        raise InvalidArgumentError(
+            "UNEXPECTED_HEADER",
+            "Only the first message of an upload carries `header`; later ones carry"
+            " `record_batches`.",
+            field="header",
+        )
+    return message.record_batches
+
+
+def dataset(record: DatasetRecord) -> dataset_pb2.Dataset:
+    """The API form of a committed dataset."""
+    return dataset_pb2.Dataset(
+        name=str(record.name),
+        owner=partner_name(record.owner),
+        identifier_types=record.identifier_types,
+        segment_columns=record.segment_columns,
+        row_count=record.row_count,
+        checksum=record.checksum,
+        key_check_value=record.key_check_value,
+        create_time=timestamp(record.create_time),
+        identifier_stats=[
+            dataset_pb2.IdentifierColumnStats(
+                identifier_type=s.identifier_type,
+                present_count=s.present_count,
+                duplicate_count=s.duplicate_count,
+            )
+            for s in record.identifier_stats
+        ],
+    )
+
+
+def overlap_question(
+    parent: CollaborationName, message: overlap_report_pb2.OverlapReport
+) -> OverlapQuestion:
+    """The question of a CreateOverlapReport request."""
+    return OverlapQuestion(
+        base=DatasetName.parse(message.base_dataset, field="overlap_report.base_dataset"),
+        others=tuple(
+            DatasetName.parse(o, field="overlap_report.other_datasets")
+            for o in message.other_datasets
+        ),
+        segment_column=message.segment_column or None,
+    )
+
+
+def _count(count: ReleasedCount) -> overlap_report_pb2.ReleasedCount:
+    if count.value is None:
+        reason = f"SUPPRESSION_REASON_{count.suppression}"
+        return overlap_report_pb2.ReleasedCount(
+            suppression_reason=overlap_report_pb2.SuppressionReason.Value(reason)
+        )
+    return overlap_report_pb2.ReleasedCount(value=count.value)
+
+
+def overlap_report(report: OverlapReport) -> overlap_report_pb2.OverlapReport:
+    """The API form of a released report."""
+    q = report.question
+    return overlap_report_pb2.OverlapReport(
+        name=str(report.name),
+        base_dataset=str(q.base),
+        other_datasets=[str(o) for o in q.others],
+        segment_column=q.segment_column or "",
+        creator=report.creator,
+        create_time=timestamp(report.create_time),
+        minimum_threshold=report.minimum_threshold,
+        dataset_sizes=[
+            overlap_report_pb2.DatasetSize(dataset=str(s.dataset), row_count=_count(s.row_count))
+            for s in report.dataset_sizes
+        ],
+        membership_cells=[
+            overlap_report_pb2.MembershipCell(
+                segment=c.segment or "",
+                matched_datasets=[str(m) for m in c.matched],
+                base_row_count=_count(c.base_row_count),
+            )
+            for c in report.membership_cells
+        ],
+        pairwise_overlaps=[
+            overlap_report_pb2.PairwiseOverlap(
+                dataset=str(p.dataset),
+                matched_dataset=str(p.matched_dataset),
+                matched_row_count=_count(p.matched_row_count),
+                match_rate=p.match_rate,
+            )
+            for p in report.pairwise_overlaps
+        ],
+        released_count=report.released_count,
+        suppressed_count=report.suppressed_count,
+    )
+
+
+def audit_filter(request: audit_service_pb2.ListAuditEventsRequest) -> AuditFilter:
+    """The filter of a ListAuditEvents request."""
+    return AuditFilter(
+        start_time=request.start_time.ToDatetime(tzinfo=UTC)
+        if request.HasField("start_time")
+        else None,
+        end_time=request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None,
+        method=request.method or None,
+        caller=request.caller or None,
+    )
+
+
+def audit_event(event: AuditEvent) -> audit_event_pb2.AuditEvent:
+    """The API form of a query log event."""
+    summary = struct_pb2.Struct()
+    summary.update(event.request_summary)
+    outcome = event.outcome
+    return audit_event_pb2.AuditEvent(
+        name=f"collaborations/{event.log}/auditEvents/{event.index}",
+        index=event.index,
+        event_time=timestamp(event.event_time),
+        caller=event.caller,
+        caller_roles=event.caller_roles,
+        method=event.method,
+        resources=event.resources,
+        request_summary=summary,
+        outcome=audit_event_pb2.AuditOutcome(
+            status_code=outcome.status_code,
+            reason=outcome.reason,
+            message=outcome.message,
+            released_count=outcome.released_count,
+            suppressed_count=outcome.suppressed_count,
+            epsilon_spent=outcome.epsilon_spent,
+        ),
+    )

@@ -1,0 +1,92 @@
+"""PartnerService: datasets, for brands' data engineers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from cleanroom.datasets import Datasets
+from cleanroom.errors import InvalidArgumentError
+from cleanroom.names import CollaborationName, DatasetName
+from cleanroom.paging import decode_token, encode_token, page_size
+from cleanroom.service import convert
+from cleanroom.service.calls import current_call
+from cleanroom.v1 import partner_service_pb2 as pb
+from cleanroom.v1 import partner_service_pb2_grpc as pb_grpc
+
+
+class PartnerServicer(pb_grpc.PartnerServiceServicer):  # type: ignore[misc]
+    """Checks the caller, translates, calls `Datasets`, translates back."""
+
+    def __init__(self, datasets: Datasets) -> None:
+        self.datasets = datasets
+
+    def UploadDataset(  # noqa: N802 - gRPC's method name
+        self, request_iterator: Iterator[pb.UploadDatasetRequest], context: grpc.ServicerContext
+    ) -> pb.UploadDatasetResponse:
+        """Receives a header, then chunks; commits only a complete, valid stream."""
+        call = current_call()
+        first = next(request_iterator, None)
+        if first is None:
+            raise InvalidArgumentError(
+                "EMPTY_UPLOAD",
+                "The upload stream was empty: send a header, then the record batches.",
+                field="header",
+            )
+        header = convert.upload_header(first)
+        call.names(header.dataset_name, collaboration=header.parent)
+        call.summarize(
+            dataset_id=header.dataset_id,
+            identifier_types=list(header.identifier_types),
+            segment_columns=list(header.segment_columns),
+            declared_row_count=header.row_count,
+            key_check_value=header.key_check_value,
+        )
+        with self.datasets.upload(call.caller, header) as upload:
+            try:
+                for message in request_iterator:
+                    upload.add_chunk(convert.upload_chunk(message))
+                record = self.datasets.commit(call.caller, upload)
+            finally:
+                call.summarize(chunks=upload.chunks, bytes=upload.bytes, rows=upload.rows)
+        return pb.UploadDatasetResponse(dataset=convert.dataset(record))
+
+    def GetDataset(  # noqa: N802 - gRPC's method name
+        self, request: pb.GetDatasetRequest, context: grpc.ServicerContext
+    ) -> pb.GetDatasetResponse:
+        """Returns the description of one of the caller's datasets."""
+        call = current_call()
+        name = DatasetName.parse(request.name)
+        call.names(name, collaboration=name.parent)
+        return pb.GetDatasetResponse(dataset=convert.dataset(self.datasets.get(call.caller, name)))
+
+    def ListDatasets(  # noqa: N802 - gRPC's method name
+        self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext
+    ) -> pb.ListDatasetsResponse:
+        """Lists the caller's datasets in a collaboration, a page at a time."""
+        call = current_call()
+        parent = CollaborationName.parse(request.parent)
+        call.names(parent, collaboration=parent)
+        limit = page_size(request.page_size, default=50)
+        call.summarize(page_size=limit, continued=bool(request.page_token))
+        after = decode_token(request.page_token, "datasets", str(parent), "")
+        records = self.datasets.list(call.caller, parent, after=after, limit=limit + 1)
+        token = ""
+        if len(records) > limit:
+            records = records[:limit]
+            token = encode_token("datasets", str(parent), records[-1].name.dataset)
+        return pb.ListDatasetsResponse(
+            datasets=[convert.dataset(r) for r in records], next_page_token=token
+        )
+
+    def DeleteDataset(  # noqa: N802 - gRPC's method name
+        self, request: pb.DeleteDatasetRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteDatasetResponse:
+        """Deletes one of the caller's datasets."""
+        call = current_call()
+        name = DatasetName.parse(request.name)
+        call.names(name, collaboration=name.parent)
+        record = self.datasets.delete(call.caller, name)
+        call.summarize(deleted_row_count=record.row_count)
+        return pb.DeleteDatasetResponse()

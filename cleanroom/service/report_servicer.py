@@ -1,0 +1,70 @@
+"""ReportService: overlap reports, for brands' marketers."""
+
+from __future__ import annotations
+
+import grpc
+
+from cleanroom.names import CollaborationName, OverlapReportName
+from cleanroom.paging import decode_token, encode_token, page_size
+from cleanroom.reports import Reports
+from cleanroom.service import convert
+from cleanroom.service.calls import current_call
+from cleanroom.v1 import report_service_pb2 as pb
+from cleanroom.v1 import report_service_pb2_grpc as pb_grpc
+
+
+class ReportServicer(pb_grpc.ReportServiceServicer):  # type: ignore[misc]
+    """Checks the caller, translates, calls `Reports`, translates back."""
+
+    def __init__(self, reports: Reports) -> None:
+        self.reports = reports
+
+    def CreateOverlapReport(  # noqa: N802 - gRPC's method name
+        self, request: pb.CreateOverlapReportRequest, context: grpc.ServicerContext
+    ) -> pb.CreateOverlapReportResponse:
+        """Computes and releases a report of the caller's base dataset."""
+        call = current_call()
+        parent = CollaborationName.parse(request.parent)
+        call.names(parent, collaboration=parent)
+        asked = request.overlap_report
+        call.summarize(
+            base_dataset=asked.base_dataset,
+            other_datasets=list(asked.other_datasets),
+            segment_column=asked.segment_column,
+        )
+        question = convert.overlap_question(parent, asked)
+        call.names(*question.datasets)
+        report = self.reports.create(call.caller, parent, question)
+        call.names(report.name)
+        call.event.outcome.released_count = report.released_count
+        call.event.outcome.suppressed_count = report.suppressed_count
+        return pb.CreateOverlapReportResponse(overlap_report=convert.overlap_report(report))
+
+    def GetOverlapReport(  # noqa: N802 - gRPC's method name
+        self, request: pb.GetOverlapReportRequest, context: grpc.ServicerContext
+    ) -> pb.GetOverlapReportResponse:
+        """Returns a report released earlier to the caller's brand."""
+        call = current_call()
+        name = OverlapReportName.parse(request.name)
+        call.names(name, collaboration=name.parent)
+        report = self.reports.get(call.caller, name)
+        return pb.GetOverlapReportResponse(overlap_report=convert.overlap_report(report))
+
+    def ListOverlapReports(  # noqa: N802 - gRPC's method name
+        self, request: pb.ListOverlapReportsRequest, context: grpc.ServicerContext
+    ) -> pb.ListOverlapReportsResponse:
+        """Lists the reports released to the caller's brand, oldest first."""
+        call = current_call()
+        parent = CollaborationName.parse(request.parent)
+        call.names(parent, collaboration=parent)
+        limit = page_size(request.page_size, default=50)
+        call.summarize(page_size=limit, continued=bool(request.page_token))
+        after = decode_token(request.page_token, "overlapReports", str(parent), 0)
+        rows = self.reports.list(call.caller, parent, after=after, limit=limit + 1)
+        token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            token = encode_token("overlapReports", str(parent), rows[-1][0])
+        return pb.ListOverlapReportsResponse(
+            overlap_reports=[convert.overlap_report(r) for _, r in rows], next_page_token=token
+        )

@@ -1,0 +1,124 @@
+"""The gRPC server: mutual TLS, the three services, health and reflection, graceful stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cleanroom.clean_room import CleanRoom
+from cleanroom.config import Config, TlsConfig
+from cleanroom.errors import ConfigError
+from cleanroom.service.audit_servicer import AuditServicer
+from cleanroom.service.calls import CallInterceptor
+from cleanroom.service.partner_servicer import PartnerServicer
+from cleanroom.service.report_servicer import ReportServicer
+from cleanroom.v1 import (
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    partner_service_pb2,
+    partner_service_pb2_grpc,
+    report_service_pb2,
+    report_service_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    partner_service_pb2.DESCRIPTOR.services_by_name["PartnerService"].full_name,
+    report_service_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
+    audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+)
+GRACE_SECONDS = 10.0
+
+
+def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
+    """TLS that requires a client certificate signed by the configured CA."""
+    pems = {}
+    for key in ("certificate", "private_key", "client_ca"):
+        path = getattr(tls, key)
+        try:
+            pems[key] = path.read_bytes()
+        except OSError as error:
+            raise ConfigError(
+                f"server.tls.{key}", f"cannot read {path}: {error.strerror}"
+            ) from None
+    return grpc.ssl_server_credentials(
+        [(pems["private_key"], pems["certificate"])],
+        root_certificates=pems["client_ca"],
+        require_client_auth=True,
+    )
+
+
+def build_server(clean_room: CleanRoom, *, listen: str | None = None) -> tuple[grpc.Server, int]:
+    """A started server for `clean_room` and the port it listens on.
+
+    Args:
+        clean_room: What to serve.
+        listen: `host:port` to listen on instead of the configured one (`127.0.0.1:0`
+            picks a free port, as tests do).
+    """
+    config = clean_room.config.server
+    interceptor = CallInterceptor(clean_room.access, clean_room.audit_log)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
+        interceptors=[interceptor],
+        options=[
+            ("grpc.max_receive_message_length", config.max_upload_message_bytes + 64 * 1024),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    partner_service_pb2_grpc.add_PartnerServiceServicer_to_server(
+        PartnerServicer(clean_room.datasets), server
+    )
+    report_service_pb2_grpc.add_ReportServiceServicer_to_server(
+        ReportServicer(clean_room.reports), server
+    )
+    audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
+        AuditServicer(clean_room.access, clean_room.audit_log), server
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = listen or config.listen
+    port = server.add_secure_port(address, server_credentials(config.tls))
+    if port == 0:
+        raise ConfigError("server.listen", f"cannot listen on {address!r}")
+    server.start()
+    for name in ("", *SERVICE_NAMES):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port
+
+
+def serve(config: Config) -> None:
+    """Runs the server until SIGTERM or SIGINT, then stops gracefully."""
+    clean_room = CleanRoom(config)
+    try:
+        server, port = build_server(clean_room)
+        log.info(
+            "serving on %s (port %d), data in %s",
+            config.server.listen,
+            port,
+            config.server.data_dir,
+        )
+        stopping = threading.Event()
+
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            stopping.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        stopping.wait()
+        server.stop(GRACE_SECONDS).wait()
+    finally:
+        clean_room.close()
+    log.info("stopped")

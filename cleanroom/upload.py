@@ -1,0 +1,332 @@
+"""One dataset upload: its header checked, each chunk validated, the whole committed or nothing.
+
+Chunks are Arrow IPC streams. Every check that can fail runs before the dataset becomes
+visible (SPEC section 3): the schema, digests that are not digests, the row count, the
+checksum. Repeated digests of a type are dropped after the first row that holds them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyarrow import ipc
+
+from cleanroom.catalog import IdentifierStats
+from cleanroom.config import Collaboration
+from cleanroom.errors import FailedPreconditionError, InvalidArgumentError
+from cleanroom.names import CollaborationName, DatasetName, check_id
+
+DIGEST_BYTES = 32
+MAX_SEGMENT_VALUES = 100
+MAX_SEGMENT_LABEL = 64
+SEGMENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+CHECKSUM = re.compile(r"[0-9a-f]{64}")
+PRINTABLE_LOW, PRINTABLE_HIGH = 0x20, 0x7E
+
+
+@dataclass(frozen=True)
+class UploadHeader:
+    """The first message of an upload: where the dataset goes and what the stream holds."""
+
+    parent: CollaborationName
+    dataset_id: str
+    identifier_types: tuple[str, ...]
+    segment_columns: tuple[str, ...]
+    key_check_value: str
+    row_count: int
+    checksum: str
+
+    def check(self, collaboration: Collaboration) -> None:
+        """Checks the header against itself and the collaboration.
+
+        Raises:
+            InvalidArgumentError: A field is malformed; the error names it.
+            FailedPreconditionError: KEY_CHECK_MISMATCH, the digests were made with
+                another secret than the collaboration's.
+        """
+        check_id(self.dataset_id, field="header.dataset_id", kind="dataset")
+        _check_columns(self.identifier_types, self.segment_columns, collaboration)
+        if self.row_count <= 0:
+            raise InvalidArgumentError(
+                "INVALID_ROW_COUNT",
+                f"`header.row_count` must be positive, got {self.row_count}.",
+                field="header.row_count",
+            )
+        if not CHECKSUM.fullmatch(self.checksum):
+            raise InvalidArgumentError(
+                "INVALID_CHECKSUM",
+                "`header.checksum` must be the SHA-256 of the record batch payloads,"
+                " 64 lowercase hex characters.",
+                field="header.checksum",
+            )
+        if self.key_check_value != collaboration.key_check_value:
+            raise FailedPreconditionError(
+                "KEY_CHECK_MISMATCH",
+                f"The key check value {self.key_check_value!r} is not the one of"
+                f" {self.parent} ({collaboration.key_check_value!r}): the digests were made"
+                " with another secret or for another collaboration. Prepare the file again"
+                " with the collaboration's secret.",
+                key_check_value=self.key_check_value,
+                expected_key_check_value=collaboration.key_check_value,
+                collaboration=str(self.parent),
+            )
+
+    @property
+    def dataset_name(self) -> DatasetName:
+        """The name the dataset will have."""
+        return DatasetName(self.parent.collaboration, self.dataset_id)
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The Arrow schema every chunk must have."""
+        return pa.schema(
+            [pa.field(t, pa.binary(DIGEST_BYTES)) for t in self.identifier_types]
+            + [pa.field(s, pa.string()) for s in self.segment_columns]
+        )
+
+
+def _check_columns(
+    types: Sequence[str], segments: Sequence[str], collaboration: Collaboration
+) -> None:
+    if not types:
+        raise InvalidArgumentError(
+            "NO_IDENTIFIER_TYPES",
+            "`header.identifier_types` is empty: name at least one digest column.",
+            field="header.identifier_types",
+        )
+    for identifier_type in types:
+        if identifier_type not in collaboration.identifier_types:
+            raise InvalidArgumentError(
+                "UNKNOWN_IDENTIFIER_TYPE",
+                f"Identifier type {identifier_type!r} is not one of collaboration"
+                f" {collaboration.id!r}: use {', '.join(collaboration.identifier_types)}.",
+                field="header.identifier_types",
+                identifier_type=identifier_type,
+            )
+    for segment in segments:
+        if not SEGMENT_NAME.fullmatch(segment) or segment in collaboration.identifier_types:
+            raise InvalidArgumentError(
+                "INVALID_SEGMENT_COLUMN",
+                f"Segment column name {segment!r} is not valid: use 1 to 63 lowercase letters,"
+                " digits or underscores, starting with a letter, and no identifier type name.",
+                field="header.segment_columns",
+                segment_column=segment,
+            )
+    names = [*types, *segments]
+    if len(set(names)) != len(names):
+        raise InvalidArgumentError(
+            "DUPLICATE_COLUMN",
+            "A column is named twice in `header.identifier_types` and `header.segment_columns`.",
+            field="header.identifier_types",
+        )
+
+
+class DatasetUpload:
+    """An upload in progress. Chunks are checked as they come and kept in a scratch file."""
+
+    def __init__(self, header: UploadHeader, scratch: Path) -> None:
+        self.header = header
+        self.scratch = scratch
+        self.rows = 0
+        self.chunks = 0
+        self.bytes = 0
+        self._hash = hashlib.sha256()
+        self._segment_values: dict[str, set[str]] = {s: set() for s in header.segment_columns}
+        self._sink = pa.OSFile(str(scratch), "wb")
+        self._writer = ipc.new_stream(self._sink, header.schema)
+
+    def add_chunk(self, payload: bytes) -> None:
+        """Checks one chunk (an Arrow IPC stream) and appends its rows.
+
+        Raises:
+            InvalidArgumentError: The chunk is not Arrow, has the wrong columns, holds
+                values that are not digests, or takes the stream past its declared rows.
+        """
+        self.chunks += 1
+        self.bytes += len(payload)
+        self._hash.update(payload)
+        for batch in _read_batches(payload, self.chunks):
+            if batch.schema != self.header.schema:
+                raise InvalidArgumentError(
+                    "SCHEMA_MISMATCH",
+                    f"Chunk {self.chunks} has columns {batch.schema.names} with types"
+                    f" {[str(t) for t in batch.schema.types]}; the header declares"
+                    f" {self.header.schema.names}: digests as fixed_size_binary(32),"
+                    " segments as string.",
+                    field="record_batches",
+                    chunk=self.chunks,
+                )
+            self.rows += batch.num_rows
+            if self.rows > self.header.row_count:
+                raise InvalidArgumentError(
+                    "ROW_COUNT_MISMATCH",
+                    f"The stream holds more rows than `header.row_count` ({self.header.row_count})"
+                    f" declares: at least {self.rows} by chunk {self.chunks}.",
+                    field="header.row_count",
+                    declared=self.header.row_count,
+                    received=self.rows,
+                )
+            self._check_batch(batch)
+            self._writer.write_batch(batch)
+
+    def _check_batch(self, batch: pa.RecordBatch) -> None:
+        present = np.zeros(batch.num_rows, dtype=np.bool_)
+        for identifier_type in self.header.identifier_types:
+            column = batch.column(identifier_type)
+            present |= column.is_valid().to_numpy(zero_copy_only=False)
+            _check_digests(column, identifier_type, self.chunks)
+        if not present.all():
+            raise InvalidArgumentError(
+                "ROW_WITHOUT_IDENTIFIER",
+                f"Chunk {self.chunks} has {int((~present).sum())} rows without any digest:"
+                " drop them before upload, as `cleanroom-partner prepare` does.",
+                field="record_batches",
+                chunk=self.chunks,
+            )
+        for segment, seen in self._segment_values.items():
+            values = pc.unique(batch.column(segment)).drop_null().to_pylist()
+            long = [v for v in values if len(v) > MAX_SEGMENT_LABEL]
+            if long:
+                raise InvalidArgumentError(
+                    "SEGMENT_VALUE_TOO_LONG",
+                    f"Segment column {segment!r} has a value longer than {MAX_SEGMENT_LABEL}"
+                    " characters; segments are short labels such as a loyalty tier.",
+                    field="record_batches",
+                    segment_column=segment,
+                )
+            seen.update(values)
+            if len(seen) > MAX_SEGMENT_VALUES:
+                raise InvalidArgumentError(
+                    "TOO_MANY_SEGMENT_VALUES",
+                    f"Segment column {segment!r} has more than {MAX_SEGMENT_VALUES} distinct"
+                    " values; segments are labels with few values, never per-person data.",
+                    field="record_batches",
+                    segment_column=segment,
+                )
+
+    def finish(self) -> tuple[pa.Table, tuple[IdentifierStats, ...], str]:
+        """Checks the whole stream and returns its deduplicated table, stats and checksum.
+
+        Raises:
+            InvalidArgumentError: The row count or checksum differs from the header's.
+        """
+        self._writer.close()
+        self._sink.close()
+        header = self.header
+        if self.rows != header.row_count:
+            raise InvalidArgumentError(
+                "ROW_COUNT_MISMATCH",
+                f"The stream held {self.rows} rows; `header.row_count` declares"
+                f" {header.row_count}. Nothing was stored: upload the whole file again.",
+                field="header.row_count",
+                declared=header.row_count,
+                received=self.rows,
+            )
+        checksum = self._hash.hexdigest()
+        if checksum != header.checksum:
+            raise InvalidArgumentError(
+                "CHECKSUM_MISMATCH",
+                f"The SHA-256 of the {self.chunks} chunks received is {checksum}; the header"
+                f" declares {header.checksum}. A chunk was lost or changed on the way:"
+                " nothing was stored, upload again.",
+                field="header.checksum",
+                declared=header.checksum,
+                received=checksum,
+            )
+        with pa.memory_map(str(self.scratch), "r") as source:
+            table = ipc.open_stream(source).read_all()
+        return (*_drop_repeats(table, header.identifier_types), checksum)
+
+    def discard(self) -> None:
+        """Closes and removes the scratch file; nothing of the upload remains."""
+        for closable in (self._writer, self._sink):
+            # Already closed, or broken with the stream: the file goes anyway.
+            with contextlib.suppress(OSError, pa.ArrowException):
+                closable.close()
+        self.scratch.unlink(missing_ok=True)
+
+
+def _read_batches(payload: bytes, chunk: int) -> list[pa.RecordBatch]:
+    try:
+        return list(ipc.open_stream(pa.py_buffer(payload)))
+    except (pa.ArrowException, ValueError) as error:
+        raise InvalidArgumentError(
+            "MALFORMED_RECORD_BATCH",
+            f"Chunk {chunk} is not an Arrow IPC stream ({error}). Send each chunk as a whole"
+            " IPC stream: schema, then record batches.",
+            field="record_batches",
+            chunk=chunk,
+        ) from None
+
+
+def _digest_matrix(column: pa.Array) -> npt.NDArray[np.uint8]:
+    """The non-null digests of a column as an (n, 32) byte matrix, without copying rows."""
+    valid = column.drop_null() if column.null_count else column
+    data = valid.buffers()[1]
+    start = valid.offset * DIGEST_BYTES
+    raw = np.frombuffer(data, dtype=np.uint8)[start : start + len(valid) * DIGEST_BYTES]
+    return raw.reshape(-1, DIGEST_BYTES)
+
+
+def _check_digests(column: pa.Array, identifier_type: str, chunk: int) -> None:
+    """Refuses values that cannot be HMAC-SHA256 outputs: constant bytes or plain text.
+
+    A true digest is all-printable with probability (95/256)^32, about 1e-14, and has all
+    32 bytes equal with probability 2^-248: neither happens by chance.
+    """
+    digests = _digest_matrix(column)
+    if not len(digests):
+        return
+    printable = ((digests >= PRINTABLE_LOW) & (digests <= PRINTABLE_HIGH)).all(axis=1)
+    constant = (digests == digests[:, :1]).all(axis=1)
+    for bad, reason, what in (
+        (printable, "DIGEST_LOOKS_LIKE_TEXT", "are printable text"),
+        (constant, "CONSTANT_DIGEST", "repeat a single byte"),
+    ):
+        if bad.any():
+            raise InvalidArgumentError(
+                reason,
+                f"Chunk {chunk}: {int(bad.sum())} values of column {identifier_type!r} {what},"
+                " so they are not HMAC-SHA256 digests. Upload only what `cleanroom-partner"
+                " prepare` writes; never raw identifiers.",
+                field="record_batches",
+                chunk=chunk,
+                identifier_type=identifier_type,
+            )
+
+
+def _drop_repeats(
+    table: pa.Table, identifier_types: Sequence[str]
+) -> tuple[pa.Table, tuple[IdentifierStats, ...]]:
+    """Keeps each digest of a type only in the first row holding it (SPEC section 3)."""
+    positions = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    stats = []
+    for identifier_type in identifier_types:
+        column = table.column(identifier_type)
+        firsts = (
+            pa.table({"digest": column, "row": positions})
+            .group_by("digest")
+            .aggregate([("row", "min")])
+            .filter(pc.is_valid(pc.field("digest")))
+            .column("row_min")
+        )
+        keep = np.zeros(table.num_rows, dtype=np.bool_)
+        keep[firsts.to_numpy()] = True
+        present = column.is_valid().to_numpy(zero_copy_only=False)
+        repeats = int((present & ~keep).sum())
+        if repeats:
+            index = table.schema.get_field_index(identifier_type)
+            table = table.set_column(
+                index, table.field(index), pc.if_else(pa.array(keep), column, None)
+            )
+        stats.append(IdentifierStats(identifier_type, int(keep.sum()), repeats))
+    return table, tuple(stats)

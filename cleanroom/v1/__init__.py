@@ -1,0 +1,1 @@
+"""Code generated from protos/cleanroom/v1 by `make proto`. Do not edit."""

@@ -1,0 +1,272 @@
+"""The importable Python API of the partner toolkit: a mutually authenticated client.
+
+Every server refusal becomes a `partners.errors.ServerError` subclass, mapped from the
+gRPC status and its `ErrorInfo` in `_map_rpc_error`, the one place that knows gRPC errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from cleanroom.v1 import (
+    audit_event_pb2,
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    dataset_pb2,
+    overlap_report_pb2,
+    partner_service_pb2,
+    partner_service_pb2_grpc,
+    report_service_pb2,
+    report_service_pb2_grpc,
+)
+from partners import errors
+from partners.prepare import read_digest_file
+
+CHUNK_BYTES = 2 * 1024 * 1024  # well under gRPC's 4 MiB default message limit
+DIGEST_BYTES = 32
+
+_ERRORS: dict[grpc.StatusCode, type[errors.ServerError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidRequestError,
+    grpc.StatusCode.OUT_OF_RANGE: errors.InvalidRequestError,
+    grpc.StatusCode.UNAUTHENTICATED: errors.AccessDeniedError,
+    grpc.StatusCode.PERMISSION_DENIED: errors.AccessDeniedError,
+    grpc.StatusCode.NOT_FOUND: errors.NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: errors.ConflictError,
+    grpc.StatusCode.ABORTED: errors.ConflictError,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.PrivacyRuleError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.PrivacyRuleError,
+    grpc.StatusCode.UNAVAILABLE: errors.UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.UnavailableError,
+    grpc.StatusCode.CANCELLED: errors.UnavailableError,
+}
+
+
+def _map_rpc_error(error: grpc.RpcError) -> errors.ServerError:
+    """The toolkit error for a failed call, with the server's reason and metadata."""
+    code: grpc.StatusCode = error.code()
+    reason, metadata = code.name, {}
+    status = rpc_status.from_call(error)
+    for detail in status.details if status else []:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            reason, metadata = info.reason, dict(info.metadata)
+    kind = _ERRORS.get(code, errors.ServerBugError)
+    return kind(code.name, reason, error.details() or code.name, metadata)
+
+
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    try:
+        yield
+    except grpc.RpcError as error:
+        raise _map_rpc_error(error) from None
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the server is and the files that prove who we are."""
+
+    target: str
+    certificate: Path
+    private_key: Path
+    ca_certificate: Path
+    server_name: str | None = None
+
+    def channel(self) -> grpc.Channel:
+        """A channel over mutual TLS to the server."""
+        try:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=self.ca_certificate.read_bytes(),
+                private_key=self.private_key.read_bytes(),
+                certificate_chain=self.certificate.read_bytes(),
+            )
+        except OSError as error:
+            raise errors.InputError(
+                "CERTIFICATE_FILE_UNREADABLE",
+                f"Cannot read {error.filename}: {error.strerror}. Pass the files the operator"
+                " gave you with --cert, --key and --ca (or CLEANROOM_CERT, CLEANROOM_KEY,"
+                " CLEANROOM_CA).",
+                {"path": str(error.filename)},
+            ) from None
+        options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+        return grpc.secure_channel(self.target, credentials, options=options)
+
+
+def _chunks(table: pa.Table) -> Iterator[tuple[int, bytes]]:
+    """The table as Arrow IPC streams of about CHUNK_BYTES each, with their row counts."""
+    row_bytes = max(1, table.nbytes // max(1, table.num_rows))
+    rows_per_chunk = max(1, CHUNK_BYTES // row_bytes)
+    for batch in table.to_batches(max_chunksize=rows_per_chunk):
+        sink = pa.BufferOutputStream()
+        with ipc.new_stream(sink, table.schema) as writer:
+            writer.write_batch(batch)
+        yield batch.num_rows, sink.getvalue().to_pybytes()
+
+
+def _upload_table(path: Path) -> tuple[pa.Table, Any]:
+    """The digests file's table in the wire schema, and the file's description."""
+    info = read_digest_file(path)
+    table = pq.read_table(path)
+    schema = pa.schema(
+        [pa.field(t, pa.binary(DIGEST_BYTES)) for t in info.identifier_types]
+        + [pa.field(s, pa.string()) for s in info.segment_columns]
+    )
+    return table.select(schema.names).cast(schema).combine_chunks(), info
+
+
+class CleanRoomClient:
+    """A partner's client of the clean room server. Use it as a context manager."""
+
+    def __init__(self, connection: Connection, *, timeout: float = 300.0) -> None:
+        self.connection = connection
+        self.timeout = timeout
+        self._channel = connection.channel()
+        self._partners = partner_service_pb2_grpc.PartnerServiceStub(self._channel)
+        self._reports = report_service_pb2_grpc.ReportServiceStub(self._channel)
+        self._audit = audit_service_pb2_grpc.AuditServiceStub(self._channel)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the channel."""
+        self._channel.close()
+
+    def upload(
+        self,
+        digests: Path,
+        *,
+        dataset_id: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> dataset_pb2.Dataset:
+        """Uploads a digests file written by `prepare` as a new dataset.
+
+        Args:
+            digests: The file `cleanroom-partner prepare` wrote.
+            dataset_id: The new dataset's id within the file's collaboration.
+            progress: Called with the number of rows of each chunk once it is sent.
+        """
+        table, info = _upload_table(digests)
+        checksum = hashlib.sha256()
+        for _, chunk in _chunks(table):
+            checksum.update(chunk)
+        header = partner_service_pb2.DatasetUploadHeader(
+            parent=f"collaborations/{info.collaboration_id}",
+            dataset_id=dataset_id,
+            identifier_types=info.identifier_types,
+            segment_columns=info.segment_columns,
+            key_check_value=info.key_check_value,
+            row_count=table.num_rows,
+            checksum=checksum.hexdigest(),
+        )
+
+        def messages() -> Iterator[partner_service_pb2.UploadDatasetRequest]:
+            yield partner_service_pb2.UploadDatasetRequest(header=header)
+            for rows, chunk in _chunks(table):
+                yield partner_service_pb2.UploadDatasetRequest(record_batches=chunk)
+                if progress:
+                    progress(rows)
+
+        with _mapped_errors():
+            response = self._partners.UploadDataset(messages(), timeout=self.timeout)
+        return response.dataset
+
+    def get_dataset(self, name: str) -> dataset_pb2.Dataset:
+        """A dataset of the caller's brand, by name."""
+        request = partner_service_pb2.GetDatasetRequest(name=name)
+        with _mapped_errors():
+            return self._partners.GetDataset(request, timeout=self.timeout).dataset
+
+    def list_datasets(self, parent: str) -> Iterator[dataset_pb2.Dataset]:
+        """Every dataset of the caller's brand in a collaboration, page after page."""
+        token = ""
+        while True:
+            request = partner_service_pb2.ListDatasetsRequest(parent=parent, page_token=token)
+            with _mapped_errors():
+                response = self._partners.ListDatasets(request, timeout=self.timeout)
+            yield from response.datasets
+            token = response.next_page_token
+            if not token:
+                return
+
+    def delete_dataset(self, name: str) -> None:
+        """Deletes a dataset of the caller's brand."""
+        request = partner_service_pb2.DeleteDatasetRequest(name=name)
+        with _mapped_errors():
+            self._partners.DeleteDataset(request, timeout=self.timeout)
+
+    def create_report(
+        self, parent: str, *, base: str, others: list[str], segment_column: str | None = None
+    ) -> overlap_report_pb2.OverlapReport:
+        """Asks for an overlap report of `base` (the caller's) against `others`."""
+        request = report_service_pb2.CreateOverlapReportRequest(
+            parent=parent,
+            overlap_report=overlap_report_pb2.OverlapReport(
+                base_dataset=base, other_datasets=others, segment_column=segment_column or ""
+            ),
+        )
+        with _mapped_errors():
+            return self._reports.CreateOverlapReport(request, timeout=self.timeout).overlap_report
+
+    def get_report(self, name: str) -> overlap_report_pb2.OverlapReport:
+        """A report released earlier to the caller's brand."""
+        request = report_service_pb2.GetOverlapReportRequest(name=name)
+        with _mapped_errors():
+            return self._reports.GetOverlapReport(request, timeout=self.timeout).overlap_report
+
+    def list_reports(self, parent: str) -> Iterator[overlap_report_pb2.OverlapReport]:
+        """Every report released to the caller's brand in a collaboration, oldest first."""
+        token = ""
+        while True:
+            request = report_service_pb2.ListOverlapReportsRequest(parent=parent, page_token=token)
+            with _mapped_errors():
+                response = self._reports.ListOverlapReports(request, timeout=self.timeout)
+            yield from response.overlap_reports
+            token = response.next_page_token
+            if not token:
+                return
+
+    def list_audit_events(
+        self,
+        parent: str,
+        *,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        method: str | None = None,
+        caller: str | None = None,
+        page_size: int = 500,
+    ) -> Iterator[audit_event_pb2.AuditEvent]:
+        """The events of a collaboration's query log, oldest first, filtered."""
+        request = audit_service_pb2.ListAuditEventsRequest(
+            parent=parent, page_size=page_size, method=method or "", caller=caller or ""
+        )
+        if start_time:
+            request.start_time.FromDatetime(start_time)
+        if end_time:
+            request.end_time.FromDatetime(end_time)
+        while True:
+            with _mapped_errors():
+                response = self._audit.ListAuditEvents(request, timeout=self.timeout)
+            yield from response.audit_events
+            request.page_token = response.next_page_token
+            if not request.page_token:
+                return

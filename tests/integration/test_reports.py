@@ -1,0 +1,109 @@
+"""Report counts over the real server equal an independent brute force with Python sets."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support import COLLABORATION, RunningServer, dataset_name, digest_array, write_digest_file
+
+PARENT = f"collaborations/{COLLABORATION}"
+TYPES = ("email", "phone")
+TIERS = ("bronze", "silver", "gold", None)
+
+
+def make_dataset(rng: np.random.Generator, pool: dict[str, np.ndarray], rows: int, types: tuple[str, ...]):
+    """Rows that draw each type's digest from a shared pool (so datasets overlap), or omit it."""
+    columns = {}
+    present_any = np.zeros(rows, dtype=bool)
+    picks = {}
+    for t in types:
+        index = rng.choice(len(pool[t]), size=rows, replace=False)
+        present = rng.random(rows) < 0.8
+        picks[t] = [bytes(pool[t][i]) if p else None for i, p in zip(index, present, strict=True)]
+        present_any |= present
+    keep = np.flatnonzero(present_any)
+    for t in types:
+        columns[t] = [picks[t][i] for i in keep]
+    segment = [TIERS[i] for i in rng.integers(0, len(TIERS), size=len(keep))]
+    return columns, segment
+
+
+def brute_force(datasets: list[dict[str, list[bytes | None]]]) -> dict[str, object]:
+    """Sizes, membership cells (by segment) and pairwise counts, computed with sets."""
+    sets = [{t: {v for v in cols[t] if v is not None} for t in cols} for cols in datasets]
+
+    def row_matches(cols: dict[str, list], row: int, other: int) -> bool:
+        return any(cols[t][row] is not None and cols[t][row] in sets[other].get(t, ()) for t in cols)
+
+    sizes = [len(next(iter(cols.values()))) for cols in datasets]
+    pairwise = {
+        (x, y): sum(row_matches(datasets[x], r, y) for r in range(sizes[x]))
+        for x, y in itertools.permutations(range(len(datasets)), 2)
+    }
+    patterns = [
+        tuple(row_matches(datasets[0], r, o) for o in range(1, len(datasets)))
+        for r in range(sizes[0])
+    ]
+    return {"sizes": sizes, "pairwise": pairwise, "patterns": patterns}
+
+
+@pytest.mark.parametrize("others", [1, 2, 3])
+def test_report_equals_brute_force(server: RunningServer, tmp_path: Path, others: int) -> None:
+    rng = np.random.default_rng(others)
+    pool = {t: np.unique(rng.integers(0, 256, size=(3000, 32), dtype=np.uint8), axis=0) for t in TYPES}
+    brands = ("acme", "brightmart", "corvid", "acme")[: others + 1]
+    data, segments, names = [], [], []
+    for i, brand in enumerate(brands):
+        types = TYPES if i % 2 == 0 else TYPES[::-1][: 1 + i % 2]
+        rows = int(rng.integers(800, 1600))
+        columns, segment = make_dataset(rng, pool, rows, types)
+        data.append(columns)
+        segments.append(segment)
+        path = write_digest_file(
+            tmp_path / f"d{i}.parquet",
+            {t: digest_array_from(columns[t]) for t in types},
+            {"tier": segment},
+        )
+        dataset_id = f"{brand}-audience-{i}"
+        server.client(brand).upload(path, dataset_id=dataset_id)
+        names.append(dataset_name(dataset_id))
+
+    report = server.client("acme").create_report(
+        PARENT, base=names[0], others=names[1:], segment_column="tier"
+    )
+    truth = brute_force(data)
+    k = report.minimum_threshold
+    assert k == 10
+
+    def expect(value: int, released) -> None:
+        if value < k:
+            assert not released.HasField("value")
+            assert released.suppression_reason != 0
+        else:
+            assert released.value == value
+
+    for size, expected in zip(report.dataset_sizes, truth["sizes"], strict=True):
+        expect(expected, size.row_count)
+    index = {n: i for i, n in enumerate(names)}
+    assert len(report.pairwise_overlaps) == len(names) * (len(names) - 1)
+    for pair in report.pairwise_overlaps:
+        expect(truth["pairwise"][index[pair.dataset], index[pair.matched_dataset]], pair.matched_row_count)
+    cells: dict[tuple[str, tuple[bool, ...]], int] = {}
+    for tier, pattern in zip(segments[0], truth["patterns"], strict=True):
+        key = (tier or "", pattern)
+        cells[key] = cells.get(key, 0) + 1
+    assert len(report.membership_cells) == 4 * 2**others
+    for cell in report.membership_cells:
+        pattern = tuple(n in cell.matched_datasets for n in names[1:])
+        expect(cells.get((cell.segment, pattern), 0), cell.base_row_count)
+    assert server.client("acme").get_report(report.name) == report
+
+
+def digest_array_from(values: list[bytes | None]):
+    import pyarrow as pa
+
+    return pa.array(values, type=pa.binary(32))

@@ -1,0 +1,175 @@
+"""Shared test helpers: a real server on loopback with real certificates, and digest files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cleanroom.clean_room import CleanRoom
+from cleanroom.config import Config, parse_config
+from cleanroom.pki import DemoPki, create_demo_pki, partner_dns_name
+from cleanroom.service.server import build_server
+from partners import prepare as digest_format
+from partners.client import CleanRoomClient, Connection
+from partners.digest import key_check_value
+
+COLLABORATION = "spring-launch"
+SECRET = bytes(range(32))
+KCV = key_check_value(SECRET, COLLABORATION)
+BRANDS = ("acme", "brightmart", "corvid")
+PARTNERS = (*BRANDS, "ledger", "operator", "outsider")
+
+
+def make_pki(directory: Path) -> DemoPki:
+    """Certificates for every test partner, plus one whose SAN no partner has ("stranger")."""
+    return create_demo_pki(directory, partners=[*PARTNERS, "stranger"])
+
+
+def config_data(
+    pki: DemoPki, data_dir: Path, *, threshold: int = 10, minimum_size: int = 10
+) -> dict[str, Any]:
+    """The TOML data of a test server's configuration."""
+    members = [{"partner": b, "roles": ["uploader", "analyst"]} for b in BRANDS]
+    members.append({"partner": "ledger", "roles": ["auditor"]})
+    return {
+        "server": {
+            "listen": "127.0.0.1:0",
+            "data_dir": str(data_dir),
+            "max_workers": 8,
+            "tls": {
+                "certificate": str(pki.server.certificate),
+                "private_key": str(pki.server.private_key),
+                "client_ca": str(pki.ca.certificate),
+            },
+        },
+        "partners": [
+            {
+                "id": p,
+                "certificate_names": [partner_dns_name(p)],
+                "administrator": p == "operator",
+            }
+            for p in PARTNERS
+        ],
+        "collaborations": [
+            {
+                "id": COLLABORATION,
+                "key_check_value": KCV,
+                "identifier_types": ["email", "phone", "maid", "loyalty_id"],
+                "members": members,
+                "policy": {"minimum_threshold": threshold, "minimum_dataset_size": minimum_size},
+            }
+        ],
+    }
+
+
+@dataclass
+class RunningServer:
+    """A real server on 127.0.0.1 and what a test needs to talk to it."""
+
+    pki: DemoPki
+    config: Config
+    clean_room: CleanRoom
+    server: grpc.Server
+    port: int
+    clients: dict[str, CleanRoomClient] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.server.data_dir
+
+    def connection(self, partner: str) -> Connection:
+        files = self.pki.partners[partner]
+        return Connection(
+            target=f"127.0.0.1:{self.port}",
+            certificate=files.certificate,
+            private_key=files.private_key,
+            ca_certificate=self.pki.ca.certificate,
+            server_name="localhost",
+        )
+
+    def client(self, partner: str) -> CleanRoomClient:
+        if partner not in self.clients:
+            self.clients[partner] = CleanRoomClient(self.connection(partner), timeout=60)
+        return self.clients[partner]
+
+    def events(self, method: str | None = None) -> list[Any]:
+        """The collaboration's query log, read straight from the database."""
+        from cleanroom.audit import AuditFilter
+
+        return self.clean_room.audit_log.events(
+            COLLABORATION, AuditFilter(method=method), after=-1, limit=1_000_000
+        )
+
+    def stop(self) -> None:
+        for client in self.clients.values():
+            client.close()
+        self.server.stop(None).wait()
+        self.clean_room.close()
+
+
+@contextmanager
+def running_server(pki: DemoPki, data_dir: Path, **policy: int) -> Iterator[RunningServer]:
+    """Starts a server on a free loopback port and stops it after the block."""
+    config = parse_config(config_data(pki, data_dir, **policy), base_dir=data_dir)
+    clean_room = CleanRoom(config)
+    server, port = build_server(clean_room)
+    running = RunningServer(pki, config, clean_room, server, port)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def random_digests(rng: np.random.Generator, count: int) -> np.ndarray[Any, Any]:
+    """`count` random 32-byte digests as an (n, 32) uint8 matrix."""
+    return rng.integers(0, 256, size=(count, 32), dtype=np.uint8)
+
+
+def digest_array(matrix: np.ndarray[Any, Any], present: Sequence[bool] | None = None) -> pa.Array:
+    """An Arrow fixed_size_binary(32) column of the rows of `matrix`, null where not present."""
+    values = [bytes(row) for row in matrix]
+    if present is not None:
+        values = [v if p else None for v, p in zip(values, present, strict=True)]
+    return pa.array(values, type=pa.binary(32))
+
+
+def write_digest_file(
+    path: Path,
+    columns: Mapping[str, pa.Array],
+    segments: Mapping[str, Sequence[str | None]] | None = None,
+    *,
+    collaboration: str = COLLABORATION,
+    kcv: str = KCV,
+) -> Path:
+    """A digests file as `cleanroom-partner prepare` writes it, from ready digest columns."""
+    segments = segments or {}
+    table = pa.table(
+        {**columns, **{name: pa.array(values, pa.string()) for name, values in segments.items()}}
+    )
+    metadata = {
+        digest_format.META_FORMAT: digest_format.DIGEST_FORMAT.encode(),
+        digest_format.META_COLLABORATION: collaboration.encode(),
+        digest_format.META_KEY_CHECK_VALUE: kcv.encode(),
+        digest_format.META_IDENTIFIER_TYPES: json.dumps(list(columns)).encode(),
+        digest_format.META_SEGMENT_COLUMNS: json.dumps(list(segments)).encode(),
+    }
+    pq.write_table(table.replace_schema_metadata(metadata), path)
+    return path
+
+
+def dataset_name(dataset_id: str) -> str:
+    return f"collaborations/{COLLABORATION}/datasets/{dataset_id}"
+
+
+def files_under(directory: Path) -> list[Path]:
+    """Every regular file under a directory, recursively."""
+    return sorted(p for p in directory.rglob("*") if p.is_file())
