@@ -1,0 +1,286 @@
+"""The end-to-end demo: three brands, an auditor and an operator, on one machine.
+
+It does what real users do, with the real commands, each printed before it runs: the
+operator makes certificates and a configuration and starts the server (mutual TLS, even
+here); each brand prepares its customer file with the shared secret and uploads the
+digests; a marketer asks for a three-way report split by segment; the auditor reads the
+query log; the operator stops the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.console import Console
+from rich.rule import Rule
+
+from cleanroom.demo.customers import CustomerFiles, write_customer_files
+from cleanroom.pki import DemoPki, create_demo_pki, partner_dns_name
+from partners.digest import key_check_value, new_secret, write_secret
+
+COLLABORATION = "spring-launch"
+BRANDS = ("acme", "brightmart", "corvid")
+AUDITOR, OPERATOR = "ledger", "operator"
+MARKER = ".cleanroom-demo"
+START_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class DemoWorld:
+    """The files of one demo run."""
+
+    root: Path
+    pki: DemoPki
+    config: Path
+    secret: Path
+    customers: CustomerFiles
+    port: int
+
+
+def run_demo(*, work_dir: Path, rows: int, console: Console) -> int:
+    """Runs the demo in `work_dir` (emptied first) and returns the exit status."""
+    started = time.monotonic()
+    world = _set_up(work_dir, rows, console)
+    server = _start_server(world, console)
+    try:
+        _brands_upload(world, console)
+        _marketer_reports(world, console)
+        _auditor_reads_log(world, console)
+    finally:
+        _stop_server(server, console)
+    console.print(Rule())
+    console.print(f"[bold green]demo finished in {time.monotonic() - started:.1f} s[/]")
+    return 0
+
+
+def _step(console: Console, title: str) -> None:
+    console.print()
+    console.print(Rule(f"[bold]{title}"))
+
+
+def _fresh_directory(path: Path) -> Path:
+    if path.exists():
+        if not (path / MARKER).exists():
+            raise SystemExit(
+                f"{path} exists and is not a demo directory; choose another --work-dir"
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    (path / MARKER).write_text("made by `cleanroom demo`; removed by the next run\n")
+    return path.resolve()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _set_up(work_dir: Path, rows: int, console: Console) -> DemoWorld:
+    root = _fresh_directory(work_dir)
+    _step(console, "Operator: certificates and configuration")
+    pki = create_demo_pki(root / "certs", partners=[*BRANDS, AUDITOR, OPERATOR])
+    console.print(f"CA, server and {len(pki.partners)} client certificates in {root / 'certs'}")
+
+    _step(console, "Brands: a shared collaboration secret (never sent to the clean room)")
+    secret = root / "brands" / "collaboration.secret"
+    secret.parent.mkdir()
+    value = new_secret()
+    write_secret(secret, value)
+    kcv = key_check_value(value, COLLABORATION)
+    console.print(f"$ cleanroom-partner keygen --collaboration {COLLABORATION} --out {secret}")
+    console.print(f"key check value given to the operator: [bold]{kcv}[/]")
+
+    port = _free_port()
+    config = root / "cleanroom.toml"
+    config.write_text(_config_text(pki, root, kcv, port))
+    console.print(f"configuration written to {config}")
+
+    _step(console, f"Brands: synthetic customer files ({rows:,} customers each)")
+    customers = write_customer_files(root / "brands", rows=rows)
+    for brand, path in customers.paths.items():
+        console.print(f"{brand}: {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
+    return DemoWorld(root, pki, config, secret, customers, port)
+
+
+def _config_text(pki: DemoPki, root: Path, kcv: str, port: int) -> str:
+    def rel(path: Path) -> str:
+        return json.dumps(str(path.relative_to(root)))
+
+    lines = [
+        "# The demo's clean room: three brands, an auditor and an operator.",
+        "[server]",
+        f'listen = "127.0.0.1:{port}"',
+        'data_dir = "data"',
+        "",
+        "[server.tls]",
+        f"certificate = {rel(pki.server.certificate)}",
+        f"private_key = {rel(pki.server.private_key)}",
+        f"client_ca = {rel(pki.ca.certificate)}",
+    ]
+    for partner in [*BRANDS, AUDITOR, OPERATOR]:
+        lines += [
+            "",
+            "[[partners]]",
+            f'id = "{partner}"',
+            f'certificate_names = ["{partner_dns_name(partner)}"]',
+        ]
+        if partner == OPERATOR:
+            lines.append("administrator = true")
+    lines += [
+        "",
+        "[[collaborations]]",
+        f'id = "{COLLABORATION}"',
+        f'key_check_value = "{kcv}"',
+        'identifier_types = ["email", "phone", "maid"]',
+        "",
+        "[collaborations.policy]",
+        "minimum_threshold = 50",
+        "minimum_dataset_size = 1000",
+    ]
+    for partner in BRANDS:
+        lines += ["", "[[collaborations.members]]", f'partner = "{partner}"']
+        lines.append('roles = ["uploader", "analyst"]')
+    lines += ["", "[[collaborations.members]]", f'partner = "{AUDITOR}"', 'roles = ["auditor"]']
+    return "\n".join(lines) + "\n"
+
+
+def _partner_env(world: DemoWorld, partner: str) -> dict[str, str]:
+    files = world.pki.partners[partner]
+    return {
+        **os.environ,
+        "CLEANROOM_SERVER": f"127.0.0.1:{world.port}",
+        "CLEANROOM_CERT": str(files.certificate),
+        "CLEANROOM_KEY": str(files.private_key),
+        "CLEANROOM_CA": str(world.pki.ca.certificate),
+        "CLEANROOM_SERVER_NAME": "localhost",
+        "COLUMNS": os.environ.get("COLUMNS", "120"),
+    }
+
+
+def _partner(world: DemoWorld, console: Console, who: str, *args: str) -> None:
+    """Runs `cleanroom-partner ARGS` as `who`, showing the command first."""
+    console.print(f"[dim]{who}[/] $ cleanroom-partner {shlex.join(args)}")
+    command = [sys.executable, "-m", "partners", *args]
+    subprocess.run(command, env=_partner_env(world, who), check=True, cwd=world.root)
+
+
+def _start_server(world: DemoWorld, console: Console) -> subprocess.Popen[bytes]:
+    _step(console, "Operator: start the server (mutual TLS on loopback)")
+    console.print(f"$ cleanroom serve --config {world.config.name}")
+    log = (world.root / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cleanroom", "serve", "--config", str(world.config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=world.root,
+    )
+    try:
+        _wait_until_serving(world)
+    except Exception:
+        server.kill()
+        console.print((world.root / "server.log").read_text())
+        raise
+    console.print(f"serving on 127.0.0.1:{world.port} (log: {world.root / 'server.log'})")
+    return server
+
+
+def _wait_until_serving(world: DemoWorld) -> None:
+    files = world.pki.partners[OPERATOR]
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=world.pki.ca.certificate.read_bytes(),
+        private_key=files.private_key.read_bytes(),
+        certificate_chain=files.certificate.read_bytes(),
+    )
+    target = f"127.0.0.1:{world.port}"
+    options = [("grpc.ssl_target_name_override", "localhost")]
+    with grpc.secure_channel(target, credentials, options=options) as channel:
+        grpc.channel_ready_future(channel).result(timeout=START_TIMEOUT)
+        response = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=START_TIMEOUT
+        )
+    if response.status != health_pb2.HealthCheckResponse.SERVING:
+        raise RuntimeError(f"server is not serving: {response.status}")
+
+
+def _brands_upload(world: DemoWorld, console: Console) -> None:
+    customers = world.customers
+    for brand in BRANDS:
+        _step(console, f"{brand}: prepare on the brand's machine, then upload digests only")
+        digests = world.root / "brands" / f"{brand}-digests.parquet"
+        columns = [f"--column={c}={t}" for c, t in customers.identifier_columns[brand].items()]
+        _partner(
+            world, console, brand, "prepare",
+            str(customers.paths[brand].relative_to(world.root)),
+            str(digests.relative_to(world.root)),
+            f"--collaboration={COLLABORATION}",
+            f"--secret-file={world.secret.relative_to(world.root)}",
+            *columns,
+            f"--segment={customers.segment_columns[brand]}",
+            f"--default-region={customers.default_region}",
+        )  # fmt: skip
+        _partner(
+            world, console, brand, "upload", str(digests.relative_to(world.root)),
+            f"--dataset-id={brand}-customers",
+        )  # fmt: skip
+
+
+def _marketer_reports(world: DemoWorld, console: Console) -> None:
+    _step(console, "acme's marketer: a three-way overlap report by loyalty tier")
+    segment = world.customers.segment_columns["acme"]
+    _partner(
+        world, console, "acme", "report", "create", f"--collaboration={COLLABORATION}",
+        "--base=acme-customers", "--other=brightmart-customers", "--other=corvid-customers",
+        f"--segment={segment}",
+    )  # fmt: skip
+    planted = ", ".join(
+        f"{pair.replace('&', ' & ')}: {count:,}"
+        for pair, count in world.customers.planted_overlaps.items()
+    )
+    console.print(
+        f"[dim]Planted in the synthetic data (persons): {planted}. A person matches when"
+        " any identifier type matches, so one invalid or missing identifier does not lose"
+        " them.[/]"
+    )
+
+
+def _auditor_reads_log(world: DemoWorld, console: Console) -> None:
+    _step(console, "ledger (auditor): the collaboration's query log")
+    _partner(world, console, AUDITOR, "audit", "list", f"--collaboration={COLLABORATION}")
+    _step(console, "ledger (auditor): may read the log, but not ask for counts")
+    console.print(
+        f"[dim]{AUDITOR}[/] $ cleanroom-partner report list --collaboration={COLLABORATION}"
+    )
+    refused = subprocess.run(
+        [sys.executable, "-m", "partners", "report", "list", f"--collaboration={COLLABORATION}"],
+        env=_partner_env(world, AUDITOR),
+        cwd=world.root,
+        check=False,
+    )
+    if refused.returncode == 0:
+        raise RuntimeError("the auditor was allowed to list reports")
+
+
+def _stop_server(server: subprocess.Popen[bytes], console: Console) -> None:
+    _step(console, "Operator: stop the server (SIGTERM, graceful)")
+    server.send_signal(signal.SIGTERM)
+    try:
+        code = server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        raise RuntimeError("the server did not stop within 30 s of SIGTERM") from None
+    console.print(f"server exited with status {code}")
+    if code != 0:
+        raise RuntimeError(f"the server exited with status {code}")

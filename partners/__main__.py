@@ -1,0 +1,5 @@
+"""`python -m partners`: the same as the `cleanroom-partner` command."""
+
+from partners.cli import main
+
+main()

@@ -1,0 +1,197 @@
+"""How the toolkit shows reports, datasets and log events: terminal tables, JSON and CSV.
+
+Derived figures (match rates, shares) come from released counts only; a
+figure that would need a suppressed count is shown as suppressed, never estimated.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from rich.console import Group
+from rich.table import Table
+
+from cleanroom.v1 import audit_event_pb2, dataset_pb2, overlap_report_pb2
+
+SUPPRESSED = "suppressed"
+
+
+def short(name: str) -> str:
+    """The last part of a resource name, for people."""
+    return name.rsplit("/", 1)[-1]
+
+
+def as_json(messages: Iterable[Message] | Message) -> str:
+    """Messages as JSON (an array for several), with the API's field names."""
+    if isinstance(messages, Message):
+        return json_format.MessageToJson(messages, preserving_proto_field_name=True, indent=2)
+    data = [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in messages]
+    return json.dumps(data, indent=2)
+
+
+def json_line(message: Message) -> str:
+    """A message as one line of JSON (for JSON Lines output)."""
+    return json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True))
+
+
+def count_text(count: overlap_report_pb2.ReleasedCount, threshold: int) -> str:
+    """A released count for people: the number, or why it is withheld."""
+    if count.HasField("value"):
+        return f"{count.value:,}"
+    reason = overlap_report_pb2.SuppressionReason.Name(count.suppression_reason)
+    if reason == "SUPPRESSION_REASON_BELOW_THRESHOLD":
+        return f"< {threshold} ({SUPPRESSED})"
+    return f"{SUPPRESSED} ({reason.removeprefix('SUPPRESSION_REASON_').lower()})"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def report_rows(report: overlap_report_pb2.OverlapReport) -> list[dict[str, Any]]:
+    """Every figure of a report as one flat row, for CSV and spreadsheets."""
+    rows: list[dict[str, Any]] = []
+
+    def add(figure: str, count: overlap_report_pb2.ReleasedCount, **where: Any) -> None:
+        reason = overlap_report_pb2.SuppressionReason.Name(count.suppression_reason)
+        rows.append(
+            {
+                "figure": figure,
+                "dataset": "",
+                "matched_datasets": "",
+                "segment": "",
+                **where,
+                "value": count.value if count.HasField("value") else "",
+                "suppression": "" if count.HasField("value") else reason,
+            }
+        )
+
+    for size in report.dataset_sizes:
+        add("dataset_size", size.row_count, dataset=size.dataset)
+    for pair in report.pairwise_overlaps:
+        add("pairwise_overlap", pair.matched_row_count, dataset=pair.dataset,
+            matched_datasets=pair.matched_dataset)  # fmt: skip
+    for cell in report.membership_cells:
+        add("membership_cell", cell.base_row_count, dataset=report.base_dataset,
+            matched_datasets=";".join(cell.matched_datasets), segment=cell.segment)  # fmt: skip
+    return rows
+
+
+def report_csv(report: overlap_report_pb2.OverlapReport) -> str:
+    """The report's figures as CSV, one figure a row."""
+    rows = report_rows(report)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def report_tables(report: overlap_report_pb2.OverlapReport) -> Group:
+    """The report as terminal tables: sizes, pairwise overlaps, membership cells."""
+    k = report.minimum_threshold
+    sizes = {s.dataset: s.row_count for s in report.dataset_sizes}
+    title = (
+        f"Overlap report {short(report.name)}: base {short(report.base_dataset)}"
+        f" (threshold {k}; {report.released_count} counts released,"
+        f" {report.suppressed_count} suppressed)"
+    )
+    size_table = Table(title="Datasets", title_justify="left")
+    size_table.add_column("dataset")
+    size_table.add_column("rows", justify="right")
+    for name, count in sizes.items():
+        size_table.add_row(short(name), count_text(count, k))
+
+    pair_table = Table(title="Pairwise overlap", title_justify="left")
+    for column, justify in [("rows of", "left"), ("matching", "left"), ("matched rows", "right"),
+                            ("match rate", "right")]:  # fmt: skip
+        pair_table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for pair in report.pairwise_overlaps:
+        pair_table.add_row(
+            short(pair.dataset),
+            short(pair.matched_dataset),
+            count_text(pair.matched_row_count, k),
+            _percent(pair.match_rate if pair.HasField("match_rate") else None),
+        )
+
+    cell_table = Table(title=f"Membership of {short(report.base_dataset)}", title_justify="left")
+    if report.segment_column:
+        cell_table.add_column(report.segment_column)
+    others = list(report.other_datasets)
+    for other in others:
+        cell_table.add_column(f"in {short(other)}", justify="center")
+    cell_table.add_column("base rows", justify="right")
+    cell_table.add_column("share", justify="right")
+    segment_totals = _segment_totals(report)
+    for cell in report.membership_cells:
+        marks = ["yes" if o in cell.matched_datasets else "-" for o in others]
+        total = segment_totals.get(cell.segment)
+        share = (
+            cell.base_row_count.value / total
+            if cell.base_row_count.HasField("value") and total
+            else None
+        )
+        segment = [cell.segment or "(none)"] if report.segment_column else []
+        cell_table.add_row(*segment, *marks, count_text(cell.base_row_count, k), _percent(share))
+    return Group(title, size_table, pair_table, cell_table)
+
+
+def _segment_totals(report: overlap_report_pb2.OverlapReport) -> dict[str, int]:
+    """Base rows per segment, only where every cell of the segment was released."""
+    totals: dict[str, int] = {}
+    complete: dict[str, bool] = {}
+    for cell in report.membership_cells:
+        released = cell.base_row_count.HasField("value")
+        complete[cell.segment] = complete.get(cell.segment, True) and released
+        totals[cell.segment] = totals.get(cell.segment, 0) + cell.base_row_count.value
+    return {s: t for s, t in totals.items() if complete[s]}
+
+
+def datasets_table(datasets: Iterable[dataset_pb2.Dataset]) -> Table:
+    """Datasets as a terminal table."""
+    table = Table(title="Datasets", title_justify="left")
+    for column in ("dataset", "owner", "rows", "identifier types", "segments", "created"):
+        table.add_column(column, justify="right" if column == "rows" else "left")
+    for d in datasets:
+        table.add_row(
+            d.name,
+            short(d.owner),
+            f"{d.row_count:,}",
+            ", ".join(d.identifier_types),
+            ", ".join(d.segment_columns) or "-",
+            d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    return table
+
+
+def audit_table(events: Iterable[audit_event_pb2.AuditEvent]) -> Table:
+    """Query log events as a terminal table."""
+    table = Table(title="Query log", title_justify="left")
+    for column in ("#", "time (UTC)", "caller", "roles", "method", "resources", "outcome"):
+        table.add_column(
+            column, justify="right" if column == "#" else "left", no_wrap=column == "time (UTC)"
+        )
+    for e in events:
+        outcome = e.outcome.status_code
+        if e.outcome.reason:
+            outcome += f" {e.outcome.reason}"
+        if e.outcome.released_count or e.outcome.suppressed_count:
+            outcome += (
+                f" (released {e.outcome.released_count}, suppressed {e.outcome.suppressed_count})"
+            )
+        table.add_row(
+            str(e.index),
+            e.event_time.ToDatetime().strftime("%m-%d %H:%M:%S"),
+            short(e.caller),
+            ",".join(e.caller_roles) or "-",
+            e.method.rsplit("/", 1)[-1],
+            "\n".join(short(r) for r in e.resources) or "-",
+            outcome,
+        )
+    return table
