@@ -219,7 +219,7 @@ def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
     tls = _Table(table.get("tls", dict), table.child("tls"), _TLS_KEYS)
 
     def path(t: _Table, name: str) -> Path:
-        return base_dir / t.get(name, str)
+        return base_dir / Path(t.get(name, str))
 
     max_workers = table.get("max_workers", int, 8)
     if not 1 <= max_workers <= 256:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -95,7 +95,9 @@ def _segment_codes(
     if segment_column is None:
         return [None], np.zeros(base.row_count, dtype=np.int64)
     column = base.table.column(segment_column).combine_chunks()
-    encoded = pc.dictionary_encode(column, null_encoding="encode")
+    encoded = cast(
+        "pa.DictionaryArray[Any, Any]", pc.dictionary_encode(column, null_encoding="encode")
+    )
     dictionary: list[str | None] = encoded.dictionary.to_pylist()
     labels = sorted(dictionary, key=lambda v: (v is not None, v or ""))
     position = {label: i for i, label in enumerate(labels)}

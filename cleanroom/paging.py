@@ -51,4 +51,4 @@ def decode_token(token: str, kind: str, parent: str, start: Position) -> Positio
             " previous page of the same request, or none to start over.",
             field="page_token",
         )
-    return position  # type: ignore[no-any-return]
+    return position

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -193,7 +194,7 @@ class DatasetUpload:
                 chunk=self.chunks,
             )
         for segment, seen in self._segment_values.items():
-            values = pc.unique(batch.column(segment)).drop_null().to_pylist()
+            values = [str(v) for v in pc.unique(batch.column(segment)).drop_null().to_pylist()]
             long = [v for v in values if len(v) > MAX_SEGMENT_LABEL]
             if long:
                 raise InvalidArgumentError(
@@ -268,16 +269,18 @@ def _read_batches(payload: bytes, chunk: int) -> list[pa.RecordBatch]:
         ) from None
 
 
-def _digest_matrix(column: pa.Array) -> npt.NDArray[np.uint8]:
-    """The non-null digests of a column as an (n, 32) byte matrix, without copying rows."""
+def _digest_matrix(column: pa.Array[Any]) -> npt.NDArray[np.uint8]:
+    """The non-null digests of a column as an (n, 32) byte matrix."""
     valid = column.drop_null() if column.null_count else column
     data = valid.buffers()[1]
+    if data is None or not len(valid):
+        return np.zeros((0, DIGEST_BYTES), dtype=np.uint8)
     start = valid.offset * DIGEST_BYTES
-    raw = np.frombuffer(data, dtype=np.uint8)[start : start + len(valid) * DIGEST_BYTES]
-    return raw.reshape(-1, DIGEST_BYTES)
+    raw = np.frombuffer(memoryview(data), dtype=np.uint8)
+    return raw[start : start + len(valid) * DIGEST_BYTES].reshape(-1, DIGEST_BYTES)
 
 
-def _check_digests(column: pa.Array, identifier_type: str, chunk: int) -> None:
+def _check_digests(column: pa.Array[Any], identifier_type: str, chunk: int) -> None:
     """Refuses values that cannot be HMAC-SHA256 outputs: constant bytes or plain text.
 
     A true digest is all-printable with probability (95/256)^32, about 1e-14, and has all
@@ -313,7 +316,7 @@ def _drop_repeats(
     for identifier_type in identifier_types:
         column = table.column(identifier_type)
         firsts = (
-            pa.table({"digest": column, "row": positions})
+            pa.Table.from_arrays([column, positions], names=["digest", "row"])
             .group_by("digest")
             .aggregate([("row", "min")])
             .filter(pc.is_valid(pc.field("digest")))

@@ -7,7 +7,7 @@ the brand), uploads the digests, asks for overlap reports and reads the query lo
 from partners.client import CleanRoomClient, Connection
 from partners.digest import key_check_value, new_secret, read_secret, write_secret
 from partners.errors import InputError, PartnerError, ServerError
-from partners.prepare import DigestFile, PreparationSummary, prepare, read_digest_file
+from partners.preparation import DigestFile, PreparationSummary, prepare, read_digest_file
 
 __all__ = [
     "CleanRoomClient",

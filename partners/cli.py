@@ -18,7 +18,7 @@ from partners import render
 from partners.client import CleanRoomClient, Connection
 from partners.digest import key_check_value, new_secret, read_secret, write_secret
 from partners.errors import InputError, PartnerError, ServerError
-from partners.prepare import PreparationSummary, prepare, read_digest_file
+from partners.preparation import PreparationSummary, prepare, read_digest_file
 
 console = Console()
 errors = Console(stderr=True)

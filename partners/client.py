@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import grpc
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from pyarrow import ipc
 
 from cleanroom.v1 import (
     audit_event_pb2,
@@ -34,7 +34,7 @@ from cleanroom.v1 import (
     report_service_pb2_grpc,
 )
 from partners import errors
-from partners.prepare import read_digest_file
+from partners.preparation import read_digest_file
 
 CHUNK_BYTES = 2 * 1024 * 1024  # well under gRPC's 4 MiB default message limit
 DIGEST_BYTES = 32
@@ -59,7 +59,7 @@ def _map_rpc_error(error: grpc.RpcError) -> errors.ServerError:
     """The toolkit error for a failed call, with the server's reason and metadata."""
     code: grpc.StatusCode = error.code()
     reason, metadata = code.name, {}
-    status = rpc_status.from_call(error)
+    status = rpc_status.from_call(cast(grpc.Call, error))  # every RpcError of a call is one
     for detail in status.details if status else []:
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info):
@@ -143,7 +143,10 @@ class CleanRoomClient:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 

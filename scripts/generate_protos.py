@@ -1,5 +1,8 @@
 """Generates the Python code of the protos in `protos/` into `cleanroom/v1/`.
 
+Messages and gRPC stubs come from grpcio-tools' protoc; their typed `.pyi` stubs from
+mypy-protobuf's plugins, so that mypy checks every use of the API.
+
 `make proto` runs it; `tests/unit/test_generated_code.py` runs it into a temporary
 directory and fails when the committed code differs.
 """
@@ -26,13 +29,17 @@ def proto_files() -> list[Path]:
 def generate(out_dir: Path) -> list[Path]:
     """Generates the code into `out_dir` and returns the files written, relative to it."""
     include = resources.files("grpc_tools") / "_proto"
+    plugins = Path(sys.executable).parent  # mypy-protobuf's plugins, beside this Python
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
         f"-I{include}",
+        f"--plugin=protoc-gen-mypy={plugins / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={plugins / 'protoc-gen-mypy_grpc'}",
         f"--python_out={out_dir}",
-        f"--pyi_out={out_dir}",
+        f"--mypy_out={out_dir}",
         f"--grpc_python_out={out_dir}",
+        f"--mypy_grpc_out={out_dir}",
         *(str(p) for p in proto_files()),
     ]
     if protoc.main(args) != 0:

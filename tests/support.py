@@ -18,7 +18,7 @@ from cleanroom.clean_room import CleanRoom
 from cleanroom.config import Config, parse_config
 from cleanroom.pki import DemoPki, create_demo_pki, partner_dns_name
 from cleanroom.service.server import build_server
-from partners import prepare as digest_format
+from partners import preparation as digest_format
 from partners.client import CleanRoomClient, Connection
 from partners.digest import key_check_value
 

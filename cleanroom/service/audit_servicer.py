@@ -16,7 +16,7 @@ from cleanroom.v1 import audit_service_pb2 as pb
 from cleanroom.v1 import audit_service_pb2_grpc as pb_grpc
 
 
-class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
+class AuditServicer(pb_grpc.AuditServiceServicer):
     """Checks the caller, translates, reads the `AuditLog`, translates back."""
 
     def __init__(self, access: AccessPolicy, audit_log: AuditLog) -> None:

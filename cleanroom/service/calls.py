@@ -12,7 +12,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -24,6 +24,11 @@ from cleanroom.pki import certificate_identities
 from cleanroom.service.status import status_code, to_status
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    _ServerInterceptor = grpc.ServerInterceptor[Any, Any]
+else:  # grpc's classes are not generic at run time
+    _ServerInterceptor = grpc.ServerInterceptor
 
 _CURRENT: contextvars.ContextVar[AuditedCall] = contextvars.ContextVar("audited_call")
 
@@ -52,7 +57,7 @@ def current_call() -> AuditedCall:
     return _CURRENT.get()
 
 
-class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class CallInterceptor(_ServerInterceptor):
     """Identifies, audits and maps the errors of every call the server handles."""
 
     def __init__(self, access: AccessPolicy, audit_log: AuditLog) -> None:
@@ -61,9 +66,9 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         """Wraps the method's handler so that each call runs inside `_audited`."""
         handler = continuation(handler_call_details)
         if handler is None:

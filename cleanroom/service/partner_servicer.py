@@ -16,7 +16,7 @@ from cleanroom.v1 import partner_service_pb2 as pb
 from cleanroom.v1 import partner_service_pb2_grpc as pb_grpc
 
 
-class PartnerServicer(pb_grpc.PartnerServiceServicer):  # type: ignore[misc]
+class PartnerServicer(pb_grpc.PartnerServiceServicer):
     """Checks the caller, translates, calls `Datasets`, translates back."""
 
     def __init__(self, datasets: Datasets) -> None:

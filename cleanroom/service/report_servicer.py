@@ -13,7 +13,7 @@ from cleanroom.v1 import report_service_pb2 as pb
 from cleanroom.v1 import report_service_pb2_grpc as pb_grpc
 
 
-class ReportServicer(pb_grpc.ReportServiceServicer):  # type: ignore[misc]
+class ReportServicer(pb_grpc.ReportServiceServicer):
     """Checks the caller, translates, calls `Reports`, translates back."""
 
     def __init__(self, reports: Reports) -> None:

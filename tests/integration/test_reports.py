@@ -6,16 +6,25 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from tests.support import COLLABORATION, RunningServer, dataset_name, digest_array, write_digest_file
+from tests.support import (
+    COLLABORATION,
+    RunningServer,
+    dataset_name,
+    random_digests,
+    write_digest_file,
+)
 
 PARENT = f"collaborations/{COLLABORATION}"
 TYPES = ("email", "phone")
 TIERS = ("bronze", "silver", "gold", None)
 
 
-def make_dataset(rng: np.random.Generator, pool: dict[str, np.ndarray], rows: int, types: tuple[str, ...]):
+def make_dataset(
+    rng: np.random.Generator, pool: dict[str, np.ndarray], rows: int, types: tuple[str, ...]
+):
     """Rows that draw each type's digest from a shared pool (so datasets overlap), or omit it."""
     columns = {}
     present_any = np.zeros(rows, dtype=bool)
@@ -37,7 +46,9 @@ def brute_force(datasets: list[dict[str, list[bytes | None]]]) -> dict[str, obje
     sets = [{t: {v for v in cols[t] if v is not None} for t in cols} for cols in datasets]
 
     def row_matches(cols: dict[str, list], row: int, other: int) -> bool:
-        return any(cols[t][row] is not None and cols[t][row] in sets[other].get(t, ()) for t in cols)
+        return any(
+            cols[t][row] is not None and cols[t][row] in sets[other].get(t, ()) for t in cols
+        )
 
     sizes = [len(next(iter(cols.values()))) for cols in datasets]
     pairwise = {
@@ -54,7 +65,7 @@ def brute_force(datasets: list[dict[str, list[bytes | None]]]) -> dict[str, obje
 @pytest.mark.parametrize("others", [1, 2, 3])
 def test_report_equals_brute_force(server: RunningServer, tmp_path: Path, others: int) -> None:
     rng = np.random.default_rng(others)
-    pool = {t: np.unique(rng.integers(0, 256, size=(3000, 32), dtype=np.uint8), axis=0) for t in TYPES}
+    pool = {t: np.unique(random_digests(rng, 3000), axis=0) for t in TYPES}
     brands = ("acme", "brightmart", "corvid", "acme")[: others + 1]
     data, segments, names = [], [], []
     for i, brand in enumerate(brands):
@@ -65,7 +76,7 @@ def test_report_equals_brute_force(server: RunningServer, tmp_path: Path, others
         segments.append(segment)
         path = write_digest_file(
             tmp_path / f"d{i}.parquet",
-            {t: digest_array_from(columns[t]) for t in types},
+            {t: pa.array(columns[t], type=pa.binary(32)) for t in types},
             {"tier": segment},
         )
         dataset_id = f"{brand}-audience-{i}"
@@ -91,7 +102,8 @@ def test_report_equals_brute_force(server: RunningServer, tmp_path: Path, others
     index = {n: i for i, n in enumerate(names)}
     assert len(report.pairwise_overlaps) == len(names) * (len(names) - 1)
     for pair in report.pairwise_overlaps:
-        expect(truth["pairwise"][index[pair.dataset], index[pair.matched_dataset]], pair.matched_row_count)
+        expected = truth["pairwise"][index[pair.dataset], index[pair.matched_dataset]]
+        expect(expected, pair.matched_row_count)
     cells: dict[tuple[str, tuple[bool, ...]], int] = {}
     for tier, pattern in zip(segments[0], truth["patterns"], strict=True):
         key = (tier or "", pattern)
@@ -101,9 +113,3 @@ def test_report_equals_brute_force(server: RunningServer, tmp_path: Path, others
         pattern = tuple(n in cell.matched_datasets for n in names[1:])
         expect(cells.get((cell.segment, pattern), 0), cell.base_row_count)
     assert server.client("acme").get_report(report.name) == report
-
-
-def digest_array_from(values: list[bytes | None]):
-    import pyarrow as pa
-
-    return pa.array(values, type=pa.binary(32))

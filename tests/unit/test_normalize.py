@@ -1,0 +1,361 @@
+"""Normalization of identifiers (SPEC section 2): the rules every partner must apply alike."""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from uuid import UUID
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from partners.errors import InputError
+from partners.normalize import (
+    BUILTIN_TYPES,
+    InvalidIdentifierError,
+    Normalized,
+    explain_declared,
+    explain_email,
+    explain_maid,
+    explain_phone,
+    explainer_for,
+    normalize_declared,
+    normalize_email,
+    normalize_maid,
+    normalize_phone,
+    normalizer_for,
+)
+
+# The examples UID2 publishes in "Normalization and Encoding", with the SHA-256 of each
+# normalized address: a partner holding UID2 hashes must get the same bytes from us.
+UID2_EMAIL_EXAMPLES = {
+    "myemail@example.com": (
+        ["MyEmail@example.com", "MYEMAIL@example.com"],
+        "16c18d336f0b250f0e2d907452ceb9658a74ecdae8bc94864c23122a72cc27a5",
+    ),
+    "my.email@example.com": (
+        ["My.Email@example.com"],
+        "e22b53bc6f871274f3a62ab37a3caed7214fc14d676215a96a242fcfada1c81f",
+    ),
+    "janesaoirse@example.com": (
+        ["JANESAOIRSE@example.com", "JaneSaoirse@example.com"],
+        "d6670e7a92007f1b5ff785f1fc81e53aa6d3d7bd06bdf5c473cdc7286c284b6d",
+    ),
+    "jane.saoirse@example.com": (
+        ["jane.saoirse@example.com", "Jane.Saoirse@example.com"],
+        "b196432c7b989a2ca91c83799957c515da53e6c13abf20b78fea94f117e90bf8",
+    ),
+    "janesaoirse+work@example.com": (
+        ["JaneSaoirse+Work@example.com"],
+        "28aaee4815230cd3b4ebd88c515226550666e91ac019929e3adac3f66c288180",
+    ),
+    "janesaoirse@gmail.com": (
+        [
+            "JANE.SAOIRSE@gmail.com",
+            "Jane.Saoirse@gmail.com",
+            "JaneSaoirse+Work@gmail.com",
+            "JANESaoirse@gmail.com",
+        ],
+        "92ee26057ed9dea2535d6c8b141d48373932476599196e00352254896db5888f",
+    ),
+    "user@example.com": (
+        ["user@example.com"],
+        "b4c9a289323b21a01c3e940f150eb9b8c542587f1abfd8f0e1cc1ffc5e475514",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized", "sha256_hex"),
+    [
+        (raw, normalized, sha256_hex)
+        for normalized, (raws, sha256_hex) in UID2_EMAIL_EXAMPLES.items()
+        for raw in raws
+    ],
+)
+def test_email_matches_uid2_published_examples(raw: str, normalized: str, sha256_hex: str) -> None:
+    assert normalize_email(raw) == normalized
+    assert hashlib.sha256(normalized.encode()).hexdigest() == sha256_hex
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("jane.doe@gmail.com", "janedoe@gmail.com"),
+        ("janedoe+home@gmail.com", "janedoe@gmail.com"),
+        ("j.a.n.e+a+b.c@gmail.com", "jane@gmail.com"),
+        ("Jane.Doe+Home@GMAIL.COM", "janedoe@gmail.com"),
+        # Only gmail.com: other domains, Google's included, keep dots and tags.
+        ("jane.doe+home@googlemail.com", "jane.doe+home@googlemail.com"),
+        ("jane.doe+home@mail.gmail.com", "jane.doe+home@mail.gmail.com"),
+        ("jane.doe+home@gmail.co.uk", "jane.doe+home@gmail.co.uk"),
+        ("jane.doe+home@example.com", "jane.doe+home@example.com"),
+    ],
+)
+def test_email_gmail_rules_apply_to_gmail_com_only(raw: str, normalized: str) -> None:
+    assert normalize_email(raw) == normalized
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "  user@example.com",
+        "user@example.com  ",
+        "\tuser@example.com\r\n",
+        "\u00a0user@example.com",
+    ],
+)
+def test_email_surrounding_whitespace_is_trimmed(raw: str) -> None:
+    assert explain_email(raw) == Normalized("user@example.com", ("trimmed",))
+
+
+def test_email_non_ascii_is_kept_and_only_ascii_is_lowercased() -> None:
+    # UID2 lowercases A-Z only; Unicode case mapping would differ from UID2 hashes.
+    assert normalize_email("JÖRG.Müller@Exämple.DE") == "jÖrg.müller@exämple.de"
+    assert normalize_email("ÉLODIE@example.com") == "Élodie@example.com"
+    assert normalize_email("用户@例子.广告") == "用户@例子.广告"
+
+
+def test_email_explain_reports_each_change() -> None:
+    assert explain_email("user@example.com").changes == ()
+    assert explain_email(" Jane.Doe+x@Gmail.com ").changes == (
+        "trimmed",
+        "lowercased",
+        "gmail_tag_removed",
+        "gmail_dots_removed",
+    )
+    assert explain_email("jane.doe@gmail.com").changes == ("gmail_dots_removed",)
+    assert explain_email("janedoe+x@gmail.com").changes == ("gmail_tag_removed",)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("user.example.com", "missing_at_sign"),
+        ("user@@example.com", "multiple_at_signs"),
+        ("a@b@example.com", "multiple_at_signs"),
+        ("@example.com", "empty_local_part"),
+        ("user@", "empty_domain"),
+        ("@", "empty_domain"),
+        ("+tag@gmail.com", "empty_local_part"),
+        ("...@gmail.com", "empty_local_part"),
+    ],
+)
+def test_email_invalid_values_give_a_reason(raw: str, reason: str) -> None:
+    with pytest.raises(InvalidIdentifierError) as caught:
+        normalize_email(raw)
+    assert caught.value.reason == reason
+    assert isinstance(caught.value, ValueError)
+
+
+# Emails as brands hold them: ASCII and non-ASCII letters, the usual punctuation, upper
+# case, and whitespace around. (Whitespace inside an address is left alone by SPEC section 2.)
+_EMAIL_CHARS = st.sampled_from(string.ascii_letters + string.digits + ".+-_'ÄéßİΣ用")
+_LOCAL_PARTS = st.text(_EMAIL_CHARS, min_size=0, max_size=20)
+_DOMAINS = st.one_of(st.sampled_from(["gmail.com", "GMail.COM", "example.com"]), _LOCAL_PARTS)
+_PADDING = st.text(" \t\n\u00a0", max_size=3)
+
+
+@given(local=_LOCAL_PARTS, domain=_DOMAINS, before=_PADDING, after=_PADDING)
+def test_email_normalization_is_idempotent(
+    local: str, domain: str, before: str, after: str
+) -> None:
+    try:
+        once = normalize_email(f"{before}{local}@{domain}{after}")
+    except InvalidIdentifierError:
+        return
+    assert explain_email(once) == Normalized(once, ())
+    assert once.count("@") == 1
+    assert once == once.strip()
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "e164"),
+    [
+        # UID2's published examples.
+        ("1 (234) 567-8901", "US", "+12345678901"),
+        ("(02) 1234 5678", "AU", "+61212345678"),
+        # United States, written in several ways.
+        ("(415) 555-2671", "US", "+14155552671"),
+        ("415-555-2671", "US", "+14155552671"),
+        ("415.555.2671", "US", "+14155552671"),
+        ("1 415 555 2671", "US", "+14155552671"),
+        ("+1 415 555 2671", None, "+14155552671"),
+        ("tel:+1-415-555-2671", None, "+14155552671"),
+        ("(415) 555-2671", "us", "+14155552671"),
+        # United Kingdom: trunk prefix 0, international prefix 00, the "(0)" habit.
+        ("020 7946 0958", "GB", "+442079460958"),
+        ("0044 20 7946 0958", "GB", "+442079460958"),
+        ("+44 (0)20 7946 0958", None, "+442079460958"),
+        ("07911 123456", "GB", "+447911123456"),
+        # Germany and France.
+        ("030 901820", "DE", "+4930901820"),
+        ("030/901820", "DE", "+4930901820"),
+        ("+49 30 901820", None, "+4930901820"),
+        ("01 42 68 53 00", "FR", "+33142685300"),
+        # A country code in the value wins over the default region.
+        ("+33 1 42 68 53 00", "US", "+33142685300"),
+    ],
+)
+def test_phone_is_normalized_to_e164(raw: str, region: str | None, e164: str) -> None:
+    assert normalize_phone(raw, region) == e164
+
+
+def test_phone_uid2_hash_example() -> None:
+    normalized = normalize_phone("+12345678901", None)
+    assert hashlib.sha256(normalized.encode()).hexdigest() == (
+        "10e6f0b47054a83359477dcb35231db6de5c69fb1816e1a6b98e192de9e5b9ee"
+    )
+
+
+def test_phone_explain_reports_changes() -> None:
+    assert explain_phone("+14155552671", None) == Normalized("+14155552671", ())
+    assert explain_phone(" +14155552671 ", None).changes == ("trimmed",)
+    assert explain_phone("(415) 555-2671", "US").changes == ("phone_reformatted",)
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "reason"),
+    [
+        ("", "US", "empty"),
+        (" ", None, "empty"),
+        ("not a phone", "US", "unparseable_phone"),
+        ("+", "US", "unparseable_phone"),
+        ("12345", "US", "invalid_phone"),
+        ("555-555-5555", "US", "invalid_phone"),
+        ("020 7946 095", "GB", "invalid_phone"),
+        ("4155552671", None, "missing_country_code"),
+        ("+999 12345678", None, "unknown_country_code"),
+        ("+1415555267123456789012", None, "too_long"),
+    ],
+)
+def test_phone_invalid_values_give_a_reason(raw: str, region: str | None, reason: str) -> None:
+    with pytest.raises(InvalidIdentifierError) as caught:
+        normalize_phone(raw, region)
+    assert caught.value.reason == reason
+
+
+def test_phone_unknown_region_is_an_input_error() -> None:
+    with pytest.raises(InputError) as caught:
+        normalize_phone("415-555-2671", "XX")
+    assert caught.value.reason == "UNKNOWN_REGION"
+    assert caught.value.metadata == {"default_region": "XX"}
+
+
+@given(st.integers(min_value=2_000_000_000, max_value=9_999_999_999))
+def test_phone_normalization_is_idempotent(national: int) -> None:
+    try:
+        once = normalize_phone(str(national), "US")
+    except InvalidIdentifierError:
+        return
+    assert once.startswith("+1")
+    assert once[1:].isdigit()
+    assert len(once) - 1 <= 15
+    assert explain_phone(once, None) == Normalized(once, ())
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized", "changes"),
+    [
+        ("6d92078a-8246-4ba4-ae5b-76104861e7dc", "6d92078a-8246-4ba4-ae5b-76104861e7dc", ()),
+        (
+            "6D92078A-8246-4BA4-AE5B-76104861E7DC",
+            "6d92078a-8246-4ba4-ae5b-76104861e7dc",
+            ("lowercased",),
+        ),
+        (
+            "  6D92078A-8246-4ba4-ae5b-76104861e7dc\n",
+            "6d92078a-8246-4ba4-ae5b-76104861e7dc",
+            ("trimmed", "lowercased"),
+        ),
+        (
+            "EA7583CD-A667-48BC-B806-42ECB2B48606",
+            "ea7583cd-a667-48bc-b806-42ecb2b48606",
+            ("lowercased",),
+        ),
+    ],
+)
+def test_maid_is_lowercase_hyphenated(raw: str, normalized: str, changes: tuple[str, ...]) -> None:
+    assert explain_maid(raw) == Normalized(normalized, changes)
+    assert normalize_maid(raw) == normalized
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("", "empty"),
+        ("00000000-0000-0000-0000-000000000000", "zero_maid"),
+        (" 00000000-0000-0000-0000-000000000000 ", "zero_maid"),
+        ("6d92078a82464ba4ae5b76104861e7dc", "malformed_maid"),
+        ("{6d92078a-8246-4ba4-ae5b-76104861e7dc}", "malformed_maid"),
+        ("6d92078a-8246-4ba4-ae5b-76104861e7d", "malformed_maid"),
+        ("6d92078a-8246-4ba4-ae5b-76104861e7dcf", "malformed_maid"),
+        ("6d92078g-8246-4ba4-ae5b-76104861e7dc", "malformed_maid"),
+        ("6d92078a-82464-ba4-ae5b-76104861e7dc", "malformed_maid"),
+        ("６d92078a-8246-4ba4-ae5b-76104861e7dc", "malformed_maid"),  # noqa: RUF001 (a full-width digit)
+    ],
+)
+def test_maid_invalid_values_give_a_reason(raw: str, reason: str) -> None:
+    with pytest.raises(InvalidIdentifierError) as caught:
+        normalize_maid(raw)
+    assert caught.value.reason == reason
+
+
+@given(st.uuids(), st.booleans())
+def test_maid_normalization_is_idempotent(uuid: UUID, upper: bool) -> None:
+    raw = str(uuid).upper() if upper else str(uuid)
+    try:
+        once = normalize_maid(raw)
+    except InvalidIdentifierError:
+        return
+    assert once == str(uuid)
+    assert explain_maid(once) == Normalized(once, ())
+
+
+def test_declared_type_is_trimmed_only() -> None:
+    assert normalize_declared("  Loyalty-ABC.123  ") == "Loyalty-ABC.123"
+    assert explain_declared("ABC") == Normalized("ABC", ())
+    assert explain_declared(" ABC").changes == ("trimmed",)
+    with pytest.raises(InvalidIdentifierError) as caught:
+        normalize_declared(" \t ")
+    assert caught.value.reason == "empty"
+
+
+def test_normalizer_for_builtin_types() -> None:
+    assert BUILTIN_TYPES == ("email", "phone", "maid")
+    assert normalizer_for("email", default_region=None)("A@Example.com") == "a@example.com"
+    assert normalizer_for("phone", default_region="GB")("020 7946 0958") == "+442079460958"
+    maid = normalizer_for("maid", default_region=None)
+    assert maid("6D92078A-8246-4BA4-AE5B-76104861E7DC") == "6d92078a-8246-4ba4-ae5b-76104861e7dc"
+
+
+def test_normalizer_for_declared_type() -> None:
+    loyalty = normalizer_for("loyalty_id", default_region=None, declared_types=("loyalty_id",))
+    assert loyalty(" L-1 ") == "L-1"
+    explain = explainer_for("loyalty_id", default_region=None, declared_types={"loyalty_id"})
+    assert explain(" L-1 ") == Normalized("L-1", ("trimmed",))
+
+
+def test_normalizer_for_raises_invalid_identifier_error() -> None:
+    with pytest.raises(InvalidIdentifierError):
+        normalizer_for("email", default_region=None)("nobody")
+
+
+def test_normalizer_for_unknown_type() -> None:
+    with pytest.raises(InputError) as caught:
+        normalizer_for("loyalty_id", default_region=None, declared_types=("member_no",))
+    assert caught.value.reason == "UNKNOWN_IDENTIFIER_TYPE"
+    assert "loyalty_id" in caught.value.message
+    assert "email, phone, maid, member_no" in caught.value.message
+    assert caught.value.metadata["identifier_type"] == "loyalty_id"
+
+
+def test_normalizer_for_checks_the_region_once() -> None:
+    with pytest.raises(InputError) as caught:
+        normalizer_for("phone", default_region="Narnia")
+    assert caught.value.reason == "UNKNOWN_REGION"
+    # A region is not needed, and so not checked, for the other types.
+    assert normalizer_for("email", default_region="Narnia")("a@b.c") == "a@b.c"

@@ -1,0 +1,557 @@
+"""Preparing a brand's customer file into a digests file (SPEC sections 2 and 3)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import json
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from partners import preparation as prepare_module
+from partners.digest import key_check_value, type_key
+from partners.errors import InputError
+from partners.preparation import (
+    DigestFile,
+    PreparationSummary,
+    TypeSummary,
+    prepare,
+    read_digest_file,
+)
+
+SECRET = bytes(range(32))
+COLLABORATION = "collaborations/acme-globex"
+MAID_1 = "6d92078a-8246-4ba4-ae5b-76104861e7dc"
+MAID_2 = "ea7583cd-a667-48bc-b806-42ecb2b48606"
+ZERO_MAID = "00000000-0000-0000-0000-000000000000"
+
+# Row by row: what each row tests.
+CUSTOMERS_CSV = f"""\
+id,phone_number,e_mail,device,tier,age
+1,+1 (415) 555-2671,Jane.Doe@Gmail.com,{MAID_1.upper()},gold,41
+2,,janedoe+news@gmail.com,,silver,35
+3,not a phone,not an email,{ZERO_MAID},bronze,22
+4,020 7946 0958,  bob@example.com ,{MAID_2},,007
+5,  ,   ,,gold,50
+6,+1 415 555 2671,bob@example.com,{MAID_1},silver,60
+7,+44 20 7946 0958,carol@example.com,,gold,19
+"""
+# 1: all three identifiers, each normalized with changes.
+# 2: the same gmail account as row 1, so a duplicate; no other identifier: row dropped.
+# 3: every identifier invalid: row dropped.
+# 4: UK number in national form (default region GB), whitespace around the email, no tier.
+# 5: only blanks and whitespace: not read as values, row dropped.
+# 6: every identifier repeats an earlier row: row dropped.
+# 7: the phone repeats row 4, the email is new: row kept with a null phone.
+
+COLUMNS = {"e_mail": "email", "phone_number": "phone", "device": "maid"}
+
+
+def reference_digest(identifier_type: str, normalized: str) -> bytes:
+    key = type_key(SECRET, COLLABORATION, identifier_type)
+    return hmac.new(key, hashlib.sha256(normalized.encode()).digest(), hashlib.sha256).digest()
+
+
+@pytest.fixture
+def customers_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "customers.csv"
+    path.write_text(CUSTOMERS_CSV, encoding="utf-8")
+    return path
+
+
+def run(source: Path, destination: Path, **options: object) -> PreparationSummary:
+    arguments: dict[str, object] = {
+        "secret": SECRET,
+        "collaboration_id": COLLABORATION,
+        "columns": COLUMNS,
+        "segment_columns": ["tier"],
+        "default_region": "GB",
+    }
+    return prepare(source, destination, **(arguments | options))  # type: ignore[arg-type]
+
+
+def test_csv_to_digests_file(customers_csv: Path, tmp_path: Path) -> None:
+    destination = tmp_path / "digests.parquet"
+    run(customers_csv, destination)
+    table = pq.read_table(destination)
+
+    # Digest columns in the order of the mapping, then segments.
+    assert table.schema.names == ["email", "phone", "maid", "tier"]
+    for name in ("email", "phone", "maid"):
+        assert table.schema.field(name).type == pa.binary(32)
+        assert table.schema.field(name).nullable
+    assert table.schema.field("tier").type == pa.string()
+    assert table.to_pydict() == {
+        "email": [
+            reference_digest("email", "janedoe@gmail.com"),
+            reference_digest("email", "bob@example.com"),
+            reference_digest("email", "carol@example.com"),
+        ],
+        "phone": [
+            reference_digest("phone", "+14155552671"),
+            reference_digest("phone", "+442079460958"),
+            None,
+        ],
+        "maid": [reference_digest("maid", MAID_1), reference_digest("maid", MAID_2), None],
+        "tier": ["gold", "", "gold"],
+    }
+
+
+def test_schema_metadata(customers_csv: Path, tmp_path: Path) -> None:
+    destination = tmp_path / "digests.parquet"
+    run(customers_csv, destination)
+    metadata = pq.read_schema(destination).metadata
+    assert metadata == {
+        b"cleanroom.format": b"cleanroom-digests/v1",
+        b"cleanroom.collaboration": COLLABORATION.encode(),
+        b"cleanroom.key_check_value": key_check_value(SECRET, COLLABORATION).encode(),
+        b"cleanroom.identifier_types": b'["email", "phone", "maid"]',
+        b"cleanroom.segment_columns": b'["tier"]',
+    }
+
+
+def test_summary_counts(customers_csv: Path, tmp_path: Path) -> None:
+    summary = run(customers_csv, tmp_path / "digests.parquet")
+    assert summary == PreparationSummary(
+        rows_read=7,
+        rows_written=3,
+        rows_without_identifier=4,
+        types={
+            "email": TypeSummary(
+                values_read=6,
+                valid=5,
+                invalid_by_reason={"missing_at_sign": 1},
+                duplicates=2,
+                changes={
+                    "gmail_dots_removed": 1,
+                    "gmail_tag_removed": 1,
+                    "lowercased": 1,
+                    "trimmed": 1,
+                },
+            ),
+            "phone": TypeSummary(
+                values_read=5,
+                valid=4,
+                invalid_by_reason={"unparseable_phone": 1},
+                duplicates=2,
+                changes={"phone_reformatted": 4},
+            ),
+            "maid": TypeSummary(
+                values_read=4,
+                valid=3,
+                invalid_by_reason={"zero_maid": 1},
+                duplicates=1,
+                changes={"lowercased": 1},
+            ),
+        },
+    )
+    assert summary.types["email"].digests_written == 3
+
+
+def test_summary_to_dict_is_json(customers_csv: Path, tmp_path: Path) -> None:
+    summary = run(customers_csv, tmp_path / "digests.parquet")
+    data = json.loads(json.dumps(summary.to_dict()))
+    assert data["rows_read"] == 7
+    assert data["rows_without_identifier"] == 4
+    assert list(data["types"]) == ["email", "phone", "maid"]
+    assert data["types"]["maid"] == {
+        "values_read": 4,
+        "valid": 3,
+        "invalid_by_reason": {"zero_maid": 1},
+        "duplicates": 1,
+        "changes": {"lowercased": 1},
+        "digests_written": 2,
+    }
+
+
+def test_read_digest_file(customers_csv: Path, tmp_path: Path) -> None:
+    destination = tmp_path / "digests.parquet"
+    run(customers_csv, destination)
+    assert read_digest_file(destination) == DigestFile(
+        path=destination,
+        collaboration_id=COLLABORATION,
+        key_check_value=key_check_value(SECRET, COLLABORATION),
+        identifier_types=("email", "phone", "maid"),
+        segment_columns=("tier",),
+        row_count=3,
+    )
+
+
+def test_no_raw_identifier_reaches_the_digests_file(customers_csv: Path, tmp_path: Path) -> None:
+    destination = tmp_path / "digests.parquet"
+    run(customers_csv, destination)
+    content = destination.read_bytes()
+    for raw in (
+        b"gmail",
+        b"example.com",
+        b"2671",
+        b"7946",
+        MAID_1.encode(),
+        b"not a phone",
+        b"007",
+    ):
+        assert raw not in content
+
+
+def test_parquet_source_with_typed_columns(tmp_path: Path) -> None:
+    source = tmp_path / "customers.parquet"
+    table = pa.table(
+        {
+            "phone": pa.array([14155552671, None, 12025550143, 14155552671], pa.int64()),
+            "loyalty": pa.array([" L-1 ", "L-2", None, "L-3"]),
+            "tier": pa.array(["gold", "silver", "gold", None]).dictionary_encode(),
+            "region": pa.array([1, 2, 3, 4], pa.int8()),
+        }
+    )
+    pq.write_table(table, source)
+    destination = tmp_path / "digests.parquet"
+    summary = prepare(
+        source,
+        destination,
+        secret=SECRET,
+        collaboration_id=COLLABORATION,
+        columns={"loyalty": "loyalty_id", "phone": "phone"},
+        segment_columns=["tier", "region"],
+        declared_types=["loyalty_id"],
+        default_region="US",
+    )
+    result = pq.read_table(destination)
+    assert result.schema.names == ["loyalty_id", "phone", "tier", "region"]
+    assert result.schema.field("region").type == pa.string()
+    assert result.to_pydict() == {
+        "loyalty_id": [
+            reference_digest("loyalty_id", "L-1"),
+            reference_digest("loyalty_id", "L-2"),
+            None,
+            reference_digest("loyalty_id", "L-3"),
+        ],
+        "phone": [
+            reference_digest("phone", "+14155552671"),
+            None,
+            reference_digest("phone", "+12025550143"),
+            None,
+        ],
+        "tier": ["gold", "silver", "gold", None],
+        "region": ["1", "2", "3", "4"],
+    }
+    assert summary.types["loyalty_id"].changes == {"trimmed": 1}
+    assert summary.types["phone"].duplicates == 1
+
+
+def test_gzipped_csv(tmp_path: Path) -> None:
+    source = tmp_path / "customers.csv.gz"
+    source.write_bytes(gzip.compress(CUSTOMERS_CSV.encode()))
+    summary = run(source, tmp_path / "digests.parquet")
+    assert (summary.rows_read, summary.rows_written) == (7, 3)
+
+
+def test_csv_values_stay_text(tmp_path: Path) -> None:
+    # Read as numbers, these IDs would lose their leading zeros and stop matching.
+    source = tmp_path / "customers.csv"
+    source.write_text("member,tier\n00123,1\n0123,2\n", encoding="utf-8")
+    prepare(
+        source,
+        tmp_path / "digests.parquet",
+        secret=SECRET,
+        collaboration_id=COLLABORATION,
+        columns={"member": "member_no"},
+        segment_columns=["tier"],
+        declared_types=["member_no"],
+    )
+    result = pq.read_table(tmp_path / "digests.parquet").to_pydict()
+    assert result["member_no"] == [
+        reference_digest("member_no", "00123"),
+        reference_digest("member_no", "0123"),
+    ]
+    assert result["tier"] == ["1", "2"]
+
+
+def test_duplicates_are_found_across_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prepare_module, "_PARQUET_BATCH_ROWS", 3)
+    source = tmp_path / "customers.parquet"
+    emails = [f"user{i % 4}@example.com" for i in range(10)]
+    pq.write_table(pa.table({"email": emails}), source)
+    batches: list[int] = []
+    summary = prepare(
+        source,
+        tmp_path / "digests.parquet",
+        secret=SECRET,
+        collaboration_id=COLLABORATION,
+        columns={"email": "email"},
+        progress=batches.append,
+    )
+    assert batches == [3, 3, 3, 1]
+    assert summary.rows_written == 4
+    assert summary.types["email"].duplicates == 6
+    assert pq.read_table(tmp_path / "digests.parquet").column("email").to_pylist() == [
+        reference_digest("email", f"user{i}@example.com") for i in range(4)
+    ]
+    assert pq.ParquetFile(tmp_path / "digests.parquet").metadata.num_row_groups == 4
+
+
+def test_progress_counts_every_row(customers_csv: Path, tmp_path: Path) -> None:
+    rows: list[int] = []
+    run(customers_csv, tmp_path / "digests.parquet", progress=rows.append)
+    assert sum(rows) == 7
+
+
+def test_header_only_csv_gives_an_empty_digests_file(tmp_path: Path) -> None:
+    source = tmp_path / "customers.csv"
+    source.write_text("e_mail,phone_number,device,tier\n", encoding="utf-8")
+    destination = tmp_path / "digests.parquet"
+    summary = run(source, destination)
+    assert (summary.rows_read, summary.rows_written) == (0, 0)
+    assert read_digest_file(destination).row_count == 0
+    assert pq.read_schema(destination).names == ["email", "phone", "maid", "tier"]
+
+
+def test_existing_destination_is_replaced(customers_csv: Path, tmp_path: Path) -> None:
+    destination = tmp_path / "digests.parquet"
+    destination.write_bytes(b"old")
+    run(customers_csv, destination)
+    assert read_digest_file(destination).row_count == 3
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["customers.csv", "digests.parquet"]
+
+
+@pytest.mark.parametrize(
+    ("options", "reason", "named"),
+    [
+        ({"columns": {"mail": "email"}}, "UNKNOWN_COLUMN", ["mail", "id, phone_number, e_mail"]),
+        ({"segment_columns": ["loyalty_tier"]}, "UNKNOWN_COLUMN", ["loyalty_tier"]),
+        ({"columns": {"e_mail": "fax"}}, "UNKNOWN_IDENTIFIER_TYPE", ["fax"]),
+        (
+            {"columns": {"e_mail": "email", "id": "email"}},
+            "DUPLICATE_IDENTIFIER_TYPE",
+            ["e_mail", "id"],
+        ),
+        ({"columns": {}}, "NO_IDENTIFIER_COLUMNS", []),
+        ({"segment_columns": ["tier", "tier"]}, "DUPLICATE_SEGMENT_COLUMN", ["tier"]),
+        ({"segment_columns": ["e_mail"]}, "IDENTIFIER_AS_SEGMENT", ["e_mail"]),
+        ({"segment_columns": ["email"]}, "COLUMN_NAME_CONFLICT", ["email"]),
+        ({"default_region": "Atlantis"}, "UNKNOWN_REGION", ["Atlantis"]),
+        ({"secret": b"short"}, "SECRET_TOO_SHORT", []),
+    ],
+)
+def test_bad_options_are_refused_and_nothing_is_written(
+    customers_csv: Path, tmp_path: Path, options: dict[str, object], reason: str, named: list[str]
+) -> None:
+    destination = tmp_path / "digests.parquet"
+    with pytest.raises(InputError) as caught:
+        run(customers_csv, destination, **options)
+    assert caught.value.reason == reason
+    for text in named:
+        assert text in caught.value.message
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["customers.csv"]
+
+
+def test_unknown_column_lists_the_file_columns(customers_csv: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError) as caught:
+        run(customers_csv, tmp_path / "digests.parquet", columns={"mail": "email"})
+    assert caught.value.metadata == {
+        "column": "mail",
+        "path": str(customers_csv),
+        "columns": "id,phone_number,e_mail,device,tier,age",
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["customers.xlsx", "customers.json", "customers.csv.zip", "customers"]
+)
+def test_unsupported_file_type(tmp_path: Path, name: str) -> None:
+    source = tmp_path / name
+    source.write_text(CUSTOMERS_CSV, encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        run(source, tmp_path / "digests.parquet")
+    assert caught.value.reason == "UNSUPPORTED_FILE_TYPE"
+
+
+def test_missing_source(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as caught:
+        run(tmp_path / "nope.csv", tmp_path / "digests.parquet")
+    assert caught.value.reason == "FILE_NOT_FOUND"
+
+
+def test_destination_is_source(customers_csv: Path) -> None:
+    with pytest.raises(InputError) as caught:
+        run(customers_csv, customers_csv)
+    assert caught.value.reason == "DESTINATION_IS_SOURCE"
+    assert customers_csv.read_text(encoding="utf-8") == CUSTOMERS_CSV
+
+
+def test_destination_folder_missing(customers_csv: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError) as caught:
+        run(customers_csv, tmp_path / "missing" / "digests.parquet")
+    assert caught.value.reason == "DESTINATION_UNWRITABLE"
+
+
+def test_parquet_with_wrong_suffix_content(tmp_path: Path) -> None:
+    source = tmp_path / "customers.parquet"
+    source.write_text(CUSTOMERS_CSV, encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        run(source, tmp_path / "digests.parquet")
+    assert caught.value.reason == "FILE_UNREADABLE"
+
+
+def test_column_that_cannot_be_text(tmp_path: Path) -> None:
+    source = tmp_path / "customers.parquet"
+    pq.write_table(pa.table({"email": pa.array([["a@b.c"]], pa.list_(pa.string()))}), source)
+    with pytest.raises(InputError) as caught:
+        prepare(
+            source,
+            tmp_path / "digests.parquet",
+            secret=SECRET,
+            collaboration_id="c",
+            columns={"email": "email"},
+        )
+    assert caught.value.reason == "COLUMN_NOT_TEXT"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["customers.parquet"]
+
+
+def test_failure_midway_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prepare_module, "_PARQUET_BATCH_ROWS", 2)
+    source = tmp_path / "customers.parquet"
+    pq.write_table(pa.table({"email": [f"user{i}@example.com" for i in range(10)]}), source)
+    destination = tmp_path / "digests.parquet"
+    destination.write_bytes(b"the previous digests")
+
+    def interrupt(rows: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare(
+            source,
+            destination,
+            secret=SECRET,
+            collaboration_id=COLLABORATION,
+            columns={"email": "email"},
+            progress=interrupt,
+        )
+    assert destination.read_bytes() == b"the previous digests"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "customers.parquet",
+        "digests.parquet",
+    ]
+
+
+def test_bad_csv_row_midway_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prepare_module, "_CSV_BLOCK_BYTES", 64)
+    source = tmp_path / "customers.csv"
+    rows = [f"user{i}@example.com,x" for i in range(20)]
+    source.write_bytes(("email,tier\n" + "\n".join(rows)).encode() + b"\nbad\xff@example.com,x\n")
+    batches: list[int] = []
+    with pytest.raises(InputError) as caught:
+        prepare(
+            source,
+            tmp_path / "digests.parquet",
+            secret=SECRET,
+            collaboration_id="c",
+            columns={"email": "email"},
+            progress=batches.append,
+        )
+    assert batches  # some batches were written before the bad row
+    assert caught.value.reason == "FILE_UNREADABLE"
+    assert str(source) in caught.value.message
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["customers.csv"]
+
+
+def test_read_digest_file_refuses_other_files(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"email": [b"x" * 32]}), plain)
+    text = tmp_path / "text.parquet"
+    text.write_text("hello", encoding="utf-8")
+    for path in (plain, text):
+        with pytest.raises(InputError) as caught:
+            read_digest_file(path)
+        assert caught.value.reason == "NOT_A_DIGEST_FILE"
+        assert caught.value.metadata == {"path": str(path)}
+
+
+def test_read_digest_file_refuses_incomplete_metadata(customers_csv: Path, tmp_path: Path) -> None:
+    destination = tmp_path / "digests.parquet"
+    run(customers_csv, destination)
+    table = pq.read_table(destination)
+    metadata = dict(table.schema.metadata)
+    del metadata[b"cleanroom.key_check_value"]
+    pq.write_table(table.replace_schema_metadata(metadata), destination)
+    with pytest.raises(InputError) as caught:
+        read_digest_file(destination)
+    assert caught.value.reason == "NOT_A_DIGEST_FILE"
+
+
+def test_read_digest_file_missing(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as caught:
+        read_digest_file(tmp_path / "nope.parquet")
+    assert caught.value.reason == "FILE_NOT_FOUND"
+
+
+def test_excel_csv_with_byte_order_mark_and_crlf(tmp_path: Path) -> None:
+    source = tmp_path / "customers.csv"
+    source.write_bytes(b"\xef\xbb\xbfEmail,Tier\r\nA@Example.com,gold\r\n")
+    prepare(
+        source,
+        tmp_path / "digests.parquet",
+        secret=SECRET,
+        collaboration_id=COLLABORATION,
+        columns={"Email": "email"},
+        segment_columns=["Tier"],
+    )
+    assert pq.read_table(tmp_path / "digests.parquet").to_pydict() == {
+        "email": [reference_digest("email", "a@example.com")],
+        "Tier": ["gold"],
+    }
+
+
+_CELLS = st.one_of(
+    st.none(),
+    st.sampled_from(["", " ", "x", "@", "a@example.com", " A@example.com", "b@example.com"]),
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(_CELLS, _CELLS), max_size=30))
+def test_each_digest_stands_in_one_row_and_every_row_has_one(
+    rows: list[tuple[str | None, str | None]],
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        source, destination = Path(folder) / "in.parquet", Path(folder) / "out.parquet"
+        columns = {"first": [row[0] for row in rows], "second": [row[1] for row in rows]}
+        pq.write_table(
+            pa.table(columns, schema=pa.schema({"first": pa.string(), "second": pa.string()})),
+            source,
+        )
+        summary = prepare(
+            source,
+            destination,
+            secret=SECRET,
+            collaboration_id=COLLABORATION,
+            columns={"first": "email", "second": "loyalty_id"},
+            declared_types=["loyalty_id"],
+        )
+        result = pq.read_table(destination).to_pydict()
+    for name in ("email", "loyalty_id"):
+        present = [digest for digest in result[name] if digest is not None]
+        assert len(present) == len(set(present))
+        assert len(present) == summary.types[name].digests_written
+        type_summary = summary.types[name]
+        assert type_summary.values_read == type_summary.valid + sum(
+            type_summary.invalid_by_reason.values()
+        )
+    assert all(
+        email is not None or loyalty is not None
+        for email, loyalty in zip(*result.values(), strict=True)
+    )
+    assert summary.rows_read == len(rows)
+    assert summary.rows_written == len(result["email"])
