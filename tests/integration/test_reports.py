@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.support import (
     COLLABORATION,
@@ -113,3 +115,67 @@ def test_report_equals_brute_force(server: RunningServer, tmp_path: Path, others
         pattern = tuple(n in cell.matched_datasets for n in names[1:])
         expect(cells.get((cell.segment, pattern), 0), cell.base_row_count)
     assert server.client("acme").get_report(report.name) == report
+
+
+VENN_REGIONS = list(itertools.product([False, True], repeat=3))[1:]  # membership in (A, B, C)
+region_sizes = st.lists(st.integers(0, 30), min_size=len(VENN_REGIONS), max_size=7)
+_uploads = itertools.count()
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(sizes=region_sizes, split=st.booleans())
+def test_no_count_below_threshold_is_released(
+    server: RunningServer, tmp_path: Path, sizes: list[int], split: bool
+) -> None:
+    """Venn regions of random small sizes around k: no released count is ever below k."""
+    rng = np.random.default_rng(sum(sizes))
+    rows: list[list[bytes]] = [[], [], []]
+    tiers: list[str] = []
+    for region, size in zip(VENN_REGIONS, sizes, strict=True):
+        for digest in random_digests(rng, size):
+            for member, dataset_rows in zip(region, rows, strict=True):
+                if member:
+                    dataset_rows.append(bytes(digest))
+            if region[0]:
+                tiers.append(str(rng.choice(["x", "y"])))
+    names = []
+    for i, (brand, dataset_rows) in enumerate(
+        zip(("acme", "brightmart", "corvid"), rows, strict=True)
+    ):
+        padding = [bytes(d) for d in random_digests(rng, 10)]  # every dataset reaches the minimum
+        values = dataset_rows + padding
+        segment = {"tier": (tiers + ["x"] * 10) if i == 0 else ["x"] * len(values)}
+        path = write_digest_file(
+            tmp_path / f"{next(_uploads)}.parquet",
+            {"email": pa.array(values, pa.binary(32))},
+            segment,
+        )
+        dataset_id = f"{brand}-{next(_uploads)}"
+        server.client(brand).upload(path, dataset_id=dataset_id)
+        names.append(dataset_name(dataset_id))
+    report = server.client("acme").create_report(
+        PARENT, base=names[0], others=names[1:], segment_column="tier" if split else None
+    )
+    counts = [
+        *(s.row_count for s in report.dataset_sizes),
+        *(c.base_row_count for c in report.membership_cells),
+        *(p.matched_row_count for p in report.pairwise_overlaps),
+    ]
+    for count in counts:
+        if count.HasField("value"):
+            assert count.value >= report.minimum_threshold
+        else:
+            assert count.suppression_reason != 0
+    assert report.released_count + report.suppressed_count == len(counts)
+    # The pairwise count of A against B is the planted A∩B regions, exactly or suppressed.
+    a_b = sum(s for r, s in zip(VENN_REGIONS, sizes, strict=True) if r[0] and r[1])
+    first = report.pairwise_overlaps[0]
+    assert (first.dataset, first.matched_dataset) == (names[0], names[1])
+    if a_b >= report.minimum_threshold:
+        assert first.matched_row_count.value == a_b
+    else:
+        assert not first.matched_row_count.HasField("value")

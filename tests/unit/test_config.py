@@ -1,0 +1,98 @@
+"""The configuration file: every bad value fails at load with a message naming its key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cleanroom.config import Role, load_config, parse_config
+from cleanroom.errors import ConfigError
+
+BASE: dict[str, Any] = {
+    "server": {
+        "listen": "127.0.0.1:0",
+        "data_dir": "data",
+        "tls": {"certificate": "s.pem", "private_key": "s-key.pem", "client_ca": "ca.pem"},
+    },
+    "partners": [
+        {"id": "acme", "certificate_names": ["acme.partners.cleanroom.test"]},
+        {"id": "ops", "certificate_names": ["ops.example"], "administrator": True},
+    ],
+    "collaborations": [
+        {
+            "id": "spring",
+            "key_check_value": "0123456789abcdef",
+            "members": [{"partner": "acme", "roles": ["uploader", "analyst"]}],
+            "policy": {"minimum_threshold": 20},
+        }
+    ],
+}
+
+
+def changed(path: str, value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    *parents, last = path.split(".")
+    node: Any = data
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    if value is ...:
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+def test_a_good_config_loads_with_defaults(tmp_path: Path) -> None:
+    config = parse_config(BASE, base_dir=tmp_path)
+    assert config.server.data_dir == tmp_path / "data"
+    assert config.server.tls.client_ca == tmp_path / "ca.pem"
+    spring = config.collaborations["spring"]
+    assert spring.identifier_types == ("email", "phone", "maid")
+    assert spring.policy.minimum_threshold == 20
+    assert spring.policy.minimum_dataset_size == 1000
+    assert spring.roles_of(config.partners["acme"]) == {Role.UPLOADER, Role.ANALYST}
+    assert Role.ADMIN in spring.roles_of(config.partners["ops"])
+    assert config.partner_for(("x", "acme.partners.cleanroom.test")) == config.partners["acme"]
+    assert config.partner_for(("unknown",)) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key", "words"),
+    [
+        ("collaborations.0.policy.minimum_threshold", 9, "collaborations[0].policy.minimum_threshold", "at least 10"),
+        ("collaborations.0.policy.minimum_threshold", "50", "collaborations[0].policy.minimum_threshold", "must be a int"),
+        ("collaborations.0.policy.minimum_dataset_size", 5, "collaborations[0].policy.minimum_dataset_size", "at least minimum_threshold"),
+        ("collaborations.0.policy.epsilon", 1, "collaborations[0].policy.epsilon", "unknown key"),
+        ("collaborations.0.key_check_value", "XYZ", "collaborations[0].key_check_value", "16 lowercase hex"),
+        ("collaborations.0.id", "Spring Launch", "collaborations[0].id", "not a valid id"),
+        ("collaborations.0.members", [{"partner": "nobody", "roles": ["analyst"]}], "collaborations[0].members[0].partner", "no partner"),
+        ("collaborations.0.members", [{"partner": "acme", "roles": ["boss"]}], "collaborations[0].members[0].roles", "unknown role"),
+        ("collaborations.0.identifier_types", [], "collaborations[0].identifier_types", "at least one"),
+        ("partners.0.certificate_names", [], "partners[0].certificate_names", "at least one"),
+        ("partners.1.certificate_names", ["acme.partners.cleanroom.test"], "partners[1].certificate_names", "already belongs"),
+        ("partners.1.id", "acme", "partners[1].id", "defined twice"),
+        ("server.tls", ..., "server.tls", "missing"),
+        ("server.max_workers", 0, "server.max_workers", "1 to 256"),
+        ("server.colour", "blue", "server.colour", "unknown key"),
+    ],
+)  # fmt: skip
+def test_bad_values_name_their_key(
+    tmp_path: Path, path: str, value: Any, key: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(changed(path, value), base_dir=tmp_path)
+    assert error.value.key == key
+    assert words in error.value.message
+    assert error.value.reason == "INVALID_CONFIG"
+
+
+def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\n")
+    with pytest.raises(ConfigError, match="not a valid TOML"):
+        load_config(bad)
