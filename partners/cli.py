@@ -101,7 +101,8 @@ def keygen(collaboration: str, out: Path) -> None:
 
 @main.command()
 @click.option("--collaboration", required=True, help="The collaboration id.")
-@click.option("--secret-file", required=True, type=click.Path(path_type=Path))
+@click.option("--secret-file", required=True, type=click.Path(path_type=Path),
+              help="The collaboration secret, as `keygen` wrote it.")  # fmt: skip
 def kcv(collaboration: str, secret_file: Path) -> None:
     """Print the key check value of a secret, to compare with the collaboration's."""
     with _reported_errors():
@@ -122,7 +123,8 @@ def _mapping(values: tuple[str, ...]) -> dict[str, str]:
 @click.argument("source", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.argument("destination", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--collaboration", required=True, help="The collaboration id.")
-@click.option("--secret-file", required=True, type=click.Path(path_type=Path))
+@click.option("--secret-file", required=True, type=click.Path(path_type=Path),
+              help="The collaboration secret, as `keygen` wrote it.")  # fmt: skip
 @click.option("--column", "columns", multiple=True, required=True, metavar="COLUMN=TYPE",
               help="An identifier column and its type (email, phone, maid or a declared type)."
                    " Repeat for each.")  # fmt: skip

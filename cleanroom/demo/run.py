@@ -180,13 +180,13 @@ def _partner(world: DemoWorld, console: Console, who: str, *args: str) -> None:
 def _start_server(world: DemoWorld, console: Console) -> subprocess.Popen[bytes]:
     _step(console, "Operator: start the server (mutual TLS on loopback)")
     console.print(f"$ cleanroom serve --config {world.config.name}")
-    log = (world.root / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cleanroom", "serve", "--config", str(world.config)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=world.root,
-    )
+    with (world.root / "server.log").open("wb") as log:  # the server keeps its own copy
+        server = subprocess.Popen(
+            [sys.executable, "-m", "cleanroom", "serve", "--config", str(world.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=world.root,
+        )
     try:
         _wait_until_serving(world)
     except Exception:
