@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import TypeVar
 
 from cleanroom.errors import InvalidArgumentError
 
 Position = TypeVar("Position", str, int)
+Item = TypeVar("Item")
 
 MAX_PAGE_SIZE = 1000
 
@@ -29,6 +31,16 @@ def encode_token(kind: str, parent: str, position: str | int) -> str:
     """A token that continues a listing of `kind` under `parent` after `position`."""
     data = json.dumps([kind, parent, position], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def next_page(
+    items: list[Item], limit: int, kind: str, parent: str, position: Callable[[Item], str | int]
+) -> tuple[list[Item], str]:
+    """One page of `items`, fetched `limit + 1` long, and the token of the page after it."""
+    if len(items) <= limit:
+        return items, ""
+    page = items[:limit]
+    return page, encode_token(kind, parent, position(page[-1]))
 
 
 def decode_token(token: str, kind: str, parent: str, start: Position) -> Position:

@@ -9,7 +9,7 @@ from cleanroom.audit import AuditLog
 from cleanroom.config import Role
 from cleanroom.errors import PermissionDeniedError
 from cleanroom.names import SERVER_LOG, CollaborationName
-from cleanroom.paging import decode_token, encode_token, page_size
+from cleanroom.paging import decode_token, next_page, page_size
 from cleanroom.service import convert
 from cleanroom.service.calls import current_call
 from cleanroom.v1 import audit_service_pb2 as pb
@@ -53,11 +53,10 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             )
             log = parent.collaboration
         after = decode_token(request.page_token, "auditEvents", request.parent, -1)
-        events = self.audit_log.events(log, where, after=after, limit=limit + 1)
-        token = ""
-        if len(events) > limit:
-            events = events[:limit]
-            token = encode_token("auditEvents", request.parent, events[-1].index)
+        events, token = next_page(
+            self.audit_log.events(log, where, after=after, limit=limit + 1),
+            limit, "auditEvents", request.parent, lambda event: event.index,
+        )  # fmt: skip
         return pb.ListAuditEventsResponse(
             audit_events=[convert.audit_event(e) for e in events], next_page_token=token
         )

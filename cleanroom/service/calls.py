@@ -12,6 +12,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -95,37 +96,33 @@ class CallInterceptor(_ServerInterceptor):
     def _audited(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
         @functools.wraps(behavior)
         def run(request: Any, context: grpc.ServicerContext) -> Any:
-            call = self._begin(method, context)
-            token = _CURRENT.set(call)
-            try:
+            with self._call(method, context):
                 return behavior(request, context)
-            except Exception as error:
-                self._fail(call, context, error)
-            finally:
-                _CURRENT.reset(token)
-                self._finish(call, context)
 
         return run
 
     def _audited_stream(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
         @functools.wraps(behavior)
         def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            call = self._begin(method, context)
-            token = _CURRENT.set(call)
-            try:
+            with self._call(method, context):
                 yield from behavior(request, context)
-            except Exception as error:
-                self._fail(call, context, error)
-            finally:
-                _CURRENT.reset(token)
-                self._finish(call, context)
 
         return run
 
-    def _begin(self, method: str, context: grpc.ServicerContext) -> AuditedCall:
+    @contextmanager
+    def _call(self, method: str, context: grpc.ServicerContext) -> Iterator[AuditedCall]:
+        """One call: the caller identified, its failure mapped, its event appended at the end."""
         auth = context.auth_context()
         pem = (auth.get("x509_pem_cert") or [b""])[0]
-        return AuditedCall(self._identify(pem), method)
+        call = AuditedCall(self._identify(pem), method)
+        token = _CURRENT.set(call)
+        try:
+            yield call
+        except Exception as error:
+            self._fail(call, context, error)
+        finally:
+            _CURRENT.reset(token)
+            self._finish(call, context)
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one interceptor per server, few certificates
     def _identify(self, pem: bytes) -> Caller:
@@ -154,6 +151,8 @@ class CallInterceptor(_ServerInterceptor):
 
     def _finish(self, call: AuditedCall, context: grpc.ServicerContext) -> None:
         event = call.event
+        if event.outcome.status_code == "OK" and not context.is_active():
+            event.outcome.status_code = grpc.StatusCode.CANCELLED.name
         if call.collaboration and self.access.collaboration(call.collaboration):
             event.log = call.collaboration.collaboration
             event.caller_roles = tuple(sorted(self.access.roles(call.caller, call.collaboration)))

@@ -9,7 +9,7 @@ import grpc
 from cleanroom.datasets import Datasets
 from cleanroom.errors import InvalidArgumentError
 from cleanroom.names import CollaborationName, DatasetName
-from cleanroom.paging import decode_token, encode_token, page_size
+from cleanroom.paging import decode_token, next_page, page_size
 from cleanroom.service import convert
 from cleanroom.service.calls import current_call
 from cleanroom.v1 import partner_service_pb2 as pb
@@ -71,11 +71,10 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
         limit = page_size(request.page_size, default=50)
         call.summarize(page_size=limit, continued=bool(request.page_token))
         after = decode_token(request.page_token, "datasets", str(parent), "")
-        records = self.datasets.list(call.caller, parent, after=after, limit=limit + 1)
-        token = ""
-        if len(records) > limit:
-            records = records[:limit]
-            token = encode_token("datasets", str(parent), records[-1].name.dataset)
+        records, token = next_page(
+            self.datasets.list(call.caller, parent, after=after, limit=limit + 1),
+            limit, "datasets", str(parent), lambda record: record.name.dataset,
+        )  # fmt: skip
         return pb.ListDatasetsResponse(
             datasets=[convert.dataset(r) for r in records], next_page_token=token
         )

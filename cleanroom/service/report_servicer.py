@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from cleanroom.names import CollaborationName, OverlapReportName
-from cleanroom.paging import decode_token, encode_token, page_size
+from cleanroom.paging import decode_token, next_page, page_size
 from cleanroom.reports import Reports
 from cleanroom.service import convert
 from cleanroom.service.calls import current_call
@@ -60,11 +60,10 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         limit = page_size(request.page_size, default=50)
         call.summarize(page_size=limit, continued=bool(request.page_token))
         after = decode_token(request.page_token, "overlapReports", str(parent), 0)
-        rows = self.reports.list(call.caller, parent, after=after, limit=limit + 1)
-        token = ""
-        if len(rows) > limit:
-            rows = rows[:limit]
-            token = encode_token("overlapReports", str(parent), rows[-1][0])
+        rows, token = next_page(
+            self.reports.list(call.caller, parent, after=after, limit=limit + 1),
+            limit, "overlapReports", str(parent), lambda row: row[0],
+        )  # fmt: skip
         return pb.ListOverlapReportsResponse(
             overlap_reports=[convert.overlap_report(r) for _, r in rows], next_page_token=token
         )
