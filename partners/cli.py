@@ -266,10 +266,17 @@ def _print_report(report: Any, output: str) -> None:
         console.print(render.report_tables(report))
 
 
-_output = click.option(
-    "--output", "-o", type=click.Choice(["table", "json", "csv"]), default="table",
-    help="table for people; json or csv for machines.",
-)  # fmt: skip
+def _output(command: F) -> F:
+    """Adds --table (the default), --json and --csv, which choose one `output`."""
+    for flag, help_text in [
+        ("csv", "CSV for spreadsheets: one figure a row."),
+        ("json", "JSON with the API's field names."),
+        ("table", "Tables for people (the default)."),
+    ]:
+        command = click.option(
+            f"--{flag}", "output", flag_value=flag, default=flag == "table", help=help_text
+        )(command)
+    return command
 
 
 @main.group()

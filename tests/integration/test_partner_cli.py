@@ -79,7 +79,7 @@ def test_prepare_upload_report_audit(
 
     report = json.loads(run(
         server, "acme", "report", "create", f"--collaboration={COLLABORATION}",
-        "--base=acme-crm", "--other=brightmart-crm", "--segment=tier", "-o", "json",
+        "--base=acme-crm", "--other=brightmart-crm", "--segment=tier", "--json",
     ))  # fmt: skip
     pair = report["pairwise_overlaps"][0]
     # Persons 200..399 match by email once normalized; proto3 JSON writes int64 as a string.
@@ -88,9 +88,7 @@ def test_prepare_upload_report_audit(
     assert "Pairwise overlap" in table
     assert "200" in table
     rows = list(
-        csv.DictReader(
-            run(server, "acme", "report", "get", report["name"], "-o", "csv").splitlines()
-        )
+        csv.DictReader(run(server, "acme", "report", "get", report["name"], "--csv").splitlines())
     )
     assert {r["figure"] for r in rows} == {"dataset_size", "pairwise_overlap", "membership_cell"}
 
