@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from pathlib import Path
 
 from cleanroom.access import AccessPolicy
 from cleanroom.audit import AuditLog
@@ -13,9 +14,10 @@ from cleanroom.config import Config
 from cleanroom.database import Database
 from cleanroom.dataset_files import DatasetFiles
 from cleanroom.datasets import Datasets
-from cleanroom.errors import FailedPreconditionError
+from cleanroom.errors import ConfigError, FailedPreconditionError
 from cleanroom.matching import ArrowMatcher, Matcher
 from cleanroom.reports import Reports
+from cleanroom.signed_note import NoteError, NoteSigner
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ class CleanRoom:
         if removed:
             log.warning("removed %d files left by interrupted uploads: %s", len(removed), removed)
         self.access = AccessPolicy(config)
-        self.audit_log = AuditLog(self.database)
+        self.audit_log = AuditLog(self.database, load_signer(config.server.audit_signing_key))
         self.datasets = Datasets(self.access, self.catalog, self.files)
         self.reports = Reports(self.access, self.catalog, self.files, matcher or ArrowMatcher())
 
@@ -43,6 +45,19 @@ class CleanRoom:
         """Closes the database and releases the data directory."""
         self.database.close()
         os.close(self._lock_fd)
+
+
+def load_signer(path: Path) -> NoteSigner:
+    """The key that signs the query logs' checkpoints, from its file."""
+    key = "server.audit.signing_key"
+    try:
+        return NoteSigner.from_key(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(key, f"cannot read {path}: {error.strerror}") from None
+    except (NoteError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            key, f"{path} is not a signer key ({error}); make one with `cleanroom audit keygen`"
+        ) from None
 
 
 def _lock(path: os.PathLike[str]) -> int:

@@ -10,11 +10,15 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 
+from cleanroom.audit_check import check_logs
+from cleanroom.clean_room import load_signer
 from cleanroom.config import Config, load_config
 from cleanroom.demo.run import run_demo
 from cleanroom.errors import CleanRoomError
-from cleanroom.pki import create_demo_pki, partner_dns_name
+from cleanroom.names import SERVER_LOG
+from cleanroom.pki import create_demo_pki, partner_dns_name, write_private_file
 from cleanroom.service.server import serve as run_server
+from cleanroom.signed_note import NoteError, NoteSigner, NoteVerifier
 
 console = Console()
 errors = Console(stderr=True)
@@ -92,6 +96,68 @@ def pki_init(out: Path, partners: tuple[str, ...], hosts: tuple[str, ...]) -> No
     console.print(f"CA: {made.ca.certificate}\nserver: {made.server.certificate}")
     for partner_id, files in made.partners.items():
         console.print(f"{partner_id}: {files.certificate} (SAN {partner_dns_name(partner_id)})")
+
+
+@main.group()
+def audit() -> None:
+    """The key that signs the query logs, and the offline check of the stored logs."""
+
+
+@audit.command(name="keygen")
+@click.option("--name", required=True, help="The key's name, e.g. cleanroom.example.com/log.")
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Where to write the signing key (created with mode 0600).")  # fmt: skip
+def audit_keygen(name: str, out: Path) -> None:
+    """Create the Ed25519 key that signs checkpoints; print the verifier key to publish."""
+    try:
+        signer = NoteSigner.generate(name)
+    except NoteError as error:
+        errors.print(f"[bold red]error:[/] --name: {error}")
+        sys.exit(2)
+    write_private_file(out, signer.key_text() + "\n")
+    console.print(f"signing key written to {out}; set server.audit.signing_key to it")
+    console.print(f"verifier key for auditors to pin: [bold]{signer.verifier_key}[/]")
+
+
+@audit.command(name="verifier-key")
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path))
+def audit_verifier_key(config_path: Path) -> None:
+    """Print the verifier key that auditors pin, from the configured signing key."""
+    click.echo(_signer(_config(config_path)).verifier_key)
+
+
+@audit.command(name="check")
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
+              help="The server's configuration (for its data directory and key).")  # fmt: skip
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Check this data directory instead of the configured one.")  # fmt: skip
+def audit_check(config_path: Path, data_dir: Path | None) -> None:
+    """Verify every stored query log offline (the server may be stopped or crashed)."""
+    config = _config(config_path)
+    verifier = NoteVerifier(_signer(config).verifier_key)
+    results = check_logs(data_dir or config.server.data_dir, verifier)
+    for result in results:
+        name = "server log" if result.log == SERVER_LOG else f"collaborations/{result.log}"
+        if result.ok:
+            console.print(
+                f"[green]ok[/] {name}: {result.events:,} events,"
+                f" {result.checkpoints:,} signed checkpoints verified"
+            )
+        else:
+            console.print(
+                f"[bold red]FAILED[/] {name}: first bad index {result.first_bad_index}:"
+                f" {result.problem}"
+            )
+    if not all(r.ok for r in results):
+        sys.exit(1)
+
+
+def _signer(config: Config) -> NoteSigner:
+    try:
+        return load_signer(config.server.audit_signing_key)
+    except CleanRoomError as error:
+        errors.print(f"[bold red]error:[/] {error.message}")
+        sys.exit(2)
 
 
 @main.command()

@@ -43,11 +43,12 @@ class TlsConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Where the server listens and keeps its data."""
+    """Where the server listens and keeps its data, and the key that signs its logs."""
 
     listen: str
     data_dir: Path
     tls: TlsConfig
+    audit_signing_key: Path
     max_workers: int = 8
     max_upload_message_bytes: int = 4 * 1024 * 1024
 
@@ -200,8 +201,9 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
     return Config(server=server, partners=partners, collaborations=collaborations)
 
 
-_SERVER_KEYS = {"listen", "data_dir", "tls", "max_workers", "max_upload_message_bytes"}
+_SERVER_KEYS = {"listen", "data_dir", "tls", "audit", "max_workers", "max_upload_message_bytes"}
 _TLS_KEYS = {"certificate", "private_key", "client_ca"}
+_AUDIT_KEYS = {"signing_key"}
 _PARTNER_KEYS = {"id", "display_name", "certificate_names", "administrator"}
 _COLLABORATION_KEYS = {
     "id",
@@ -217,6 +219,7 @@ _POLICY_KEYS = {"minimum_threshold", "minimum_dataset_size"}
 
 def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
     tls = _Table(table.get("tls", dict), table.child("tls"), _TLS_KEYS)
+    audit = _Table(table.get("audit", dict), table.child("audit"), _AUDIT_KEYS)
 
     def path(t: _Table, name: str) -> Path:
         return base_dir / Path(t.get(name, str))
@@ -237,6 +240,7 @@ def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
             private_key=path(tls, "private_key"),
             client_ca=path(tls, "client_ca"),
         ),
+        audit_signing_key=path(audit, "signing_key"),
         max_workers=max_workers,
         max_upload_message_bytes=max_message,
     )

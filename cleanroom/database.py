@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cleanroom.errors import FailedPreconditionError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
     collaboration TEXT NOT NULL,
@@ -47,25 +49,54 @@ CREATE TABLE IF NOT EXISTS audit_events (
     caller TEXT NOT NULL,
     method TEXT NOT NULL,
     entry BLOB NOT NULL,
+    leaf_hash BLOB NOT NULL,
     PRIMARY KEY (log, log_index)
 ) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS audit_logs (
+    log TEXT PRIMARY KEY,
+    tree_size INTEGER NOT NULL,
+    frontier BLOB NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    log TEXT NOT NULL,
+    tree_size INTEGER NOT NULL,
+    signed_note TEXT NOT NULL,
+    PRIMARY KEY (log, tree_size)
+) WITHOUT ROWID;
 """
+SCHEMA_VERSION = 2
 
 
 class Database:
     """The server's SQLite database file, opened in WAL mode with full durability."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
         self._lock = threading.RLock()
+        if read_only:
+            self._connection = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
+            )
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._connection = sqlite3.connect(
             path, check_same_thread=False, isolation_level=None, timeout=30
         )
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=FULL")
         self._connection.execute("PRAGMA foreign_keys=ON")
+        (version,) = self._connection.execute("PRAGMA user_version").fetchone()
+        if version not in (0, SCHEMA_VERSION):
+            raise FailedPreconditionError(
+                "UNSUPPORTED_DATA_DIR",
+                f"{path} has schema version {version}; this server reads version"
+                f" {SCHEMA_VERSION}. Use a data directory made by this version.",
+                path=str(path),
+            )
         self._connection.executescript(SCHEMA)
+        self._connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -538,6 +538,12 @@ def _write_certificate_and_key(
     )
 
 
+def write_private_file(path: Path, text: str) -> None:
+    """Write a secret (a key) whole, readable only by its owner (mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, text.encode(), 0o600)
+
+
 def _write_atomically(path: Path, data: bytes, mode: int) -> None:
     """Write `data` to `path` so that readers see either the old file or the whole new one.
 

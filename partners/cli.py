@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,7 +15,10 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cleanroom.signed_note import NoteError, NoteVerifier
 from partners import render
+from partners.audit_export import FORMATS, export_events
+from partners.audit_verify import AuditorState, verify_log
 from partners.client import CleanRoomClient, Connection
 from partners.digest import key_check_value, new_secret, read_secret, write_secret
 from partners.errors import InputError, PartnerError, ServerError
@@ -377,3 +381,87 @@ def audit_list(
                 click.echo(render.json_line(event))
         else:
             console.print(render.audit_table(events))
+
+
+def _verifier(log_key: str) -> NoteVerifier:
+    """The pinned verifier key, given as the key itself or as a file holding it."""
+    text = Path(log_key).read_text(encoding="utf-8") if Path(log_key).is_file() else log_key
+    try:
+        return NoteVerifier(text)
+    except NoteError as error:
+        raise InputError(
+            "INVALID_LOG_KEY",
+            f"--log-key is not a verifier key ({error}); ask the operator for the output of"
+            " `cleanroom audit verifier-key`.",
+        ) from None
+
+
+def _default_state_dir() -> Path:
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "cleanroom-partner" / "audit"
+
+
+@audit.command(name="verify")
+@click.option("--collaboration", required=True, help="The collaboration id ('-': server log).")
+@click.option(
+    "--log-key",
+    envvar="CLEANROOM_LOG_KEY",
+    required=True,
+    help="The server's pinned verifier key, or a file holding it [env CLEANROOM_LOG_KEY].",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the last verified checkpoint is kept"
+    " [default: $XDG_DATA_HOME/cleanroom-partner/audit].",
+)
+@connection_options
+def audit_verify(collaboration: str, log_key: str, state_dir: Path | None, **options: Any) -> None:
+    """Prove the query log complete and append-only since the last verification.
+
+    Checks the latest checkpoint's signature against the pinned key, recomputes the Merkle
+    root from every event, and checks that the log extends the checkpoint saved by the
+    previous run. Exits 1 naming the first bad index on any failure.
+    """
+    with _reported_errors():
+        verifier = _verifier(log_key)
+        parent = f"collaborations/{collaboration}"
+        state = AuditorState((state_dir or _default_state_dir()) / collaboration)
+        with _client(options) as client:
+            verdict = verify_log(client, parent, verifier, state)
+        checkpoint = verdict.checkpoint
+        console.print(f"log {verdict.log}")
+        console.print(f"  events checked: {verdict.events_checked:,}")
+        if checkpoint:
+            console.print(
+                f"  checkpoint: size {checkpoint.tree_size:,}, root"
+                f" {checkpoint.root_hash.hex()[:16]}..., signed by {verifier.name}"
+            )
+        if verdict.previous_size is None:
+            console.print("  previous checkpoint: none saved (first verification)")
+        else:
+            console.print(f"  previous checkpoint: size {verdict.previous_size:,}")
+        if not verdict.ok:
+            errors.print(
+                f"[bold red]FAILED[/] at index {verdict.first_bad_index}: {verdict.problem}"
+            )
+            sys.exit(1)
+        console.print("[bold green]VERIFIED[/]: complete and append-only; checkpoint saved")
+
+
+@audit.command(name="export")
+@click.option("--collaboration", required=True, help="The collaboration id ('-': server log).")
+@click.option(
+    "--format", "file_format", type=click.Choice(FORMATS), default="jsonl", show_default=True
+)
+@click.option(
+    "--out", "destination", required=True, type=click.Path(path_type=Path, dir_okay=False)
+)
+@connection_options
+def audit_export(collaboration: str, file_format: str, destination: Path, **options: Any) -> None:
+    """Write every event with its leaf index and hash, as JSON Lines, CSV or Parquet."""
+    with _reported_errors(), _client(options) as client:
+        events = client.list_audit_events(f"collaborations/{collaboration}", page_size=1000)
+        count = export_events(events, destination, file_format)
+        console.print(f"exported {count:,} events to {destination}")

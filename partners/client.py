@@ -256,11 +256,18 @@ class CleanRoomClient:
         end_time: datetime | None = None,
         method: str | None = None,
         caller: str | None = None,
+        start_index: int = 0,
+        end_index: int | None = None,
         page_size: int = 500,
     ) -> Iterator[audit_event_pb2.AuditEvent]:
         """The events of a collaboration's query log, oldest first, filtered."""
         request = audit_service_pb2.ListAuditEventsRequest(
-            parent=parent, page_size=page_size, method=method or "", caller=caller or ""
+            parent=parent,
+            page_size=page_size,
+            method=method or "",
+            caller=caller or "",
+            start_index=start_index,
+            end_index=end_index or 0,
         )
         if start_time:
             request.start_time.FromDatetime(start_time)
@@ -273,3 +280,26 @@ class CleanRoomClient:
             request.page_token = response.next_page_token
             if not request.page_token:
                 return
+
+    def get_checkpoint(self, parent: str, tree_size: int = 0) -> str:
+        """The log's signed checkpoint (a C2SP signed note): the latest, or of a size."""
+        request = audit_service_pb2.GetAuditCheckpointRequest(parent=parent, tree_size=tree_size)
+        with _mapped_errors():
+            return self._audit.GetAuditCheckpoint(request, timeout=self.timeout).signed_note
+
+    def inclusion_proof(self, parent: str, index: int, tree_size: int) -> list[bytes]:
+        """The RFC 9162 audit path of event `index` in the log of `tree_size` events."""
+        request = audit_service_pb2.GetAuditInclusionProofRequest(
+            parent=parent, index=index, tree_size=tree_size
+        )
+        with _mapped_errors():
+            return list(self._audit.GetAuditInclusionProof(request, timeout=self.timeout).hashes)
+
+    def consistency_proof(self, parent: str, first: int, second: int) -> list[bytes]:
+        """The RFC 9162 proof that the log of size `second` extends that of size `first`."""
+        request = audit_service_pb2.GetAuditConsistencyProofRequest(
+            parent=parent, first_tree_size=first, second_tree_size=second
+        )
+        with _mapped_errors():
+            response = self._audit.GetAuditConsistencyProof(request, timeout=self.timeout)
+        return list(response.hashes)

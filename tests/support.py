@@ -18,6 +18,7 @@ from cleanroom.clean_room import CleanRoom
 from cleanroom.config import Config, parse_config
 from cleanroom.pki import DemoPki, create_demo_pki, partner_dns_name
 from cleanroom.service.server import build_server
+from cleanroom.signed_note import NoteSigner
 from partners import preparation as digest_format
 from partners.client import CleanRoomClient, Connection
 from partners.digest import key_check_value
@@ -25,13 +26,24 @@ from partners.digest import key_check_value
 COLLABORATION = "spring-launch"
 SECRET = bytes(range(32))
 KCV = key_check_value(SECRET, COLLABORATION)
+LOG_SIGNER = NoteSigner.generate("cleanroom.test")
 BRANDS = ("acme", "brightmart", "corvid")
 PARTNERS = (*BRANDS, "ledger", "operator", "outsider")
 
 
 def make_pki(directory: Path) -> DemoPki:
-    """Certificates for every test partner, plus one whose SAN no partner has ("stranger")."""
-    return create_demo_pki(directory, partners=[*PARTNERS, "stranger"])
+    """Certificates for every test partner, plus one whose SAN no partner has ("stranger").
+
+    Beside them, the key that signs the query logs' checkpoints.
+    """
+    pki = create_demo_pki(directory, partners=[*PARTNERS, "stranger"])
+    log_signing_key(pki).write_text(LOG_SIGNER.key_text())
+    return pki
+
+
+def log_signing_key(pki: DemoPki) -> Path:
+    """The file of the key that signs the test servers' checkpoints."""
+    return pki.ca.certificate.parent / "log-signing.key"
 
 
 def config_data(
@@ -50,6 +62,7 @@ def config_data(
                 "private_key": str(pki.server.private_key),
                 "client_ca": str(pki.ca.certificate),
             },
+            "audit": {"signing_key": str(log_signing_key(pki))},
         },
         "partners": [
             {

@@ -27,10 +27,12 @@ from rich.console import Console
 from rich.rule import Rule
 
 from cleanroom.demo.customers import CustomerFiles, write_customer_files
-from cleanroom.pki import DemoPki, create_demo_pki, partner_dns_name
+from cleanroom.pki import DemoPki, create_demo_pki, partner_dns_name, write_private_file
+from cleanroom.signed_note import NoteSigner
 from partners.digest import key_check_value, new_secret, write_secret
 
 COLLABORATION = "spring-launch"
+LOG_KEY_NAME = "cleanroom.demo"
 BRANDS = ("acme", "brightmart", "corvid")
 AUDITOR, OPERATOR = "ledger", "operator"
 MARKER = ".cleanroom-demo"
@@ -60,6 +62,13 @@ def run_demo(*, work_dir: Path, rows: int, console: Console) -> int:
         _auditor_reads_log(world, console)
     finally:
         _stop_server(server, console)
+    _step(console, "Operator: check the stored logs offline")
+    console.print(f"$ cleanroom audit check --config {world.config.name}")
+    subprocess.run(
+        [sys.executable, "-m", "cleanroom", "audit", "check", "--config", str(world.config)],
+        check=True,
+        cwd=world.root,
+    )
     console.print(Rule())
     console.print(f"[bold green]demo finished in {time.monotonic() - started:.1f} s[/]")
     return 0
@@ -103,6 +112,16 @@ def _set_up(work_dir: Path, rows: int, console: Console) -> DemoWorld:
     console.print(f"$ cleanroom-partner keygen --collaboration {COLLABORATION} --out {secret}")
     console.print(f"key check value given to the operator: [bold]{kcv}[/]")
 
+    _step(console, "Operator: the key that signs the query log's checkpoints")
+    signing_key = root / "certs" / "log-signing.key"
+    console.print(f"$ cleanroom audit keygen --name {LOG_KEY_NAME} --out {signing_key.name}")
+    signer = NoteSigner.generate(LOG_KEY_NAME)
+    write_private_file(signing_key, signer.key_text() + "\n")
+    log_key = root / "auditor" / "log-verifier.key"
+    log_key.parent.mkdir()
+    log_key.write_text(signer.verifier_key + "\n")
+    console.print(f"verifier key, pinned by the auditor in {log_key}: {signer.verifier_key}")
+
     port = _free_port()
     config = root / "cleanroom.toml"
     config.write_text(_config_text(pki, root, kcv, port))
@@ -129,6 +148,9 @@ def _config_text(pki: DemoPki, root: Path, kcv: str, port: int) -> str:
         f"certificate = {rel(pki.server.certificate)}",
         f"private_key = {rel(pki.server.private_key)}",
         f"client_ca = {rel(pki.ca.certificate)}",
+        "",
+        "[server.audit]",
+        'signing_key = "certs/log-signing.key"',
     ]
     for partner in [*BRANDS, AUDITOR, OPERATOR]:
         lines += [
@@ -259,6 +281,14 @@ def _marketer_reports(world: DemoWorld, console: Console) -> None:
 def _auditor_reads_log(world: DemoWorld, console: Console) -> None:
     _step(console, "ledger (auditor): the collaboration's query log")
     _partner(world, console, AUDITOR, "audit", "list", f"--collaboration={COLLABORATION}")
+    _step(console, "ledger (auditor): prove the log complete, with the pinned key only")
+    verify = (
+        "audit", "verify", f"--collaboration={COLLABORATION}",
+        "--log-key=auditor/log-verifier.key", "--state-dir=auditor/state",
+    )  # fmt: skip
+    _partner(world, console, AUDITOR, *verify)
+    _partner(world, console, AUDITOR, "audit", "export", f"--collaboration={COLLABORATION}",
+             "--format=csv", "--out=auditor/query-log.csv")  # fmt: skip
     _step(console, "ledger (auditor): may read the log, but not ask for counts")
     console.print(
         f"[dim]{AUDITOR}[/] $ cleanroom-partner report list --collaboration={COLLABORATION}"
@@ -271,6 +301,8 @@ def _auditor_reads_log(world: DemoWorld, console: Console) -> None:
     )
     if refused.returncode == 0:
         raise RuntimeError("the auditor was allowed to list reports")
+    _step(console, "ledger (auditor): later, the log only grew since the saved checkpoint")
+    _partner(world, console, AUDITOR, *verify)
 
 
 def _stop_server(server: subprocess.Popen[bytes], console: Console) -> None:

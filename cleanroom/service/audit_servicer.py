@@ -1,4 +1,4 @@
-"""AuditService: the query log, for auditors."""
+"""AuditService: the query log and its proofs, for auditors."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import grpc
 from cleanroom.access import AccessPolicy
 from cleanroom.audit import AuditLog
 from cleanroom.config import Role
-from cleanroom.errors import PermissionDeniedError
+from cleanroom.errors import InvalidArgumentError, PermissionDeniedError
 from cleanroom.names import SERVER_LOG, CollaborationName
 from cleanroom.paging import decode_token, next_page, page_size
 from cleanroom.service import convert
-from cleanroom.service.calls import current_call
+from cleanroom.service.calls import AuditedCall, current_call
+from cleanroom.signed_note import Checkpoint
 from cleanroom.v1 import audit_service_pb2 as pb
 from cleanroom.v1 import audit_service_pb2_grpc as pb_grpc
 
@@ -22,6 +23,23 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
     def __init__(self, access: AccessPolicy, audit_log: AuditLog) -> None:
         self.access = access
         self.audit_log = audit_log
+
+    def _log(self, call: AuditedCall, parent: str) -> str:
+        """The log `parent` names, if the caller may read it: auditors' and administrators'."""
+        if parent == f"collaborations/{SERVER_LOG}":
+            call.names(parent)
+            partner = call.caller.known_partner()
+            if not partner.administrator:
+                raise PermissionDeniedError(
+                    "ADMINISTRATOR_REQUIRED",
+                    f"Partner {partner.id!r} may not read the server log: only administrators may.",
+                    partner=partner.id,
+                )
+            return SERVER_LOG
+        name = CollaborationName.parse(parent)
+        call.names(name, collaboration=name)
+        self.access.require(call.caller, name, [Role.AUDITOR, Role.ADMIN], "read the query log")
+        return name.collaboration
 
     def ListAuditEvents(  # noqa: N802 - gRPC's method name
         self, request: pb.ListAuditEventsRequest, context: grpc.ServicerContext
@@ -35,28 +53,56 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             continued=bool(request.page_token),
             **{k: str(v) for k, v in vars(where).items() if v is not None},
         )
-        if request.parent == f"collaborations/{SERVER_LOG}":
-            call.names(request.parent)
-            log = SERVER_LOG
-            partner = call.caller.known_partner()
-            if not partner.administrator:
-                raise PermissionDeniedError(
-                    "ADMINISTRATOR_REQUIRED",
-                    f"Partner {partner.id!r} may not read the server log: only administrators may.",
-                    partner=partner.id,
-                )
-        else:
-            parent = CollaborationName.parse(request.parent)
-            call.names(parent, collaboration=parent)
-            self.access.require(
-                call.caller, parent, [Role.AUDITOR, Role.ADMIN], "read the query log"
-            )
-            log = parent.collaboration
+        log = self._log(call, request.parent)
         after = decode_token(request.page_token, "auditEvents", request.parent, -1)
-        events, token = next_page(
-            self.audit_log.events(log, where, after=after, limit=limit + 1),
-            limit, "auditEvents", request.parent, lambda event: event.index,
+        entries, token = next_page(
+            self.audit_log.entries(log, where, after=after, limit=limit + 1),
+            limit, "auditEvents", request.parent, lambda entry: entry[0],
         )  # fmt: skip
         return pb.ListAuditEventsResponse(
-            audit_events=[convert.audit_event(e) for e in events], next_page_token=token
+            audit_events=[convert.audit_event(index, entry, log) for index, entry in entries],
+            next_page_token=token,
         )
+
+    def GetAuditCheckpoint(  # noqa: N802 - gRPC's method name
+        self, request: pb.GetAuditCheckpointRequest, context: grpc.ServicerContext
+    ) -> pb.GetAuditCheckpointResponse:
+        """Returns the latest signed checkpoint, or the one of a given size."""
+        call = current_call()
+        call.summarize(tree_size=request.tree_size)
+        log = self._log(call, request.parent)
+        if request.tree_size < 0:
+            raise InvalidArgumentError(
+                "NEGATIVE_VALUE",
+                f"`tree_size` must not be negative, got {request.tree_size}.",
+                field="tree_size",
+            )
+        note = self.audit_log.checkpoint(log, request.tree_size or None)
+        checkpoint = Checkpoint.parse(note.partition("\n\n")[0] + "\n")
+        return pb.GetAuditCheckpointResponse(
+            signed_note=note,
+            origin=checkpoint.origin,
+            tree_size=checkpoint.tree_size,
+            root_hash=checkpoint.root_hash,
+        )
+
+    def GetAuditInclusionProof(  # noqa: N802 - gRPC's method name
+        self, request: pb.GetAuditInclusionProofRequest, context: grpc.ServicerContext
+    ) -> pb.GetAuditInclusionProofResponse:
+        """Returns the audit path of one event."""
+        call = current_call()
+        call.summarize(index=request.index, tree_size=request.tree_size)
+        log = self._log(call, request.parent)
+        proof = self.audit_log.inclusion_proof(log, request.index, request.tree_size)
+        return pb.GetAuditInclusionProofResponse(hashes=proof)
+
+    def GetAuditConsistencyProof(  # noqa: N802 - gRPC's method name
+        self, request: pb.GetAuditConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> pb.GetAuditConsistencyProofResponse:
+        """Returns the proof that the log of the second size extends that of the first."""
+        call = current_call()
+        first, second = request.first_tree_size, request.second_tree_size
+        call.summarize(first_tree_size=first, second_tree_size=second)
+        log = self._log(call, request.parent)
+        proof = self.audit_log.consistency_proof(log, first, second)
+        return pb.GetAuditConsistencyProofResponse(hashes=proof)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
+from cleanroom import merkle
 from cleanroom.audit import AuditEvent, AuditFilter
 from cleanroom.catalog import DatasetRecord
 from cleanroom.errors import InvalidArgumentError
@@ -151,17 +152,40 @@ def audit_filter(request: audit_service_pb2.ListAuditEventsRequest) -> AuditFilt
         end_time=request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None,
         method=request.method or None,
         caller=request.caller or None,
+        start_index=_not_negative(request.start_index, "start_index"),
+        end_index=_not_negative(request.end_index, "end_index") or None,
     )
 
 
-def audit_event(event: AuditEvent) -> audit_event_pb2.AuditEvent:
-    """The API form of a query log event."""
+def _not_negative(value: int, field: str) -> int:
+    if value < 0:
+        raise InvalidArgumentError(
+            "NEGATIVE_VALUE", f"`{field}` must not be negative, got {value}.", field=field
+        )
+    return value
+
+
+def audit_event(index: int, entry: bytes, log: str) -> audit_event_pb2.AuditEvent:
+    """The API form of a query log event, from its canonical bytes.
+
+    Bytes that no longer parse (a tampered store) are served as they are, without the
+    fields read from them, so that the auditor's verification names the event.
+    """
+    try:
+        event = AuditEvent.from_entry(entry)
+    except (ValueError, KeyError, TypeError):
+        return audit_event_pb2.AuditEvent(
+            name=f"collaborations/{log}/auditEvents/{index}",
+            index=index,
+            entry=entry,
+            leaf_hash=merkle.leaf_hash(entry),
+        )
     summary = struct_pb2.Struct()
     summary.update(event.request_summary)
     outcome = event.outcome
     return audit_event_pb2.AuditEvent(
-        name=f"collaborations/{event.log}/auditEvents/{event.index}",
-        index=event.index,
+        name=f"collaborations/{log}/auditEvents/{index}",
+        index=index,
         event_time=timestamp(event.event_time),
         caller=event.caller,
         caller_roles=event.caller_roles,
@@ -176,4 +200,6 @@ def audit_event(event: AuditEvent) -> audit_event_pb2.AuditEvent:
             suppressed_count=outcome.suppressed_count,
             epsilon_spent=outcome.epsilon_spent,
         ),
+        entry=entry,
+        leaf_hash=merkle.leaf_hash(entry),
     )

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63leanroom/v1/audit_event.proto\x12\x0c\x63leanroom.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x02\n\nAuditEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63\x61ller\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61ller_roles\x18\x05 \x03(\t\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x11\n\tresources\x18\x07 \x03(\t\x12\x30\n\x0frequest_summary\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\x07outcome\x18\t \x01(\x0b\x32\x1a.cleanroom.v1.AuditOutcome\"\x8d\x01\n\x0c\x41uditOutcome\x12\x13\n\x0bstatus_code\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x16\n\x0ereleased_count\x18\x04 \x01(\x03\x12\x18\n\x10suppressed_count\x18\x05 \x01(\x03\x12\x15\n\repsilon_spent\x18\x06 \x01(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63leanroom/v1/audit_event.proto\x12\x0c\x63leanroom.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x02\n\nAuditEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63\x61ller\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61ller_roles\x18\x05 \x03(\t\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x11\n\tresources\x18\x07 \x03(\t\x12\x30\n\x0frequest_summary\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\x07outcome\x18\t \x01(\x0b\x32\x1a.cleanroom.v1.AuditOutcome\x12\r\n\x05\x65ntry\x18\n \x01(\x0c\x12\x11\n\tleaf_hash\x18\x0b \x01(\x0c\"\x8d\x01\n\x0c\x41uditOutcome\x12\x13\n\x0bstatus_code\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x16\n\x0ereleased_count\x18\x04 \x01(\x03\x12\x18\n\x10suppressed_count\x18\x05 \x01(\x03\x12\x15\n\repsilon_spent\x18\x06 \x01(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cleanroom.v1.audit_event_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUDITEVENT']._serialized_start=112
-  _globals['_AUDITEVENT']._serialized_end=369
-  _globals['_AUDITOUTCOME']._serialized_start=372
-  _globals['_AUDITOUTCOME']._serialized_end=513
+  _globals['_AUDITEVENT']._serialized_end=403
+  _globals['_AUDITOUTCOME']._serialized_start=406
+  _globals['_AUDITOUTCOME']._serialized_end=547
 # @@protoc_insertion_point(module_scope)

@@ -37,6 +37,8 @@ class AuditEvent(_message.Message):
     RESOURCES_FIELD_NUMBER: _builtins.int
     REQUEST_SUMMARY_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    LEAF_HASH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The resource name: `collaborations/{collaboration}/auditEvents/{index}`."""
     index: _builtins.int
@@ -45,6 +47,12 @@ class AuditEvent(_message.Message):
     """The caller: `partners/{partner}`, or the certificate subject if no partner has it."""
     method: _builtins.str
     """The full gRPC method, for example `/cleanroom.v1.PartnerService/UploadDataset`."""
+    entry: _builtins.bytes
+    """The event's canonical bytes (JSON with sorted keys), exactly as the log hashes them;
+    the fields above are read from them.
+    """
+    leaf_hash: _builtins.bytes
+    """The Merkle tree leaf hash of the event: SHA-256(0x00 || entry), per RFC 9162."""
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
         """When the call ended."""
@@ -77,10 +85,12 @@ class AuditEvent(_message.Message):
         resources: _abc.Iterable[_builtins.str] | None = ...,
         request_summary: _struct_pb2.Struct | None = ...,
         outcome: Global___AuditOutcome | None = ...,
+        entry: _builtins.bytes = ...,
+        leaf_hash: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "outcome", b"outcome", "request_summary", b"request_summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "caller_roles", b"caller_roles", "event_time", b"event_time", "index", b"index", "method", b"method", "name", b"name", "outcome", b"outcome", "request_summary", b"request_summary", "resources", b"resources"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "caller_roles", b"caller_roles", "entry", b"entry", "event_time", b"event_time", "index", b"index", "leaf_hash", b"leaf_hash", "method", b"method", "name", b"name", "outcome", b"outcome", "request_summary", b"request_summary", "resources", b"resources"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -33,6 +33,8 @@ class ListAuditEventsRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
     CALLER_FIELD_NUMBER: _builtins.int
+    START_INDEX_FIELD_NUMBER: _builtins.int
+    END_INDEX_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """The collaboration: `collaborations/{collaboration}`. Administrators may name
     `collaborations/-` for the server log: calls that named no configured collaboration.
@@ -47,6 +49,10 @@ class ListAuditEventsRequest(_message.Message):
     """
     caller: _builtins.str
     """Only events of this caller (`partners/{partner}`), if set."""
+    start_index: _builtins.int
+    """Only events at or after this index."""
+    end_index: _builtins.int
+    """Only events before this index, if positive."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Only events at or after this time, if set."""
@@ -65,10 +71,12 @@ class ListAuditEventsRequest(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         method: _builtins.str = ...,
         caller: _builtins.str = ...,
+        start_index: _builtins.int = ...,
+        end_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "end_time", b"end_time", "method", b"method", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "end_index", b"end_index", "end_time", b"end_time", "method", b"method", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "start_index", b"start_index", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -101,3 +109,173 @@ class ListAuditEventsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAuditEventsResponse: _TypeAlias = ListAuditEventsResponse  # noqa: Y015
+
+@_typing.final
+class GetAuditCheckpointRequest(_message.Message):
+    """The request of GetAuditCheckpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The collaboration: `collaborations/{collaboration}` (`collaborations/-`: the server log)."""
+    tree_size: _builtins.int
+    """The tree size of the checkpoint, or 0 for the latest."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        tree_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAuditCheckpointRequest: _TypeAlias = GetAuditCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class GetAuditCheckpointResponse(_message.Message):
+    """The response to GetAuditCheckpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNED_NOTE_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    ROOT_HASH_FIELD_NUMBER: _builtins.int
+    signed_note: _builtins.str
+    """The checkpoint as a C2SP signed note (c2sp.org/tlog-checkpoint): origin, tree size and
+    base64 root hash, then the server's Ed25519 signature. Verify it with the pinned key.
+    """
+    origin: _builtins.str
+    """The checkpoint's origin, as the note says."""
+    tree_size: _builtins.int
+    """The number of events the checkpoint covers, as the note says."""
+    root_hash: _builtins.bytes
+    """The Merkle root of those events, as the note says."""
+    def __init__(
+        self,
+        *,
+        signed_note: _builtins.str = ...,
+        origin: _builtins.str = ...,
+        tree_size: _builtins.int = ...,
+        root_hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["origin", b"origin", "root_hash", b"root_hash", "signed_note", b"signed_note", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAuditCheckpointResponse: _TypeAlias = GetAuditCheckpointResponse  # noqa: Y015
+
+@_typing.final
+class GetAuditInclusionProofRequest(_message.Message):
+    """The request of GetAuditInclusionProof."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The collaboration: `collaborations/{collaboration}` (`collaborations/-`: the server log)."""
+    index: _builtins.int
+    """The index of the event to prove."""
+    tree_size: _builtins.int
+    """The size of the tree to prove it in, as a checkpoint states it."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        index: _builtins.int = ...,
+        tree_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "parent", b"parent", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAuditInclusionProofRequest: _TypeAlias = GetAuditInclusionProofRequest  # noqa: Y015
+
+@_typing.final
+class GetAuditInclusionProofResponse(_message.Message):
+    """The response to GetAuditInclusionProof."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HASHES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The audit path of RFC 9162 section 2.1.3, from the leaf up."""
+
+    def __init__(
+        self,
+        *,
+        hashes: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hashes", b"hashes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAuditInclusionProofResponse: _TypeAlias = GetAuditInclusionProofResponse  # noqa: Y015
+
+@_typing.final
+class GetAuditConsistencyProofRequest(_message.Message):
+    """The request of GetAuditConsistencyProof."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    FIRST_TREE_SIZE_FIELD_NUMBER: _builtins.int
+    SECOND_TREE_SIZE_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The collaboration: `collaborations/{collaboration}` (`collaborations/-`: the server log)."""
+    first_tree_size: _builtins.int
+    """The size of the older tree, for example that of the checkpoint the auditor saved."""
+    second_tree_size: _builtins.int
+    """The size of the newer tree."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        first_tree_size: _builtins.int = ...,
+        second_tree_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_tree_size", b"first_tree_size", "parent", b"parent", "second_tree_size", b"second_tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAuditConsistencyProofRequest: _TypeAlias = GetAuditConsistencyProofRequest  # noqa: Y015
+
+@_typing.final
+class GetAuditConsistencyProofResponse(_message.Message):
+    """The response to GetAuditConsistencyProof."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HASHES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The consistency proof of RFC 9162 section 2.1.4."""
+
+    def __init__(
+        self,
+        *,
+        hashes: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hashes", b"hashes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAuditConsistencyProofResponse: _TypeAlias = GetAuditConsistencyProofResponse  # noqa: Y015

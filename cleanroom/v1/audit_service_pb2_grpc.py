@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class AuditServiceStub:
-    """The service through which a collaboration's auditors read its query log.
+    """The service through which a collaboration's auditors read its query log and prove,
+    with the server's public key and nothing else, that it is complete and append-only.
     """
 
     def __init__(self, channel):
@@ -40,14 +41,51 @@ class AuditServiceStub:
                 request_serializer=cleanroom_dot_v1_dot_audit__service__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=cleanroom_dot_v1_dot_audit__service__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.GetAuditCheckpoint = channel.unary_unary(
+                '/cleanroom.v1.AuditService/GetAuditCheckpoint',
+                request_serializer=cleanroom_dot_v1_dot_audit__service__pb2.GetAuditCheckpointRequest.SerializeToString,
+                response_deserializer=cleanroom_dot_v1_dot_audit__service__pb2.GetAuditCheckpointResponse.FromString,
+                _registered_method=True)
+        self.GetAuditInclusionProof = channel.unary_unary(
+                '/cleanroom.v1.AuditService/GetAuditInclusionProof',
+                request_serializer=cleanroom_dot_v1_dot_audit__service__pb2.GetAuditInclusionProofRequest.SerializeToString,
+                response_deserializer=cleanroom_dot_v1_dot_audit__service__pb2.GetAuditInclusionProofResponse.FromString,
+                _registered_method=True)
+        self.GetAuditConsistencyProof = channel.unary_unary(
+                '/cleanroom.v1.AuditService/GetAuditConsistencyProof',
+                request_serializer=cleanroom_dot_v1_dot_audit__service__pb2.GetAuditConsistencyProofRequest.SerializeToString,
+                response_deserializer=cleanroom_dot_v1_dot_audit__service__pb2.GetAuditConsistencyProofResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
-    """The service through which a collaboration's auditors read its query log.
+    """The service through which a collaboration's auditors read its query log and prove,
+    with the server's public key and nothing else, that it is complete and append-only.
     """
 
     def ListAuditEvents(self, request, context):
         """Lists the events of a collaboration's query log, oldest first, optionally filtered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAuditCheckpoint(self, request, context):
+        """Gets a signed checkpoint of the log: its size and Merkle root, signed by the server.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAuditInclusionProof(self, request, context):
+        """Gets the RFC 9162 inclusion proof of one event in the tree of a given size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAuditConsistencyProof(self, request, context):
+        """Gets the RFC 9162 consistency proof between two sizes of the log.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,6 +99,21 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     request_deserializer=cleanroom_dot_v1_dot_audit__service__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=cleanroom_dot_v1_dot_audit__service__pb2.ListAuditEventsResponse.SerializeToString,
             ),
+            'GetAuditCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditCheckpoint,
+                    request_deserializer=cleanroom_dot_v1_dot_audit__service__pb2.GetAuditCheckpointRequest.FromString,
+                    response_serializer=cleanroom_dot_v1_dot_audit__service__pb2.GetAuditCheckpointResponse.SerializeToString,
+            ),
+            'GetAuditInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditInclusionProof,
+                    request_deserializer=cleanroom_dot_v1_dot_audit__service__pb2.GetAuditInclusionProofRequest.FromString,
+                    response_serializer=cleanroom_dot_v1_dot_audit__service__pb2.GetAuditInclusionProofResponse.SerializeToString,
+            ),
+            'GetAuditConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditConsistencyProof,
+                    request_deserializer=cleanroom_dot_v1_dot_audit__service__pb2.GetAuditConsistencyProofRequest.FromString,
+                    response_serializer=cleanroom_dot_v1_dot_audit__service__pb2.GetAuditConsistencyProofResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'cleanroom.v1.AuditService', rpc_method_handlers)
@@ -70,7 +123,8 @@ def add_AuditServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AuditService:
-    """The service through which a collaboration's auditors read its query log.
+    """The service through which a collaboration's auditors read its query log and prove,
+    with the server's public key and nothing else, that it is complete and append-only.
     """
 
     @staticmethod
@@ -90,6 +144,87 @@ class AuditService:
             '/cleanroom.v1.AuditService/ListAuditEvents',
             cleanroom_dot_v1_dot_audit__service__pb2.ListAuditEventsRequest.SerializeToString,
             cleanroom_dot_v1_dot_audit__service__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cleanroom.v1.AuditService/GetAuditCheckpoint',
+            cleanroom_dot_v1_dot_audit__service__pb2.GetAuditCheckpointRequest.SerializeToString,
+            cleanroom_dot_v1_dot_audit__service__pb2.GetAuditCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cleanroom.v1.AuditService/GetAuditInclusionProof',
+            cleanroom_dot_v1_dot_audit__service__pb2.GetAuditInclusionProofRequest.SerializeToString,
+            cleanroom_dot_v1_dot_audit__service__pb2.GetAuditInclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cleanroom.v1.AuditService/GetAuditConsistencyProof',
+            cleanroom_dot_v1_dot_audit__service__pb2.GetAuditConsistencyProofRequest.SerializeToString,
+            cleanroom_dot_v1_dot_audit__service__pb2.GetAuditConsistencyProofResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AuditServiceStub:
-    """The service through which a collaboration's auditors read its query log."""
+    """The service through which a collaboration's auditors read its query log and prove,
+    with the server's public key and nothing else, that it is complete and append-only.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -35,17 +37,33 @@ class AuditServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.ListAuditEventsRequest, _audit_service_pb2.ListAuditEventsResponse]
     """Lists the events of a collaboration's query log, oldest first, optionally filtered."""
+    GetAuditCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.GetAuditCheckpointRequest, _audit_service_pb2.GetAuditCheckpointResponse]
+    """Gets a signed checkpoint of the log: its size and Merkle root, signed by the server."""
+    GetAuditInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.GetAuditInclusionProofRequest, _audit_service_pb2.GetAuditInclusionProofResponse]
+    """Gets the RFC 9162 inclusion proof of one event in the tree of a given size."""
+    GetAuditConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.GetAuditConsistencyProofRequest, _audit_service_pb2.GetAuditConsistencyProofResponse]
+    """Gets the RFC 9162 consistency proof between two sizes of the log."""
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
-    """The service through which a collaboration's auditors read its query log."""
+    """The service through which a collaboration's auditors read its query log and prove,
+    with the server's public key and nothing else, that it is complete and append-only.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.ListAuditEventsRequest, _audit_service_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """Lists the events of a collaboration's query log, oldest first, optionally filtered."""
+    GetAuditCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.GetAuditCheckpointRequest, _audit_service_pb2.GetAuditCheckpointResponse]  # type: ignore[assignment]
+    """Gets a signed checkpoint of the log: its size and Merkle root, signed by the server."""
+    GetAuditInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.GetAuditInclusionProofRequest, _audit_service_pb2.GetAuditInclusionProofResponse]  # type: ignore[assignment]
+    """Gets the RFC 9162 inclusion proof of one event in the tree of a given size."""
+    GetAuditConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.GetAuditConsistencyProofRequest, _audit_service_pb2.GetAuditConsistencyProofResponse]  # type: ignore[assignment]
+    """Gets the RFC 9162 consistency proof between two sizes of the log."""
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The service through which a collaboration's auditors read its query log."""
+    """The service through which a collaboration's auditors read its query log and prove,
+    with the server's public key and nothing else, that it is complete and append-only.
+    """
 
     @_abc_1.abstractmethod
     def ListAuditEvents(
@@ -54,5 +72,29 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audit_service_pb2.ListAuditEventsResponse, _abc.Awaitable[_audit_service_pb2.ListAuditEventsResponse]]:
         """Lists the events of a collaboration's query log, oldest first, optionally filtered."""
+
+    @_abc_1.abstractmethod
+    def GetAuditCheckpoint(
+        self,
+        request: _audit_service_pb2.GetAuditCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_service_pb2.GetAuditCheckpointResponse, _abc.Awaitable[_audit_service_pb2.GetAuditCheckpointResponse]]:
+        """Gets a signed checkpoint of the log: its size and Merkle root, signed by the server."""
+
+    @_abc_1.abstractmethod
+    def GetAuditInclusionProof(
+        self,
+        request: _audit_service_pb2.GetAuditInclusionProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_service_pb2.GetAuditInclusionProofResponse, _abc.Awaitable[_audit_service_pb2.GetAuditInclusionProofResponse]]:
+        """Gets the RFC 9162 inclusion proof of one event in the tree of a given size."""
+
+    @_abc_1.abstractmethod
+    def GetAuditConsistencyProof(
+        self,
+        request: _audit_service_pb2.GetAuditConsistencyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_service_pb2.GetAuditConsistencyProofResponse, _abc.Awaitable[_audit_service_pb2.GetAuditConsistencyProofResponse]]:
+        """Gets the RFC 9162 consistency proof between two sizes of the log."""
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -97,6 +97,17 @@ def test_no_response_holds_a_digest(server: RunningServer, tmp_path: Path) -> No
             audit.ListAuditEvents,
             audit_service_pb2.ListAuditEventsRequest(parent="collaborations/-"),
         )
+        call(audit.GetAuditCheckpoint, audit_service_pb2.GetAuditCheckpointRequest(parent=PARENT))
+        call(
+            audit.GetAuditInclusionProof,
+            audit_service_pb2.GetAuditInclusionProofRequest(parent=PARENT, index=0, tree_size=3),
+        )
+        call(
+            audit.GetAuditConsistencyProof,
+            audit_service_pb2.GetAuditConsistencyProofRequest(
+                parent=PARENT, first_tree_size=1, second_tree_size=3
+            ),
+        )
         channel.close()
 
     acme_reports = list(server.client("acme").list_reports(PARENT))

@@ -16,6 +16,7 @@ BASE: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "data_dir": "data",
         "tls": {"certificate": "s.pem", "private_key": "s-key.pem", "client_ca": "ca.pem"},
+        "audit": {"signing_key": "log.key"},
     },
     "partners": [
         {"id": "acme", "certificate_names": ["acme.partners.cleanroom.test"]},
@@ -75,6 +76,7 @@ def test_a_good_config_loads_with_defaults(tmp_path: Path) -> None:
         ("partners.1.certificate_names", ["acme.partners.cleanroom.test"], "partners[1].certificate_names", "already belongs"),
         ("partners.1.id", "acme", "partners[1].id", "defined twice"),
         ("server.tls", ..., "server.tls", "missing"),
+        ("server.audit", ..., "server.audit", "missing"),
         ("server.max_workers", 0, "server.max_workers", "1 to 256"),
         ("server.colour", "blue", "server.colour", "unknown key"),
     ],
