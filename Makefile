@@ -26,11 +26,12 @@ install: $(STAMP) ## Make .venv and install the project with its development too
 proto: $(STAMP) ## Regenerate cleanroom/v1 from protos/
 	$(BIN)/python scripts/generate_protos.py
 
-lint: $(STAMP) node_modules/.installed ## ruff, mypy and buf lint
+lint: $(STAMP) node_modules/.installed ## ruff, mypy, buf lint and buf format
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	npx --no-install buf lint
+	npx --no-install buf format --diff --exit-code
 
 typecheck: $(STAMP) ## mypy (strict) on cleanroom and partners
 	$(BIN)/mypy
