@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
+from cleanroom.budget import MICRO, PrivacyBudget
 from cleanroom.database import Database
-from cleanroom.errors import AlreadyExistsError
+from cleanroom.errors import AlreadyExistsError, ResourceExhaustedError
 from cleanroom.names import DatasetName, OverlapReportName
 from cleanroom.overlap import OverlapReport
 
@@ -111,20 +113,62 @@ class Catalog:
         with self.database.reading() as db:
             return {row[0] for row in db.execute("SELECT file_name FROM datasets")}
 
-    def add_report(self, report: OverlapReport) -> None:
-        """Stores a released report."""
+    def add_report(self, report: OverlapReport, *, spend_micro: int, total_micro: int) -> None:
+        """Stores a released report and spends its epsilon, in one transaction.
+
+        Raises:
+            ResourceExhaustedError: PRIVACY_BUDGET_EXHAUSTED, the spend does not fit.
+        """
+        collaboration = report.name.collaboration
         with self.database.transaction() as db:
+            budget = _budget(db, collaboration, total_micro)
+            if not budget.allows(spend_micro):
+                raise budget_exhausted(collaboration, budget, spend_micro)
             db.execute(
-                "INSERT INTO overlap_reports (collaboration, report, creator, create_time, body)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO overlap_reports"
+                " (collaboration, report, creator, create_time, body, fingerprint)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 (
-                    report.name.collaboration,
+                    collaboration,
                     report.name.overlap_report,
                     report.creator,
                     report.create_time.isoformat(),
                     report.to_json(),
+                    report.fingerprint,
                 ),
             )
+            db.execute(
+                "INSERT INTO privacy_budgets VALUES (?, ?, 1) ON CONFLICT (collaboration)"
+                " DO UPDATE SET spent_micro = spent_micro + ?, reports = reports + 1",
+                (collaboration, spend_micro, spend_micro),
+            )
+
+    def budget(self, collaboration: str, total_micro: int) -> PrivacyBudget:
+        """The collaboration's budget: the configured total and what the ledger spent."""
+        with self.database.reading() as db:
+            return _budget(db, collaboration, total_micro)
+
+    def report_for(
+        self, collaboration: str, creator: str, fingerprint: str
+    ) -> OverlapReport | None:
+        """The report released earlier to `creator` for the same question, if any."""
+        with self.database.reading() as db:
+            row = db.execute(
+                "SELECT body FROM overlap_reports WHERE collaboration = ? AND creator = ?"
+                " AND fingerprint = ? ORDER BY sequence LIMIT 1",
+                (collaboration, creator, fingerprint),
+            ).fetchone()
+        return OverlapReport.from_json(row[0]) if row else None
+
+    def reports_since(self, collaboration: str, creator: str, since: datetime) -> int:
+        """How many reports were released to `creator` at or after `since`."""
+        with self.database.reading() as db:
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM overlap_reports WHERE collaboration = ? AND creator = ?"
+                " AND create_time >= ?",
+                (collaboration, creator, since.isoformat()),
+            ).fetchone()
+        return int(count)
 
     def report(self, name: OverlapReportName) -> OverlapReport | None:
         """The released report of that name, if it exists."""
@@ -149,6 +193,32 @@ class Catalog:
         with self.database.reading() as db:
             rows = db.execute(query + " ORDER BY sequence LIMIT ?", [*args, limit]).fetchall()
         return [(sequence, OverlapReport.from_json(body)) for sequence, body in rows]
+
+
+def _budget(db: sqlite3.Connection, collaboration: str, total_micro: int) -> PrivacyBudget:
+    row = db.execute(
+        "SELECT spent_micro, reports FROM privacy_budgets WHERE collaboration = ?",
+        (collaboration,),
+    ).fetchone()
+    spent, reports = row if row else (0, 0)
+    return PrivacyBudget(total_micro, int(spent), int(reports))
+
+
+def budget_exhausted(
+    collaboration: str, budget: PrivacyBudget, spend_micro: int
+) -> ResourceExhaustedError:
+    """The refusal of a report that would overspend, saying what is left."""
+    return ResourceExhaustedError(
+        "PRIVACY_BUDGET_EXHAUSTED",
+        f"This report would spend epsilon {spend_micro / MICRO:g}, but collaboration"
+        f" {collaboration!r} has {budget.remaining:g} of its {budget.total:g} left. Reports"
+        " released earlier stay readable, and asking one of their questions again spends"
+        " nothing.",
+        collaboration=f"collaborations/{collaboration}",
+        epsilon_remaining=f"{budget.remaining:g}",
+        epsilon_total=f"{budget.total:g}",
+        epsilon_requested=f"{spend_micro / MICRO:g}",
+    )
 
 
 def _dataset(row: tuple[object, ...]) -> DatasetRecord:

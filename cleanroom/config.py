@@ -13,13 +13,14 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cleanroom.errors import ConfigError
 from cleanroom.names import ID_PATTERN, ID_RULE
 
 BUILTIN_IDENTIFIER_TYPES = ("email", "phone", "maid")
 THRESHOLD_FLOOR = 10
+MAX_EPSILON = 1000.0
 KCV_PATTERN = re.compile(r"[0-9a-f]{16}")
 
 
@@ -63,21 +64,60 @@ class Partner:
     administrator: bool = False
 
 
+class PolicyError(ValueError):
+    """A privacy policy value is out of range; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass(frozen=True)
 class PrivacyPolicy:
-    """The privacy rules of one collaboration (SPEC section 5)."""
+    """The privacy rules of one collaboration (SPEC section 5), checked when made.
+
+    Attributes:
+        minimum_threshold: k: every released count below it is suppressed (at least 10).
+        minimum_dataset_size: Smaller datasets cannot be used in a report.
+        noise: Whether released counts carry discrete Laplace noise (differential privacy).
+            Without noise, suppressed counts are protected by secondary suppression and
+            near-duplicate datasets are refused.
+        epsilon_budget: The collaboration's total privacy budget, spent by noisy reports.
+        epsilon_per_report: What one noisy report spends.
+        whole_percent_rates: Whether match rates are rounded to whole percent.
+        match_rate_cap: Rates above it are shown as "above the cap" (e.g. 0.85), or None.
+        max_reports_per_partner_per_day: How many reports one brand may create per UTC day
+            (0: no limit).
+    """
 
     minimum_threshold: int = 50
     minimum_dataset_size: int = 1000
+    noise: bool = True
+    epsilon_budget: float = 10.0
+    epsilon_per_report: float = 1.0
+    whole_percent_rates: bool = True
+    match_rate_cap: float | None = None
+    max_reports_per_partner_per_day: int = 0
 
     def __post_init__(self) -> None:
-        if self.minimum_threshold < THRESHOLD_FLOOR:
-            raise ValueError(f"must be at least {THRESHOLD_FLOOR}, got {self.minimum_threshold}")
-        if self.minimum_dataset_size < self.minimum_threshold:
-            raise ValueError(
-                f"must be at least the minimum threshold ({self.minimum_threshold}),"
-                f" got {self.minimum_dataset_size}"
-            )
+        checks = [
+            ("minimum_threshold", self.minimum_threshold >= THRESHOLD_FLOOR,
+             f"must be at least {THRESHOLD_FLOOR}"),
+            ("minimum_dataset_size", self.minimum_dataset_size >= self.minimum_threshold,
+             f"must be at least minimum_threshold ({self.minimum_threshold})"),
+            ("epsilon_budget", 0 < self.epsilon_budget <= MAX_EPSILON,
+             f"must be above 0 and at most {MAX_EPSILON}"),
+            ("epsilon_per_report", 0 < self.epsilon_per_report <= self.epsilon_budget,
+             f"must be above 0 and at most epsilon_budget ({self.epsilon_budget})"),
+            ("match_rate_cap", self.match_rate_cap is None or 0 < self.match_rate_cap < 1,
+             "must be between 0 and 1, e.g. 0.85"),
+            ("max_reports_per_partner_per_day", self.max_reports_per_partner_per_day >= 0,
+             "must be 0 (no limit) or more"),
+        ]  # fmt: skip
+        for field_name, ok, rule in checks:
+            if not ok:
+                value = getattr(self, field_name)
+                raise PolicyError(field_name, f"{rule}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -128,17 +168,17 @@ class _Table:
     def child(self, name: str) -> str:
         return f"{self.key}.{name}" if self.key else name
 
-    def get(self, name: str, kind: type, default: Any = ...) -> Any:
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
         if name not in self.data:
             if default is ...:
                 raise ConfigError(self.child(name), "required key is missing")
             return default
         value = self.data[name]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(
-                self.child(name), f"must be a {kind.__name__}, got {type(value).__name__}"
-            )
-        return value
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ConfigError(self.child(name), f"must be a {names}, got {type(value).__name__}")
+        return float(cast("float", value)) if float in kinds else value
 
     def get_id(self, name: str) -> str:
         value: str = self.get(name, str)
@@ -214,7 +254,17 @@ _COLLABORATION_KEYS = {
     "policy",
 }
 _MEMBER_KEYS = {"partner", "roles"}
-_POLICY_KEYS = {"minimum_threshold", "minimum_dataset_size"}
+_POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "minimum_threshold": int,
+    "minimum_dataset_size": int,
+    "noise": bool,
+    "epsilon_budget": (int, float),
+    "epsilon_per_report": (int, float),
+    "whole_percent_rates": bool,
+    "match_rate_cap": (int, float),
+    "max_reports_per_partner_per_day": int,
+}
+_POLICY_KEYS = set(_POLICY_TYPES)
 
 
 def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
@@ -292,19 +342,15 @@ def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Coll
                 )
         members[partner_id] = frozenset(Role(role) for role in roles)
     policy_table = _Table(table.get("policy", dict, {}), table.child("policy"), _POLICY_KEYS)
-    threshold = policy_table.get("minimum_threshold", int, 50)
-    if threshold < THRESHOLD_FLOOR:
-        raise ConfigError(
-            policy_table.child("minimum_threshold"),
-            f"must be at least {THRESHOLD_FLOOR}, got {threshold}",
-        )
-    minimum_size = policy_table.get("minimum_dataset_size", int, 1000)
-    if minimum_size < threshold:
-        raise ConfigError(
-            policy_table.child("minimum_dataset_size"),
-            f"must be at least minimum_threshold ({threshold}), got {minimum_size}",
-        )
-    policy = PrivacyPolicy(minimum_threshold=threshold, minimum_dataset_size=minimum_size)
+    defaults = PrivacyPolicy()
+    values = {
+        name: policy_table.get(name, kind, getattr(defaults, name))
+        for name, kind in _POLICY_TYPES.items()
+    }
+    try:
+        policy = PrivacyPolicy(**values)
+    except PolicyError as error:
+        raise ConfigError(policy_table.child(error.field), str(error)) from None
     return Collaboration(
         id=collaboration_id,
         display_name=table.get("display_name", str, collaboration_id),

@@ -37,10 +37,19 @@ CREATE TABLE IF NOT EXISTS overlap_reports (
     creator TEXT NOT NULL,
     create_time TEXT NOT NULL,
     body TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
     UNIQUE (collaboration, report)
 );
 CREATE INDEX IF NOT EXISTS overlap_reports_by_creator
     ON overlap_reports (collaboration, creator, sequence);
+CREATE INDEX IF NOT EXISTS overlap_reports_by_question
+    ON overlap_reports (collaboration, creator, fingerprint);
+
+CREATE TABLE IF NOT EXISTS privacy_budgets (
+    collaboration TEXT PRIMARY KEY,
+    spent_micro INTEGER NOT NULL,
+    reports INTEGER NOT NULL
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS audit_events (
     log TEXT NOT NULL,
@@ -66,7 +75,7 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     PRIMARY KEY (log, tree_size)
 ) WITHOUT ROWID;
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Database:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -43,8 +43,18 @@ class Datasets:
         finally:
             upload.discard()
 
-    def commit(self, caller: Caller, upload: DatasetUpload) -> DatasetRecord:
-        """Checks the whole upload and makes it a visible dataset: its file, then its row."""
+    def commit(
+        self,
+        caller: Caller,
+        upload: DatasetUpload,
+        abandoned: Callable[[], bool] = lambda: False,
+    ) -> DatasetRecord | None:
+        """Checks the whole upload and makes it a visible dataset: its file, then its row.
+
+        `abandoned` is asked last, just before the dataset becomes visible: if the client
+        has gone (a cancelled stream can end like a whole one), nothing is stored and
+        None is returned.
+        """
         table, stats, checksum = upload.finish()
         header = upload.header
         name = header.dataset_name
@@ -62,6 +72,9 @@ class Datasets:
             create_time=datetime.now(UTC),
         )
         try:
+            if abandoned():
+                self.files.delete(file_name)
+                return None
             self.catalog.add_dataset(record)
         except BaseException:
             self.files.delete(file_name)

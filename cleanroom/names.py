@@ -118,6 +118,20 @@ class OverlapReportName:
         return f"collaborations/{self.collaboration}/overlapReports/{self.overlap_report}"
 
 
+def privacy_budget_collaboration(name: str, *, field: str = "name") -> CollaborationName:
+    """The collaboration of a budget name, `collaborations/{collaboration}/privacyBudget`."""
+    parent, _, singleton = name.rpartition("/")
+    if singleton != "privacyBudget":
+        raise InvalidArgumentError(
+            "INVALID_RESOURCE_NAME",
+            f"`{field}` must be a resource name like"
+            f" 'collaborations/spring-launch/privacyBudget'; got {name!r}.",
+            field=field,
+            value=name,
+        )
+    return CollaborationName.parse(parent, field=field)
+
+
 def partner_name(partner_id: str) -> str:
     """The resource name of a partner: `partners/{partner}`."""
     return f"partners/{partner_id}"

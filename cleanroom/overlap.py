@@ -97,12 +97,27 @@ class MembershipCell:
 
 @dataclass(frozen=True)
 class PairwiseOverlap:
-    """The rows of `dataset` that match some row of `matched_dataset`."""
+    """The rows of `dataset` that match some row of `matched_dataset`.
+
+    `match_rate` comes from released counts only; when it is above the collaboration's
+    cap, it is the cap and `match_rate_capped` is set.
+    """
 
     dataset: DatasetName
     matched_dataset: DatasetName
     matched_row_count: ReleasedCount
     match_rate: float | None
+    match_rate_capped: bool = False
+
+
+@dataclass(frozen=True)
+class NoiseParameters:
+    """The noise of a report: an L1 sensitivity, the epsilon spent, the Laplace scale."""
+
+    sensitivity: int
+    epsilon: float
+    scale: float
+    mechanism: str = "discrete_laplace"
 
 
 @dataclass(frozen=True)
@@ -117,6 +132,8 @@ class OverlapReport:
     dataset_sizes: tuple[DatasetSize, ...]
     membership_cells: tuple[MembershipCell, ...]
     pairwise_overlaps: tuple[PairwiseOverlap, ...]
+    noise: NoiseParameters | None = None
+    fingerprint: str = ""
 
     def released_counts(self) -> list[ReleasedCount]:
         """Every count of the report."""
@@ -158,9 +175,12 @@ class OverlapReport:
                     str(p.matched_dataset),
                     p.matched_row_count.to_json(),
                     p.match_rate,
+                    p.match_rate_capped,
                 ]
                 for p in self.pairwise_overlaps
             ],
+            "noise": vars(self.noise) if self.noise else None,
+            "fingerprint": self.fingerprint,
         }
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
@@ -192,8 +212,14 @@ class OverlapReport:
             ),
             pairwise_overlaps=tuple(
                 PairwiseOverlap(
-                    DatasetName.parse(x), DatasetName.parse(y), ReleasedCount.from_json(c), rate
+                    DatasetName.parse(x),
+                    DatasetName.parse(y),
+                    ReleasedCount.from_json(c),
+                    rate,
+                    capped,
                 )
-                for x, y, c, rate in data["pairwise"]
+                for x, y, c, rate, capped in data["pairwise"]
             ),
+            noise=NoiseParameters(**data["noise"]) if data["noise"] else None,
+            fingerprint=data["fingerprint"],
         )

@@ -2,25 +2,59 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cleanroom.access import AccessPolicy, Caller
-from cleanroom.catalog import Catalog, DatasetRecord
-from cleanroom.config import Collaboration, Role
+from cleanroom.budget import MICRO, PrivacyBudget, to_micro
+from cleanroom.catalog import Catalog, DatasetRecord, budget_exhausted
+from cleanroom.config import Collaboration, PrivacyPolicy, Role
 from cleanroom.dataset_files import DatasetFiles
 from cleanroom.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
+    ResourceExhaustedError,
 )
 from cleanroom.matching import DatasetTable, Matcher
 from cleanroom.names import CollaborationName, DatasetName, OverlapReportName, partner_name
 from cleanroom.overlap import MAX_OTHER_DATASETS, OverlapQuestion, OverlapReport
-from cleanroom.release import release
+from cleanroom.paging import MAX_PAGE_SIZE
+from cleanroom.release import ReportIdentity, release
 
 READERS = (Role.ANALYST, Role.ADMIN)
+
+
+@dataclass(frozen=True)
+class Release:
+    """The answer to a question: the report, whether it was stored already, and the spend."""
+
+    report: OverlapReport
+    reused: bool
+    epsilon_spent: float
+
+
+def _fingerprint(
+    question: OverlapQuestion,
+    records: Mapping[DatasetName, DatasetRecord],
+    policy: PrivacyPolicy,
+) -> str:
+    """What makes two questions the same: the datasets (as uploaded), segment and policy."""
+    data = {
+        "base": str(question.base),
+        "others": sorted(str(o) for o in question.others),
+        "segment": question.segment_column,
+        "inputs": sorted(
+            [str(n), r.checksum, r.create_time.isoformat()] for n, r in records.items()
+        ),
+        "policy": repr(policy),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 class Reports:
@@ -36,8 +70,8 @@ class Reports:
 
     def create(
         self, caller: Caller, parent: CollaborationName, question: OverlapQuestion
-    ) -> OverlapReport:
-        """Computes, releases and stores the report that answers `question`."""
+    ) -> Release:
+        """Answers `question`: the stored report if it was asked before, else a new one."""
         collaboration = self.access.require(
             caller, parent, [Role.ANALYST], "create overlap reports"
         )
@@ -48,25 +82,99 @@ class Reports:
         )
         records = {question.base: base, **{o: self.catalog.dataset(o) for o in question.others}}
         checked = _check_inputs(collaboration, question, records)
-        tables = {}
-        for name, record in checked.items():
-            try:
-                table = self.files.open(record.file_name)
-            except FileNotFoundError:
-                raise _missing(str(name)) from None
-            tables[name] = DatasetTable(
-                name, table, record.identifier_types, record.segment_columns
-            )
-        exact = self.matcher.overlap(question, tables)
-        report = release(
-            exact,
-            collaboration.policy,
+        policy = collaboration.policy
+        creator = partner_name(caller.known_partner().id)
+        fingerprint = _fingerprint(question, checked, policy)
+        stored = self.catalog.report_for(parent.collaboration, creator, fingerprint)
+        if stored is not None:
+            return Release(stored, reused=True, epsilon_spent=0.0)
+        self._check_daily_limit(collaboration, creator)
+        spend = to_micro(policy.epsilon_per_report) if policy.noise else 0
+        total = to_micro(policy.epsilon_budget)
+        budget = self.catalog.budget(parent.collaboration, total)
+        if not budget.allows(spend):
+            raise budget_exhausted(parent.collaboration, budget, spend)
+        tables = {name: self._table(name, record) for name, record in checked.items()}
+        if not policy.noise:
+            self._check_differences(collaboration, checked, tables)
+        identity = ReportIdentity(
             name=OverlapReportName(parent.collaboration, f"r-{secrets.token_hex(8)}"),
-            creator=partner_name(caller.known_partner().id),
+            creator=creator,
             create_time=datetime.now(UTC),
+            fingerprint=fingerprint,
         )
-        self.catalog.add_report(report)
-        return report
+        types = {name: record.identifier_types for name, record in checked.items()}
+        report = release(self.matcher.overlap(question, tables), policy, identity, types)
+        self.catalog.add_report(report, spend_micro=spend, total_micro=total)
+        return Release(report, reused=False, epsilon_spent=spend / MICRO)
+
+    def budget(
+        self, caller: Caller, parent: CollaborationName
+    ) -> tuple[PrivacyBudget, PrivacyPolicy]:
+        """The collaboration's privacy budget and policy, for its members."""
+        collaboration = self.access.require(
+            caller, parent, [Role.ANALYST, Role.AUDITOR, Role.ADMIN], "read the privacy budget"
+        )
+        policy = collaboration.policy
+        return self.catalog.budget(parent.collaboration, to_micro(policy.epsilon_budget)), policy
+
+    def _table(self, name: DatasetName, record: DatasetRecord) -> DatasetTable:
+        try:
+            table = self.files.open(record.file_name)
+        except FileNotFoundError:
+            raise _missing(str(name)) from None
+        return DatasetTable(name, table, record.identifier_types, record.segment_columns)
+
+    def _check_daily_limit(self, collaboration: Collaboration, creator: str) -> None:
+        limit = collaboration.policy.max_reports_per_partner_per_day
+        if not limit:
+            return
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        if self.catalog.reports_since(collaboration.id, creator, today) >= limit:
+            raise ResourceExhaustedError(
+                "DAILY_REPORT_LIMIT",
+                f"{creator} has had its {limit} reports of today (UTC) in collaboration"
+                f" {collaboration.id!r}. Ask again tomorrow; reports released earlier stay"
+                " readable.",
+                partner=creator,
+                limit=limit,
+            )
+
+    def _check_differences(
+        self,
+        collaboration: Collaboration,
+        records: Mapping[DatasetName, DatasetRecord],
+        tables: Mapping[DatasetName, DatasetTable],
+    ) -> None:
+        """Refuses inputs within k rows of another dataset of the same owner.
+
+        Without noise, two reports over datasets that differ by one person tell whether
+        that person is in the other datasets: a differencing attack.
+        """
+        k = collaboration.policy.minimum_threshold
+        for name, record in records.items():
+            siblings = self.catalog.datasets(
+                collaboration.id, owner=record.owner, after="", limit=MAX_PAGE_SIZE
+            )
+            for sibling in siblings:
+                if sibling.name == name or not set(sibling.identifier_types) & set(
+                    record.identifier_types
+                ):
+                    continue
+                other = tables.get(sibling.name) or self._table(sibling.name, sibling)
+                mine = tables[name]
+                difference = int((~self.matcher.matches(mine, other)).sum()) + int(
+                    (~self.matcher.matches(other, mine)).sum()
+                )
+                if difference < k:
+                    raise FailedPreconditionError(
+                        "DATASET_TOO_SIMILAR",
+                        f"{name} differs from another dataset of its owner by fewer than"
+                        f" {k} rows. Without noise, reports over near-duplicate datasets"
+                        " would reveal single people, so it cannot be used in a report.",
+                        dataset=str(name),
+                        minimum_threshold=k,
+                    )
 
     def get(self, caller: Caller, name: OverlapReportName) -> OverlapReport:
         """A report released to the caller's brand (any, for administrators)."""

@@ -46,10 +46,14 @@ def log_signing_key(pki: DemoPki) -> Path:
     return pki.ca.certificate.parent / "log-signing.key"
 
 
-def config_data(
-    pki: DemoPki, data_dir: Path, *, threshold: int = 10, minimum_size: int = 10
-) -> dict[str, Any]:
-    """The TOML data of a test server's configuration."""
+def config_data(pki: DemoPki, data_dir: Path, **policy: Any) -> dict[str, Any]:
+    """The TOML data of a test server's configuration.
+
+    The policy is exact counts (no noise) with k = 10 and a minimum size of 10 unless
+    `policy` says otherwise (keys as in `[collaborations.policy]`), so that tests can
+    compare figures with a brute force; the privacy tests turn noise on.
+    """
+    policy = {"minimum_threshold": 10, "minimum_dataset_size": 10, "noise": False, **policy}
     members = [{"partner": b, "roles": ["uploader", "analyst"]} for b in BRANDS]
     members.append({"partner": "ledger", "roles": ["auditor"]})
     return {
@@ -78,7 +82,7 @@ def config_data(
                 "key_check_value": KCV,
                 "identifier_types": ["email", "phone", "maid", "loyalty_id"],
                 "members": members,
-                "policy": {"minimum_threshold": threshold, "minimum_dataset_size": minimum_size},
+                "policy": policy,
             }
         ],
     }
@@ -130,7 +134,7 @@ class RunningServer:
 
 
 @contextmanager
-def running_server(pki: DemoPki, data_dir: Path, **policy: int) -> Iterator[RunningServer]:
+def running_server(pki: DemoPki, data_dir: Path, **policy: Any) -> Iterator[RunningServer]:
     """Starts a server on a free loopback port and stops it after the block."""
     config = parse_config(config_data(pki, data_dir, **policy), base_dir=data_dir)
     clean_room = CleanRoom(config)

@@ -134,14 +134,15 @@ class CallInterceptor(_ServerInterceptor):
 
     def _fail(self, call: AuditedCall, context: grpc.ServicerContext, error: Exception) -> None:
         outcome = call.event.outcome
+        if not context.is_active():
+            # The client cancelled or went away: whatever failed after that is moot.
+            outcome.status_code = grpc.StatusCode.CANCELLED.name
+            outcome.message = "The client cancelled the call or went away."
+            context.abort(grpc.StatusCode.CANCELLED, outcome.message)
         if isinstance(error, CleanRoomError):
             outcome.status_code = status_code(error).name
             outcome.reason, outcome.message = error.reason, error.message
             context.abort_with_status(to_status(error))
-        if not context.is_active():
-            outcome.status_code = grpc.StatusCode.CANCELLED.name
-            outcome.message = "The client cancelled the call or went away."
-            return
         incident = uuid.uuid4().hex[:12]
         log.exception("internal error %s in %s", incident, call.event.method)
         outcome.status_code = grpc.StatusCode.INTERNAL.name

@@ -8,7 +8,9 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from cleanroom import merkle
 from cleanroom.audit import AuditEvent, AuditFilter
+from cleanroom.budget import PrivacyBudget
 from cleanroom.catalog import DatasetRecord
+from cleanroom.config import PrivacyPolicy
 from cleanroom.errors import InvalidArgumentError
 from cleanroom.names import CollaborationName, DatasetName, partner_name
 from cleanroom.overlap import OverlapQuestion, OverlapReport, ReleasedCount
@@ -19,6 +21,7 @@ from cleanroom.v1 import (
     dataset_pb2,
     overlap_report_pb2,
     partner_service_pb2,
+    report_service_pb2,
 )
 
 
@@ -135,11 +138,35 @@ def overlap_report(report: OverlapReport) -> overlap_report_pb2.OverlapReport:
                 matched_dataset=str(p.matched_dataset),
                 matched_row_count=_count(p.matched_row_count),
                 match_rate=p.match_rate,
+                match_rate_capped=p.match_rate_capped,
             )
             for p in report.pairwise_overlaps
         ],
         released_count=report.released_count,
         suppressed_count=report.suppressed_count,
+        noise=overlap_report_pb2.ReportNoise(
+            mechanism=report.noise.mechanism,
+            epsilon=report.noise.epsilon,
+            sensitivity=report.noise.sensitivity,
+            scale=report.noise.scale,
+        )
+        if report.noise
+        else None,
+    )
+
+
+def privacy_budget(
+    collaboration: CollaborationName, budget: PrivacyBudget, policy: PrivacyPolicy
+) -> report_service_pb2.PrivacyBudget:
+    """The API form of a collaboration's privacy budget."""
+    return report_service_pb2.PrivacyBudget(
+        name=f"{collaboration}/privacyBudget",
+        noise=policy.noise,
+        total_epsilon=budget.total,
+        spent_epsilon=budget.spent,
+        remaining_epsilon=budget.remaining,
+        epsilon_per_report=policy.epsilon_per_report,
+        released_reports=budget.reports,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -43,11 +45,23 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
             declared_row_count=header.row_count,
             key_check_value=header.key_check_value,
         )
+        terminated = threading.Event()
+        context.add_callback(terminated.set)
         with self.datasets.upload(call.caller, header) as upload:
             try:
                 for message in request_iterator:
                     upload.add_chunk(convert.upload_chunk(message))
-                record = self.datasets.commit(call.caller, upload)
+                # A cancelled stream can end like a whole one a moment before gRPC marks
+                # the call cancelled: wait for its end a while before calling it short,
+                # and let a whole one settle before it becomes visible.
+                ended = time.monotonic()
+                if upload.rows != header.row_count and _gone(context, terminated, ended + 0.5):
+                    return pb.UploadDatasetResponse()  # nobody listens; nothing was stored
+                record = self.datasets.commit(
+                    call.caller, upload, lambda: _gone(context, terminated, ended + 0.1)
+                )
+                if record is None:
+                    return pb.UploadDatasetResponse()
             finally:
                 call.summarize(chunks=upload.chunks, bytes=upload.bytes, rows=upload.rows)
         return pb.UploadDatasetResponse(dataset=convert.dataset(record))
@@ -89,3 +103,10 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
         record = self.datasets.delete(call.caller, name)
         call.summarize(deleted_row_count=record.row_count)
         return pb.DeleteDatasetResponse()
+
+
+def _gone(context: grpc.ServicerContext, terminated: threading.Event, deadline: float) -> bool:
+    """Whether the client cancelled the call or went away, waiting for it until `deadline`."""
+    if not context.is_active():
+        return True
+    return terminated.wait(max(0.0, deadline - time.monotonic()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from cleanroom.names import CollaborationName, OverlapReportName
+from cleanroom.names import CollaborationName, OverlapReportName, privacy_budget_collaboration
 from cleanroom.paging import decode_token, next_page, page_size
 from cleanroom.reports import Reports
 from cleanroom.service import convert
@@ -34,11 +34,17 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         )
         question = convert.overlap_question(parent, asked)
         call.names(*question.datasets)
-        report = self.reports.create(call.caller, parent, question)
+        answer = self.reports.create(call.caller, parent, question)
+        report = answer.report
         call.names(report.name)
-        call.event.outcome.released_count = report.released_count
-        call.event.outcome.suppressed_count = report.suppressed_count
-        return pb.CreateOverlapReportResponse(overlap_report=convert.overlap_report(report))
+        outcome = call.event.outcome
+        outcome.released_count = report.released_count
+        outcome.suppressed_count = report.suppressed_count
+        outcome.epsilon_spent = answer.epsilon_spent
+        call.summarize(reused_stored_report=answer.reused)
+        return pb.CreateOverlapReportResponse(
+            overlap_report=convert.overlap_report(report), reused=answer.reused
+        )
 
     def GetOverlapReport(  # noqa: N802 - gRPC's method name
         self, request: pb.GetOverlapReportRequest, context: grpc.ServicerContext
@@ -66,4 +72,16 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         )  # fmt: skip
         return pb.ListOverlapReportsResponse(
             overlap_reports=[convert.overlap_report(r) for _, r in rows], next_page_token=token
+        )
+
+    def GetPrivacyBudget(  # noqa: N802 - gRPC's method name
+        self, request: pb.GetPrivacyBudgetRequest, context: grpc.ServicerContext
+    ) -> pb.GetPrivacyBudgetResponse:
+        """Returns what the collaboration's noisy reports have spent and what is left."""
+        call = current_call()
+        collaboration = privacy_budget_collaboration(request.name)
+        call.names(request.name, collaboration=collaboration)
+        budget, policy = self.reports.budget(call.caller, collaboration)
+        return pb.GetPrivacyBudgetResponse(
+            privacy_budget=convert.privacy_budget(collaboration, budget, policy)
         )

@@ -64,6 +64,7 @@ class OverlapReport(_message.Message):
     PAIRWISE_OVERLAPS_FIELD_NUMBER: _builtins.int
     RELEASED_COUNT_FIELD_NUMBER: _builtins.int
     SUPPRESSED_COUNT_FIELD_NUMBER: _builtins.int
+    NOISE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The resource name: `collaborations/{collaboration}/overlapReports/{overlap_report}`."""
     base_dataset: _builtins.str
@@ -98,6 +99,12 @@ class OverlapReport(_message.Message):
     def pairwise_overlaps(self) -> _containers.RepeatedCompositeFieldContainer[Global___PairwiseOverlap]:
         """For every ordered pair of the report's datasets, the rows of the first matching the second."""
 
+    @_builtins.property
+    def noise(self) -> Global___ReportNoise:
+        """The differential privacy noise the counts carry; absent when the collaboration
+        releases exact counts (then secondary suppression protects suppressed ones).
+        """
+
     def __init__(
         self,
         *,
@@ -113,14 +120,49 @@ class OverlapReport(_message.Message):
         pairwise_overlaps: _abc.Iterable[Global___PairwiseOverlap] | None = ...,
         released_count: _builtins.int = ...,
         suppressed_count: _builtins.int = ...,
+        noise: Global___ReportNoise | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "noise", b"noise"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_dataset", b"base_dataset", "create_time", b"create_time", "creator", b"creator", "dataset_sizes", b"dataset_sizes", "membership_cells", b"membership_cells", "minimum_threshold", b"minimum_threshold", "name", b"name", "other_datasets", b"other_datasets", "pairwise_overlaps", b"pairwise_overlaps", "released_count", b"released_count", "segment_column", b"segment_column", "suppressed_count", b"suppressed_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_dataset", b"base_dataset", "create_time", b"create_time", "creator", b"creator", "dataset_sizes", b"dataset_sizes", "membership_cells", b"membership_cells", "minimum_threshold", b"minimum_threshold", "name", b"name", "noise", b"noise", "other_datasets", b"other_datasets", "pairwise_overlaps", b"pairwise_overlaps", "released_count", b"released_count", "segment_column", b"segment_column", "suppressed_count", b"suppressed_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OverlapReport: _TypeAlias = OverlapReport  # noqa: Y015
+
+@_typing.final
+class ReportNoise(_message.Message):
+    """The noise of a report's counts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MECHANISM_FIELD_NUMBER: _builtins.int
+    EPSILON_FIELD_NUMBER: _builtins.int
+    SENSITIVITY_FIELD_NUMBER: _builtins.int
+    SCALE_FIELD_NUMBER: _builtins.int
+    mechanism: _builtins.str
+    """The mechanism, `discrete_laplace` (OpenDP's integer Laplace mechanism)."""
+    epsilon: _builtins.float
+    """The privacy budget the report spent."""
+    sensitivity: _builtins.int
+    """The largest L1 change one row of any input dataset can make to the measured counts."""
+    scale: _builtins.float
+    """The scale of the discrete Laplace noise: sensitivity / epsilon."""
+    def __init__(
+        self,
+        *,
+        mechanism: _builtins.str = ...,
+        epsilon: _builtins.float = ...,
+        sensitivity: _builtins.int = ...,
+        scale: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epsilon", b"epsilon", "mechanism", b"mechanism", "scale", b"scale", "sensitivity", b"sensitivity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportNoise: _TypeAlias = ReportNoise  # noqa: Y015
 
 @_typing.final
 class ReleasedCount(_message.Message):
@@ -224,14 +266,18 @@ class PairwiseOverlap(_message.Message):
     MATCHED_DATASET_FIELD_NUMBER: _builtins.int
     MATCHED_ROW_COUNT_FIELD_NUMBER: _builtins.int
     MATCH_RATE_FIELD_NUMBER: _builtins.int
+    MATCH_RATE_CAPPED_FIELD_NUMBER: _builtins.int
     dataset: _builtins.str
     """The dataset whose rows are counted."""
     matched_dataset: _builtins.str
     """The dataset they are matched against."""
     match_rate: _builtins.float
-    """The matched rows as a fraction of the rows of `dataset`, from released counts only;
-    absent when either count is suppressed.
+    """The matched rows as a fraction of the rows of `dataset`, from released counts only,
+    rounded to whole percent if the collaboration says so; absent when either count is
+    suppressed.
     """
+    match_rate_capped: _builtins.bool
+    """Whether the match rate is above the collaboration's cap; then `match_rate` is the cap."""
     @_builtins.property
     def matched_row_count(self) -> Global___ReleasedCount:
         """The number of rows of `dataset` that match some row of `matched_dataset`."""
@@ -243,10 +289,11 @@ class PairwiseOverlap(_message.Message):
         matched_dataset: _builtins.str = ...,
         matched_row_count: Global___ReleasedCount | None = ...,
         match_rate: _builtins.float | None = ...,
+        match_rate_capped: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_match_rate", b"_match_rate", "match_rate", b"match_rate", "matched_row_count", b"matched_row_count"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_match_rate", b"_match_rate", "dataset", b"dataset", "match_rate", b"match_rate", "matched_dataset", b"matched_dataset", "matched_row_count", b"matched_row_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_match_rate", b"_match_rate", "dataset", b"dataset", "match_rate", b"match_rate", "match_rate_capped", b"match_rate_capped", "matched_dataset", b"matched_dataset", "matched_row_count", b"matched_row_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__match_rate: _TypeAlias = _typing.Literal["match_rate"]  # noqa: Y015
     _WhichOneofArgType__match_rate: _TypeAlias = _typing.Literal["_match_rate", b"_match_rate"]  # noqa: Y015

@@ -56,6 +56,11 @@ class CreateOverlapReportResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OVERLAP_REPORT_FIELD_NUMBER: _builtins.int
+    REUSED_FIELD_NUMBER: _builtins.int
+    reused: _builtins.bool
+    """Whether the same question was asked before: then this is the report released then,
+    and no privacy budget was spent.
+    """
     @_builtins.property
     def overlap_report(self) -> _overlap_report_pb2.OverlapReport:
         """The released report."""
@@ -64,10 +69,11 @@ class CreateOverlapReportResponse(_message.Message):
         self,
         *,
         overlap_report: _overlap_report_pb2.OverlapReport | None = ...,
+        reused: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["overlap_report", b"overlap_report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["overlap_report", b"overlap_report"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overlap_report", b"overlap_report", "reused", b"reused"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -176,3 +182,97 @@ class ListOverlapReportsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListOverlapReportsResponse: _TypeAlias = ListOverlapReportsResponse  # noqa: Y015
+
+@_typing.final
+class GetPrivacyBudgetRequest(_message.Message):
+    """The request of GetPrivacyBudget."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The budget's name: `collaborations/{collaboration}/privacyBudget`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPrivacyBudgetRequest: _TypeAlias = GetPrivacyBudgetRequest  # noqa: Y015
+
+@_typing.final
+class GetPrivacyBudgetResponse(_message.Message):
+    """The response to GetPrivacyBudget."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIVACY_BUDGET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def privacy_budget(self) -> Global___PrivacyBudget:
+        """The budget."""
+
+    def __init__(
+        self,
+        *,
+        privacy_budget: Global___PrivacyBudget | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["privacy_budget", b"privacy_budget"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["privacy_budget", b"privacy_budget"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPrivacyBudgetResponse: _TypeAlias = GetPrivacyBudgetResponse  # noqa: Y015
+
+@_typing.final
+class PrivacyBudget(_message.Message):
+    """A collaboration's privacy budget. It is kept in the server's database, spent when a
+    noisy report is released, and never reset.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NOISE_FIELD_NUMBER: _builtins.int
+    TOTAL_EPSILON_FIELD_NUMBER: _builtins.int
+    SPENT_EPSILON_FIELD_NUMBER: _builtins.int
+    REMAINING_EPSILON_FIELD_NUMBER: _builtins.int
+    EPSILON_PER_REPORT_FIELD_NUMBER: _builtins.int
+    RELEASED_REPORTS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The resource name: `collaborations/{collaboration}/privacyBudget`."""
+    noise: _builtins.bool
+    """Whether the collaboration's reports carry noise (and so spend the budget)."""
+    total_epsilon: _builtins.float
+    """The total epsilon of the collaboration."""
+    spent_epsilon: _builtins.float
+    """The epsilon spent so far."""
+    remaining_epsilon: _builtins.float
+    """The epsilon left."""
+    epsilon_per_report: _builtins.float
+    """The epsilon one new noisy report spends."""
+    released_reports: _builtins.int
+    """How many reports have been released in the collaboration."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        noise: _builtins.bool = ...,
+        total_epsilon: _builtins.float = ...,
+        spent_epsilon: _builtins.float = ...,
+        remaining_epsilon: _builtins.float = ...,
+        epsilon_per_report: _builtins.float = ...,
+        released_reports: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epsilon_per_report", b"epsilon_per_report", "name", b"name", "noise", b"noise", "released_reports", b"released_reports", "remaining_epsilon", b"remaining_epsilon", "spent_epsilon", b"spent_epsilon", "total_epsilon", b"total_epsilon"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrivacyBudget: _TypeAlias = PrivacyBudget  # noqa: Y015

@@ -51,6 +51,11 @@ class ReportServiceStub:
                 request_serializer=cleanroom_dot_v1_dot_report__service__pb2.ListOverlapReportsRequest.SerializeToString,
                 response_deserializer=cleanroom_dot_v1_dot_report__service__pb2.ListOverlapReportsResponse.FromString,
                 _registered_method=True)
+        self.GetPrivacyBudget = channel.unary_unary(
+                '/cleanroom.v1.ReportService/GetPrivacyBudget',
+                request_serializer=cleanroom_dot_v1_dot_report__service__pb2.GetPrivacyBudgetRequest.SerializeToString,
+                response_deserializer=cleanroom_dot_v1_dot_report__service__pb2.GetPrivacyBudgetResponse.FromString,
+                _registered_method=True)
 
 
 class ReportServiceServicer:
@@ -79,6 +84,13 @@ class ReportServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPrivacyBudget(self, request, context):
+        """Gets the collaboration's privacy budget: what noisy reports have spent and what is left.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReportServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +108,11 @@ def add_ReportServiceServicer_to_server(servicer, server):
                     servicer.ListOverlapReports,
                     request_deserializer=cleanroom_dot_v1_dot_report__service__pb2.ListOverlapReportsRequest.FromString,
                     response_serializer=cleanroom_dot_v1_dot_report__service__pb2.ListOverlapReportsResponse.SerializeToString,
+            ),
+            'GetPrivacyBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPrivacyBudget,
+                    request_deserializer=cleanroom_dot_v1_dot_report__service__pb2.GetPrivacyBudgetRequest.FromString,
+                    response_serializer=cleanroom_dot_v1_dot_report__service__pb2.GetPrivacyBudgetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +198,33 @@ class ReportService:
             '/cleanroom.v1.ReportService/ListOverlapReports',
             cleanroom_dot_v1_dot_report__service__pb2.ListOverlapReportsRequest.SerializeToString,
             cleanroom_dot_v1_dot_report__service__pb2.ListOverlapReportsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPrivacyBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cleanroom.v1.ReportService/GetPrivacyBudget',
+            cleanroom_dot_v1_dot_report__service__pb2.GetPrivacyBudgetRequest.SerializeToString,
+            cleanroom_dot_v1_dot_report__service__pb2.GetPrivacyBudgetResponse.FromString,
             options,
             channel_credentials,
             insecure,

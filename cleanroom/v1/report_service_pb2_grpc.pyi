@@ -41,6 +41,8 @@ class ReportServiceStub:
     """Gets a report released earlier to the caller's brand."""
     ListOverlapReports: _grpc.UnaryUnaryMultiCallable[_report_service_pb2.ListOverlapReportsRequest, _report_service_pb2.ListOverlapReportsResponse]
     """Lists the reports released to the caller's brand in a collaboration."""
+    GetPrivacyBudget: _grpc.UnaryUnaryMultiCallable[_report_service_pb2.GetPrivacyBudgetRequest, _report_service_pb2.GetPrivacyBudgetResponse]
+    """Gets the collaboration's privacy budget: what noisy reports have spent and what is left."""
 
 @_typing.type_check_only
 class ReportServiceAsyncStub(ReportServiceStub):
@@ -55,6 +57,8 @@ class ReportServiceAsyncStub(ReportServiceStub):
     """Gets a report released earlier to the caller's brand."""
     ListOverlapReports: _aio.UnaryUnaryMultiCallable[_report_service_pb2.ListOverlapReportsRequest, _report_service_pb2.ListOverlapReportsResponse]  # type: ignore[assignment]
     """Lists the reports released to the caller's brand in a collaboration."""
+    GetPrivacyBudget: _aio.UnaryUnaryMultiCallable[_report_service_pb2.GetPrivacyBudgetRequest, _report_service_pb2.GetPrivacyBudgetResponse]  # type: ignore[assignment]
+    """Gets the collaboration's privacy budget: what noisy reports have spent and what is left."""
 
 class ReportServiceServicer(metaclass=_abc_1.ABCMeta):
     """The service through which a partner brand's marketers ask how the brand's audience
@@ -84,5 +88,13 @@ class ReportServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_report_service_pb2.ListOverlapReportsResponse, _abc.Awaitable[_report_service_pb2.ListOverlapReportsResponse]]:
         """Lists the reports released to the caller's brand in a collaboration."""
+
+    @_abc_1.abstractmethod
+    def GetPrivacyBudget(
+        self,
+        request: _report_service_pb2.GetPrivacyBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_report_service_pb2.GetPrivacyBudgetResponse, _abc.Awaitable[_report_service_pb2.GetPrivacyBudgetResponse]]:
+        """Gets the collaboration's privacy budget: what noisy reports have spent and what is left."""
 
 def add_ReportServiceServicer_to_server(servicer: ReportServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,65 +1,124 @@
-"""Release under the minimum threshold: no count below k, rates only from released counts."""
+"""Release: no count below k, rates from released counts only, noisy figures that agree."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from cleanroom.config import PrivacyPolicy
+from cleanroom.errors import FailedPreconditionError
 from cleanroom.names import DatasetName, OverlapReportName
 from cleanroom.overlap import ExactOverlap, OverlapQuestion, OverlapReport, SuppressionReason
-from cleanroom.release import release
+from cleanroom.release import ReportIdentity, release
 
 A, B, C = (DatasetName("room", d) for d in ("a", "b", "c"))
 QUESTION = OverlapQuestion(A, (B, C), "tier")
-NAME = OverlapReportName("room", "r-1")
+IDENTITY = ReportIdentity(OverlapReportName("room", "r-1"), "partners/a", datetime.now(UTC))
+TYPES = {A: ("email", "phone"), B: ("email",), C: ("email", "phone")}
 counts = st.integers(min_value=0, max_value=200)
 
 
 def exact(sizes: list[int], cells: list[int], pairwise: list[int]) -> ExactOverlap:
-    return ExactOverlap(
-        question=QUESTION,
-        sizes=dict(zip(QUESTION.datasets, sizes, strict=True)),
-        cells={(segment, mask): cells[i * 4 + mask] for i, segment in enumerate(["x", None]) for mask in range(4)},
-        pairwise=dict(zip(QUESTION.ordered_pairs(), pairwise, strict=True)),
-    )  # fmt: skip
+    cell_map = {(s, m): cells[i * 4 + m] for i, s in enumerate(["x", None]) for m in range(4)}
+    pairs = dict(zip(QUESTION.ordered_pairs(), pairwise, strict=True))
+    # The base's own figures follow from its cells, as they do in real data.
+    sizes = [sum(cells), *sizes[1:]]
+    for bit, other in enumerate(QUESTION.others):
+        pairs[A, other] = sum(n for (_, m), n in cell_map.items() if m >> bit & 1)
+    return ExactOverlap(QUESTION, dict(zip(QUESTION.datasets, sizes, strict=True)), cell_map, pairs)
 
 
+def exact_policy(k: int = 10, **changes: object) -> PrivacyPolicy:
+    return PrivacyPolicy(minimum_threshold=k, minimum_dataset_size=k, noise=False, **changes)  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
 @given(
     sizes=st.lists(st.integers(1000, 5000), min_size=3, max_size=3),
     cells=st.lists(counts, min_size=8, max_size=8),
     pairwise=st.lists(counts, min_size=6, max_size=6),
-    k=st.integers(10, 100),
+    k=st.integers(10, 60),
 )
-def test_no_released_count_is_below_k(
+def test_exact_reports_release_no_count_below_k(
     sizes: list[int], cells: list[int], pairwise: list[int], k: int
 ) -> None:
-    policy = PrivacyPolicy(minimum_threshold=k, minimum_dataset_size=1000)
-    report = release(exact(sizes, cells, pairwise), policy, name=NAME, creator="partners/a",
-                     create_time=datetime.now(UTC))  # fmt: skip
-    truth = [*sizes, *cells, *pairwise]
-    for value, count in zip(truth, report.released_counts(), strict=True):
+    assume(sum(cells) >= 2 * k)  # a base reaches the minimum size, which is at least k
+    truth = exact(sizes, cells, pairwise)
+    try:
+        report = release(truth, exact_policy(k, whole_percent_rates=False), IDENTITY, TYPES)
+    except FailedPreconditionError as refused:  # nothing could hide the small counts
+        if refused.reason != "CANNOT_PROTECT_REPORT":
+            raise
+        return
+    values = [*truth.sizes.values(), *truth.cells.values(), *truth.pairwise.values()]
+    for value, count in zip(values, report.released_counts(), strict=True):
         if value < k:
             assert count.value is None
             assert count.suppression is SuppressionReason.BELOW_THRESHOLD
+        elif count.value is None:
+            assert count.suppression is SuppressionReason.COMPLEMENTARY
         else:
             assert count.value == value
+    sizes_by_name = {s.dataset: s.row_count.value for s in report.dataset_sizes}
     for pair in report.pairwise_overlaps:
         if pair.matched_row_count.value is None:
             assert pair.match_rate is None
         else:
-            size = next(
-                s.row_count.value for s in report.dataset_sizes if s.dataset == pair.dataset
-            )
-            assert pair.match_rate == pair.matched_row_count.value / size
+            assert pair.match_rate == pair.matched_row_count.value / sizes_by_name[pair.dataset]
     assert OverlapReport.from_json(report.to_json()) == report
 
 
+def test_symmetric_pairs_are_withheld_together() -> None:
+    truth = exact([0, 2000, 2000], [500] * 8, [100, 100, 5, 100, 100, 100])
+    report = release(truth, exact_policy(), IDENTITY, TYPES)
+    withheld = {
+        (p.dataset, p.matched_dataset)
+        for p in report.pairwise_overlaps
+        if p.matched_row_count.value is None
+    }
+    pairs = list(truth.pairwise)
+    x, y = pairs[2]
+    assert {(x, y), (y, x)} <= withheld
+
+
+def test_rates_are_whole_percent_and_capped() -> None:
+    truth = exact([0, 2000, 2000], [300, 1000, 10, 10] * 2, [1999, 1998, 1997, 1996, 1995, 1994])
+    report = release(truth, exact_policy(match_rate_cap=0.85), IDENTITY, TYPES)
+    for pair in report.pairwise_overlaps:
+        if pair.match_rate is not None:
+            assert pair.match_rate == round(pair.match_rate, 2)
+            assert pair.match_rate <= 0.85
+    capped = [p for p in report.pairwise_overlaps if p.match_rate_capped]
+    assert capped
+    assert all(p.match_rate == 0.85 for p in capped)
+
+
+def test_noisy_reports_are_consistent_and_state_their_noise() -> None:
+    truth = exact([0, 5000, 5000], [800, 600, 400, 300] * 2, [900] * 6)
+    policy = PrivacyPolicy(minimum_threshold=10, minimum_dataset_size=10, epsilon_per_report=2.0)
+    report = release(truth, policy, IDENTITY, TYPES)
+    assert report.noise is not None
+    assert report.noise.epsilon == 2.0
+    assert report.noise.scale * report.noise.epsilon >= report.noise.sensitivity
+    cells = {(c.segment, c.matched): c.base_row_count.value for c in report.membership_cells}
+    assert all(v is not None for v in cells.values())
+    base_size = report.dataset_sizes[0].row_count.value
+    assert base_size == sum(v for v in cells.values() if v is not None)
+    for other in QUESTION.others:
+        pair = next(
+            p for p in report.pairwise_overlaps if (p.dataset, p.matched_dataset) == (A, other)
+        )
+        assert pair.matched_row_count.value == sum(
+            v for (_, m), v in cells.items() if other in m and v is not None
+        )
+
+
 def test_cells_name_the_datasets_of_their_pattern() -> None:
-    report = release(exact([1000] * 3, list(range(100, 108)), [500] * 6), PrivacyPolicy(),
-                     name=NAME, creator="partners/a", create_time=datetime.now(UTC))  # fmt: skip
+    report = release(
+        exact([0, 1000, 1000], list(range(100, 108)), [500] * 6), exact_policy(), IDENTITY, TYPES
+    )
     matched = [(c.segment, c.matched) for c in report.membership_cells[:4]]
     assert matched == [("x", ()), ("x", (B,)), ("x", (C,)), ("x", (B, C))]
     assert report.membership_cells[4].segment is None
