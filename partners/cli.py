@@ -306,13 +306,18 @@ def report_create(
 ) -> None:
     """Ask how your base dataset overlaps the others."""
     with _reported_errors(), _client(options) as client:
-        created = client.create_report(
+        response = client.create_report_response(
             f"collaborations/{collaboration}",
             base=_name(collaboration, "datasets", base),
             others=[_name(collaboration, "datasets", o) for o in others],
             segment_column=segment,
         )
-        _print_report(created, output)
+        if response.reused:
+            errors.print(
+                "This question was asked before: here is the report released then"
+                " (no privacy budget spent)."
+            )
+        _print_report(response.overlap_report, output)
 
 
 @report.command(name="get")
@@ -343,6 +348,26 @@ def report_list(collaboration: str, as_json: bool, **options: Any) -> None:
                 f" {', '.join(render.short(o) for o in r.other_datasets)}"
                 f"  ({r.create_time.ToDatetime():%Y-%m-%d %H:%M})"
             )
+
+
+@main.command()
+@click.option("--collaboration", required=True)
+@click.option("--json", "as_json", is_flag=True)
+@connection_options
+def budget(collaboration: str, as_json: bool, **options: Any) -> None:
+    """Show the collaboration's privacy budget: spent and remaining epsilon."""
+    with _reported_errors(), _client(options) as client:
+        found = client.get_budget(f"collaborations/{collaboration}")
+        if as_json:
+            click.echo(render.as_json(found))
+            return
+        if not found.noise:
+            console.print("reports are exact (no noise): they spend no privacy budget")
+        console.print(
+            f"epsilon: {found.remaining_epsilon:g} remaining of {found.total_epsilon:g}"
+            f" ({found.spent_epsilon:g} spent by {found.released_reports} reports;"
+            f" {found.epsilon_per_report:g} per new noisy report)"
+        )
 
 
 @main.group()

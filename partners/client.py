@@ -220,7 +220,19 @@ class CleanRoomClient:
     def create_report(
         self, parent: str, *, base: str, others: list[str], segment_column: str | None = None
     ) -> overlap_report_pb2.OverlapReport:
-        """Asks for an overlap report of `base` (the caller's) against `others`."""
+        """Asks for an overlap report of `base` (the caller's) against `others`.
+
+        Asking a question asked before returns the report released then, spending nothing
+        (`create_report_response` tells which).
+        """
+        return self.create_report_response(
+            parent, base=base, others=others, segment_column=segment_column
+        ).overlap_report
+
+    def create_report_response(
+        self, parent: str, *, base: str, others: list[str], segment_column: str | None = None
+    ) -> report_service_pb2.CreateOverlapReportResponse:
+        """Like `create_report`, with whether the report was a stored one (`reused`)."""
         request = report_service_pb2.CreateOverlapReportRequest(
             parent=parent,
             overlap_report=overlap_report_pb2.OverlapReport(
@@ -228,7 +240,13 @@ class CleanRoomClient:
             ),
         )
         with _mapped_errors():
-            return self._reports.CreateOverlapReport(request, timeout=self.timeout).overlap_report
+            return self._reports.CreateOverlapReport(request, timeout=self.timeout)
+
+    def get_budget(self, parent: str) -> report_service_pb2.PrivacyBudget:
+        """The collaboration's privacy budget: total, spent and remaining epsilon."""
+        request = report_service_pb2.GetPrivacyBudgetRequest(name=f"{parent}/privacyBudget")
+        with _mapped_errors():
+            return self._reports.GetPrivacyBudget(request, timeout=self.timeout).privacy_budget
 
     def get_report(self, name: str) -> overlap_report_pb2.OverlapReport:
         """A report released earlier to the caller's brand."""

@@ -97,9 +97,14 @@ def report_tables(report: overlap_report_pb2.OverlapReport) -> Group:
     """The report as terminal tables: sizes, pairwise overlaps, membership cells."""
     k = report.minimum_threshold
     sizes = {s.dataset: s.row_count for s in report.dataset_sizes}
+    noise = (
+        f"discrete Laplace noise of scale {report.noise.scale:g} (epsilon {report.noise.epsilon:g})"
+        if report.HasField("noise")
+        else "exact counts"
+    )
     title = (
         f"Overlap report {short(report.name)}: base {short(report.base_dataset)}"
-        f" (threshold {k}; {report.released_count} counts released,"
+        f" ({noise}; threshold {k}; {report.released_count} counts released,"
         f" {report.suppressed_count} suppressed)"
     )
     size_table = Table(title="Datasets", title_justify="left")
@@ -117,7 +122,8 @@ def report_tables(report: overlap_report_pb2.OverlapReport) -> Group:
             short(pair.dataset),
             short(pair.matched_dataset),
             count_text(pair.matched_row_count, k),
-            _percent(pair.match_rate if pair.HasField("match_rate") else None),
+            ("above " if pair.match_rate_capped else "")
+            + _percent(pair.match_rate if pair.HasField("match_rate") else None),
         )
 
     cell_table = Table(title=f"Membership of {short(report.base_dataset)}", title_justify="left")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,10 +14,12 @@ import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import tomli_w
 
 from cleanroom.clean_room import CleanRoom
 from cleanroom.config import Config, parse_config
 from cleanroom.pki import DemoPki, create_demo_pki, partner_dns_name
+from cleanroom.service.calls import CallInterceptor
 from cleanroom.service.server import build_server
 from cleanroom.signed_note import NoteSigner
 from partners import preparation as digest_format
@@ -97,6 +100,7 @@ class RunningServer:
     clean_room: CleanRoom
     server: grpc.Server
     port: int
+    interceptor: CallInterceptor
     clients: dict[str, CleanRoomClient] = field(default_factory=dict)
 
     @property
@@ -130,7 +134,25 @@ class RunningServer:
         for client in self.clients.values():
             client.close()
         self.server.stop(None).wait()
+        self.interceptor.drain(10)
         self.clean_room.close()
+
+
+def write_config(
+    path: Path, pki: DemoPki, data_dir: Path, *, listen: str = "127.0.0.1:0", **policy: Any
+) -> Path:
+    """A test server's configuration as a TOML file, for commands and subprocess servers."""
+    data = config_data(pki, data_dir, **policy)
+    data["server"]["listen"] = listen
+    path.write_bytes(tomli_w.dumps(data).encode())
+    return path
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -138,8 +160,9 @@ def running_server(pki: DemoPki, data_dir: Path, **policy: Any) -> Iterator[Runn
     """Starts a server on a free loopback port and stops it after the block."""
     config = parse_config(config_data(pki, data_dir, **policy), base_dir=data_dir)
     clean_room = CleanRoom(config)
-    server, port = build_server(clean_room)
-    running = RunningServer(pki, config, clean_room, server, port)
+    interceptor = CallInterceptor(clean_room.access, clean_room.audit_log)
+    server, port = build_server(clean_room, interceptor=interceptor)
+    running = RunningServer(pki, config, clean_room, server, port, interceptor)
     try:
         yield running
     finally:

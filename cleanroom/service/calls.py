@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
@@ -64,6 +65,17 @@ class CallInterceptor(_ServerInterceptor):
     def __init__(self, access: AccessPolicy, audit_log: AuditLog) -> None:
         self.access = access
         self.audit_log = audit_log
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    def drain(self, timeout: float) -> bool:
+        """Waits until no call is running (every event appended); False if time ran out.
+
+        gRPC's stop returns before the handlers of cancelled calls have finished: the
+        server waits here before it closes the database, so no event is lost.
+        """
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
     def intercept_service(
         self,
@@ -116,13 +128,20 @@ class CallInterceptor(_ServerInterceptor):
         pem = (auth.get("x509_pem_cert") or [b""])[0]
         call = AuditedCall(self._identify(pem), method)
         token = _CURRENT.set(call)
+        with self._idle:
+            self._in_flight += 1
         try:
             yield call
         except Exception as error:
             self._fail(call, context, error)
         finally:
             _CURRENT.reset(token)
-            self._finish(call, context)
+            try:
+                self._finish(call, context)
+            finally:
+                with self._idle:
+                    self._in_flight -= 1
+                    self._idle.notify_all()
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one interceptor per server, few certificates
     def _identify(self, pem: bytes) -> Caller:
@@ -152,8 +171,15 @@ class CallInterceptor(_ServerInterceptor):
 
     def _finish(self, call: AuditedCall, context: grpc.ServicerContext) -> None:
         event = call.event
-        if event.outcome.status_code == "OK" and not context.is_active():
-            event.outcome.status_code = grpc.StatusCode.CANCELLED.name
+        if event.outcome.status_code == "OK":
+            # A handler may set a status without raising (the health service does).
+            # grpc-stubs predate ServicerContext.code() and .details() (grpcio 1.38).
+            code = cast(Any, context).code()
+            if code not in (None, grpc.StatusCode.OK):
+                event.outcome.status_code = code.name
+                event.outcome.message = cast(Any, context).details() or ""
+            elif not context.is_active():
+                event.outcome.status_code = grpc.StatusCode.CANCELLED.name
         if call.collaboration and self.access.collaboration(call.collaboration):
             event.log = call.collaboration.collaboration
             event.caller_roles = tuple(sorted(self.access.roles(call.caller, call.collaboration)))

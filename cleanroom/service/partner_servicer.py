@@ -58,7 +58,7 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
                 if upload.rows != header.row_count and _gone(context, terminated, ended + 0.5):
                     return pb.UploadDatasetResponse()  # nobody listens; nothing was stored
                 record = self.datasets.commit(
-                    call.caller, upload, lambda: _gone(context, terminated, ended + 0.1)
+                    call.caller, upload, lambda: _gone(context, terminated, ended + 0.05)
                 )
                 if record is None:
                     return pb.UploadDatasetResponse()

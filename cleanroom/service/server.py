@@ -56,16 +56,23 @@ def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
     )
 
 
-def build_server(clean_room: CleanRoom, *, listen: str | None = None) -> tuple[grpc.Server, int]:
+def build_server(
+    clean_room: CleanRoom,
+    *,
+    listen: str | None = None,
+    interceptor: CallInterceptor | None = None,
+) -> tuple[grpc.Server, int]:
     """A started server for `clean_room` and the port it listens on.
 
     Args:
         clean_room: What to serve.
         listen: `host:port` to listen on instead of the configured one (`127.0.0.1:0`
             picks a free port, as tests do).
+        interceptor: The interceptor that audits every call, if the caller wants to drain
+            it at shutdown; one is made otherwise.
     """
     config = clean_room.config.server
-    interceptor = CallInterceptor(clean_room.access, clean_room.audit_log)
+    interceptor = interceptor or CallInterceptor(clean_room.access, clean_room.audit_log)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
         interceptors=[interceptor],
@@ -102,7 +109,8 @@ def serve(config: Config) -> None:
     """Runs the server until SIGTERM or SIGINT, then stops gracefully."""
     clean_room = CleanRoom(config)
     try:
-        server, port = build_server(clean_room)
+        interceptor = CallInterceptor(clean_room.access, clean_room.audit_log)
+        server, port = build_server(clean_room, interceptor=interceptor)
         log.info(
             "serving on %s (port %d), data in %s",
             config.server.listen,
@@ -119,6 +127,8 @@ def serve(config: Config) -> None:
         signal.signal(signal.SIGINT, stop)
         stopping.wait()
         server.stop(GRACE_SECONDS).wait()
+        if not interceptor.drain(GRACE_SECONDS):
+            log.warning("calls still running after %s s; their events may be lost", GRACE_SECONDS)
     finally:
         clean_room.close()
     log.info("stopped")

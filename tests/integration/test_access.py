@@ -240,8 +240,9 @@ def test_dataset_of_another_brand_is_denied_exactly_like_a_missing_one(
         assert (error.code, error.reason) == (twin.code, twin.reason) == denied
         assert error.metadata.keys() == twin.metadata.keys()
         assert error.message.replace(theirs, missing) == twin.message
-    # The refused delete deleted nothing.
+    # The refused delete deleted nothing, and acme does not even list brightmart's dataset.
     assert server.client("brightmart").get_dataset(theirs).name == theirs
+    assert list(acme.list_datasets(PARENT)) == []
     assert len(files_under(server.data_dir / "datasets")) == 1
 
 

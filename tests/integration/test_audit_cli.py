@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import tomllib
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -13,31 +12,18 @@ from cleanroom.cli import main as operator_main
 from cleanroom.signed_note import NoteSigner
 from partners.cli import main as partner_main
 from tests.integration.test_partner_cli import env_for
-from tests.support import COLLABORATION, LOG_SIGNER, RunningServer, dataset_name
+from tests.support import (
+    COLLABORATION,
+    LOG_SIGNER,
+    RunningServer,
+    dataset_name,
+    write_config,
+)
 
 
 def partner(server: RunningServer, who: str, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(partner_main, list(args), env=env_for(server, who))
     return result.exit_code, result.output
-
-
-def write_config(server: RunningServer, tmp_path: Path) -> Path:
-    """The running server's configuration as a TOML file, for the operator's commands."""
-    from tests.support import config_data
-
-    data = config_data(server.pki, server.data_dir)
-    lines = [
-        "[server]",
-        f'listen = "127.0.0.1:0"\ndata_dir = "{server.data_dir}"',
-        "[server.tls]",
-        *(f'{k} = "{v}"' for k, v in data["server"]["tls"].items()),
-        "[server.audit]",
-        f'signing_key = "{data["server"]["audit"]["signing_key"]}"',
-    ]
-    path = tmp_path / "cleanroom.toml"
-    path.write_text("\n".join(lines) + "\n")
-    tomllib.loads(path.read_text())
-    return path
 
 
 def test_verify_then_tamper_then_verify(server: RunningServer, tmp_path: Path) -> None:
@@ -110,7 +96,7 @@ def test_operator_keygen_verifier_key_and_offline_check(
     assert NoteSigner.from_key((tmp_path / "k").read_text()).name == "cleanroom.example/log"
 
     partner(server, "acme", "datasets", "list", f"--collaboration={COLLABORATION}")
-    config = write_config(server, tmp_path)
+    config = write_config(tmp_path / "cleanroom.toml", server.pki, server.data_dir)
     result = runner.invoke(operator_main, ["audit", "verifier-key", "--config", str(config)])
     assert result.output.strip() == LOG_SIGNER.verifier_key
     result = runner.invoke(operator_main, ["audit", "check", "--config", str(config)])
