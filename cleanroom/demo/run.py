@@ -171,6 +171,10 @@ def _config_text(pki: DemoPki, root: Path, kcv: str, port: int) -> str:
         "[collaborations.policy]",
         "minimum_threshold = 50",
         "minimum_dataset_size = 1000",
+        "noise = true",
+        "epsilon_budget = 10.0",
+        "epsilon_per_report = 1.0",
+        "match_rate_cap = 0.85",
     ]
     for partner in BRANDS:
         lines += ["", "[[collaborations.members]]", f'partner = "{partner}"']
@@ -272,10 +276,16 @@ def _marketer_reports(world: DemoWorld, console: Console) -> None:
         for pair, count in world.customers.planted_overlaps.items()
     )
     console.print(
-        f"[dim]Planted in the synthetic data (persons): {planted}. A person matches when"
-        " any identifier type matches, so one invalid or missing identifier does not lose"
-        " them.[/]"
+        f"[dim]Planted in the synthetic data (persons): {planted}. The report's counts"
+        " carry differential privacy noise, so they differ from these by a little.[/]"
     )
+    _step(console, "acme's marketer: the same question again costs nothing")
+    _partner(
+        world, console, "acme", "report", "create", f"--collaboration={COLLABORATION}",
+        "--base=acme-customers", "--other=brightmart-customers", "--other=corvid-customers",
+        f"--segment={segment}", "--csv",
+    )  # fmt: skip
+    _partner(world, console, "acme", "budget", f"--collaboration={COLLABORATION}")
 
 
 def _auditor_reads_log(world: DemoWorld, console: Console) -> None:
