@@ -54,6 +54,8 @@ def test_a_good_config_loads_with_defaults(tmp_path: Path) -> None:
     assert spring.identifier_types == ("email", "phone", "maid")
     assert spring.policy.minimum_threshold == 20
     assert spring.policy.minimum_dataset_size == 1000
+    assert spring.policy.noise
+    assert (spring.policy.epsilon_budget, spring.policy.epsilon_per_report) == (10.0, 1.0)
     assert spring.roles_of(config.partners["acme"]) == {Role.UPLOADER, Role.ANALYST}
     assert Role.ADMIN in spring.roles_of(config.partners["ops"])
     assert config.partner_for(("x", "acme.partners.cleanroom.test")) == config.partners["acme"]
@@ -67,6 +69,11 @@ def test_a_good_config_loads_with_defaults(tmp_path: Path) -> None:
         ("collaborations.0.policy.minimum_threshold", "50", "collaborations[0].policy.minimum_threshold", "must be a int"),
         ("collaborations.0.policy.minimum_dataset_size", 5, "collaborations[0].policy.minimum_dataset_size", "at least minimum_threshold"),
         ("collaborations.0.policy.epsilon", 1, "collaborations[0].policy.epsilon", "unknown key"),
+        ("collaborations.0.policy.noise", "yes", "collaborations[0].policy.noise", "must be a bool"),
+        ("collaborations.0.policy.epsilon_budget", 0, "collaborations[0].policy.epsilon_budget", "above 0"),
+        ("collaborations.0.policy.epsilon_per_report", 20, "collaborations[0].policy.epsilon_per_report", "at most epsilon_budget"),
+        ("collaborations.0.policy.match_rate_cap", 1.5, "collaborations[0].policy.match_rate_cap", "between 0 and 1"),
+        ("collaborations.0.policy.max_reports_per_partner_per_day", -1, "collaborations[0].policy.max_reports_per_partner_per_day", "0 (no limit)"),
         ("collaborations.0.key_check_value", "XYZ", "collaborations[0].key_check_value", "16 lowercase hex"),
         ("collaborations.0.id", "Spring Launch", "collaborations[0].id", "not a valid id"),
         ("collaborations.0.members", [{"partner": "nobody", "roles": ["analyst"]}], "collaborations[0].members[0].partner", "no partner"),
