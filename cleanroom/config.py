@@ -52,6 +52,8 @@ class ServerConfig:
     audit_signing_key: Path
     max_workers: int = 8
     max_upload_message_bytes: int = 4 * 1024 * 1024
+    upload_idle_timeout_seconds: float = 60.0
+    retention_sweep_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class Collaboration:
     identifier_types: tuple[str, ...]
     members: Mapping[str, frozenset[Role]]
     policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
+    retention_days: int | None = None
 
     def roles_of(self, partner: Partner) -> frozenset[Role]:
         """The partner's roles here: its member roles, plus admin for administrators."""
@@ -241,12 +244,22 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
     return Config(server=server, partners=partners, collaborations=collaborations)
 
 
-_SERVER_KEYS = {"listen", "data_dir", "tls", "audit", "max_workers", "max_upload_message_bytes"}
+_SERVER_KEYS = {
+    "listen",
+    "data_dir",
+    "tls",
+    "audit",
+    "max_workers",
+    "max_upload_message_bytes",
+    "upload_idle_timeout_seconds",
+    "retention_sweep_seconds",
+}
 _TLS_KEYS = {"certificate", "private_key", "client_ca"}
 _AUDIT_KEYS = {"signing_key"}
 _PARTNER_KEYS = {"id", "display_name", "certificate_names", "administrator"}
 _COLLABORATION_KEYS = {
     "id",
+    "retention_days",
     "display_name",
     "key_check_value",
     "identifier_types",
@@ -293,7 +306,16 @@ def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
         audit_signing_key=path(audit, "signing_key"),
         max_workers=max_workers,
         max_upload_message_bytes=max_message,
+        upload_idle_timeout_seconds=_seconds(table, "upload_idle_timeout_seconds", 60.0),
+        retention_sweep_seconds=_seconds(table, "retention_sweep_seconds", 3600.0),
     )
+
+
+def _seconds(table: _Table, name: str, default: float) -> float:
+    value: float = table.get(name, (int, float), default)
+    if not 0.1 <= value <= 86400 * 7:
+        raise ConfigError(table.child(name), f"must be 0.1 to 604800 seconds, got {value}")
+    return value
 
 
 def _parse_partner(table: _Table) -> Partner:
@@ -351,8 +373,12 @@ def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Coll
         policy = PrivacyPolicy(**values)
     except PolicyError as error:
         raise ConfigError(policy_table.child(error.field), str(error)) from None
+    retention = table.get("retention_days", int, None)
+    if retention is not None and not 1 <= retention <= 36500:
+        raise ConfigError(table.child("retention_days"), f"must be 1 to 36500, got {retention}")
     return Collaboration(
         id=collaboration_id,
+        retention_days=retention,
         display_name=table.get("display_name", str, collaboration_id),
         key_check_value=kcv,
         identifier_types=types,

@@ -52,6 +52,10 @@ class ResourceExhaustedError(CleanRoomError):
     """A limit is reached: a budget, a quota, a size."""
 
 
+class UnavailableError(CleanRoomError):
+    """The server cannot serve the request now (for example, its storage is read-only)."""
+
+
 class CleanRoomInternalError(CleanRoomError):
     """A bug: something the clean room should never have let happen."""
 

@@ -49,7 +49,9 @@ def log_signing_key(pki: DemoPki) -> Path:
     return pki.ca.certificate.parent / "log-signing.key"
 
 
-def config_data(pki: DemoPki, data_dir: Path, **policy: Any) -> dict[str, Any]:
+def config_data(
+    pki: DemoPki, data_dir: Path, *, server: Mapping[str, Any] | None = None, **policy: Any
+) -> dict[str, Any]:
     """The TOML data of a test server's configuration.
 
     The policy is exact counts (no noise) with k = 10 and a minimum size of 10 unless
@@ -70,6 +72,7 @@ def config_data(pki: DemoPki, data_dir: Path, **policy: Any) -> dict[str, Any]:
                 "client_ca": str(pki.ca.certificate),
             },
             "audit": {"signing_key": str(log_signing_key(pki))},
+            **(server or {}),
         },
         "partners": [
             {
@@ -156,9 +159,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(pki: DemoPki, data_dir: Path, **policy: Any) -> Iterator[RunningServer]:
-    """Starts a server on a free loopback port and stops it after the block."""
-    config = parse_config(config_data(pki, data_dir, **policy), base_dir=data_dir)
+def running_server(
+    pki: DemoPki, data_dir: Path, *, server: Mapping[str, Any] | None = None, **policy: Any
+) -> Iterator[RunningServer]:
+    """Starts a server on a free loopback port and stops it after the block.
+
+    `server` adds `[server]` settings; `policy`, `[collaborations.policy]` ones.
+    """
+    config = parse_config(config_data(pki, data_dir, server=server, **policy), base_dir=data_dir)
     clean_room = CleanRoom(config)
     interceptor = CallInterceptor(clean_room.access, clean_room.audit_log)
     server, port = build_server(clean_room, interceptor=interceptor)

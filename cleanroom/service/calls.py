@@ -24,6 +24,7 @@ from cleanroom.errors import CleanRoomError
 from cleanroom.names import SERVER_LOG, CollaborationName
 from cleanroom.pki import certificate_identities
 from cleanroom.service.status import status_code, to_status
+from cleanroom.storage_errors import storage_refusal
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,12 @@ class CallInterceptor(_ServerInterceptor):
         if not context.is_active():
             # The client cancelled or went away: whatever failed after that is moot.
             outcome.status_code = grpc.StatusCode.CANCELLED.name
-            outcome.message = "The client cancelled the call or went away."
+            outcome.message = outcome.message or "The client cancelled the call or went away."
             context.abort(grpc.StatusCode.CANCELLED, outcome.message)
+        refusal = storage_refusal(error)
+        if refusal is not None:
+            log.warning("%s refused, storage trouble: %s", call.event.method, error)
+            error = refusal
         if isinstance(error, CleanRoomError):
             outcome.status_code = status_code(error).name
             outcome.reason, outcome.message = error.reason, error.message
@@ -187,10 +192,13 @@ class CallInterceptor(_ServerInterceptor):
             event.log = SERVER_LOG
         try:
             self.audit_log.append(event)
-        except Exception:
+        except Exception as error:
             # No call may succeed unlogged: fail it, and tell the operator why.
             log.exception("could not append to query log %s", event.log)
             if context.is_active():
+                refusal = storage_refusal(error)
+                if refusal:
+                    context.abort_with_status(to_status(refusal))
                 context.abort(
                     grpc.StatusCode.INTERNAL,
                     "The query log could not be written, so the call was refused; the"

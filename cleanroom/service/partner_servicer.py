@@ -14,6 +14,7 @@ from cleanroom.names import CollaborationName, DatasetName
 from cleanroom.paging import decode_token, next_page, page_size
 from cleanroom.service import convert
 from cleanroom.service.calls import current_call
+from cleanroom.service.idle import IdleWatch
 from cleanroom.v1 import partner_service_pb2 as pb
 from cleanroom.v1 import partner_service_pb2_grpc as pb_grpc
 
@@ -21,8 +22,9 @@ from cleanroom.v1 import partner_service_pb2_grpc as pb_grpc
 class PartnerServicer(pb_grpc.PartnerServiceServicer):
     """Checks the caller, translates, calls `Datasets`, translates back."""
 
-    def __init__(self, datasets: Datasets) -> None:
+    def __init__(self, datasets: Datasets, *, idle_timeout: float = 60.0) -> None:
         self.datasets = datasets
+        self.idle_timeout = idle_timeout
 
     def UploadDataset(  # noqa: N802 - gRPC's method name
         self, request_iterator: Iterator[pb.UploadDatasetRequest], context: grpc.ServicerContext
@@ -47,9 +49,18 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
         )
         terminated = threading.Event()
         context.add_callback(terminated.set)
-        with self.datasets.upload(call.caller, header) as upload:
+
+        def stalled() -> None:
+            call.event.outcome.reason = "UPLOAD_IDLE_TIMEOUT"
+            call.event.outcome.message = f"No data for {self.idle_timeout:g} s: dropped."
+
+        with (
+            self.datasets.upload(call.caller, header) as upload,
+            IdleWatch(context, self.idle_timeout, stalled) as watch,
+        ):
             try:
                 for message in request_iterator:
+                    watch.touch()
                     upload.add_chunk(convert.upload_chunk(message))
                 # A cancelled stream can end like a whole one a moment before gRPC marks
                 # the call cancelled: wait for its end a while before calling it short,

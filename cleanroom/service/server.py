@@ -76,13 +76,17 @@ def build_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
         interceptors=[interceptor],
+        # Callers beyond what the workers can serve are refused with RESOURCE_EXHAUSTED at
+        # once, instead of waiting in a queue.
+        maximum_concurrent_rpcs=config.max_workers,
         options=[
             ("grpc.max_receive_message_length", config.max_upload_message_bytes + 64 * 1024),
             ("grpc.so_reuseport", 0),
         ],
     )
     partner_service_pb2_grpc.add_PartnerServiceServicer_to_server(
-        PartnerServicer(clean_room.datasets), server
+        PartnerServicer(clean_room.datasets, idle_timeout=config.upload_idle_timeout_seconds),
+        server,
     )
     report_service_pb2_grpc.add_ReportServiceServicer_to_server(
         ReportServicer(clean_room.reports), server

@@ -19,6 +19,7 @@ _CODES: list[tuple[type[errors.CleanRoomError], grpc.StatusCode]] = [
     (errors.AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.UnavailableError, grpc.StatusCode.UNAVAILABLE),
 ]
 
 
