@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cleanroom.access import AccessPolicy, Caller
 from cleanroom.catalog import Catalog, DatasetRecord
-from cleanroom.config import Role
+from cleanroom.config import Collaboration, Role
 from cleanroom.dataset_files import DatasetFiles
 from cleanroom.errors import AlreadyExistsError, NotFoundError
 from cleanroom.names import CollaborationName, DatasetName
@@ -117,9 +117,21 @@ class Datasets:
         self.access.require_owner(caller, collaboration, name, record.owner if record else None)
         if record is None:
             raise _not_found(name)
-        self.catalog.remove_dataset(name)
-        self.files.delete(record.file_name)
+        self.remove(record)
         return record
+
+    def remove(self, record: DatasetRecord) -> None:
+        """Removes a dataset for good: its catalog row (it is gone at once), then its file."""
+        self.catalog.remove_dataset(record.name)
+        self.files.delete(record.file_name)
+
+    def expired(self, collaboration: Collaboration, now: datetime) -> tuple[DatasetRecord, ...]:
+        """The datasets of a collaboration older than its retention period."""
+        if collaboration.retention_days is None:
+            return ()
+        cutoff = now - timedelta(days=collaboration.retention_days)
+        records = self.catalog.datasets(collaboration.id, owner=None, after="", limit=1 << 30)
+        return tuple(r for r in records if r.create_time < cutoff)
 
 
 def _not_found(name: DatasetName) -> NotFoundError:

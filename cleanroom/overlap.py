@@ -134,6 +134,7 @@ class OverlapReport:
     pairwise_overlaps: tuple[PairwiseOverlap, ...]
     noise: NoiseParameters | None = None
     fingerprint: str = ""
+    inputs: tuple[tuple[DatasetName, datetime], ...] = ()
 
     def released_counts(self) -> list[ReleasedCount]:
         """Every count of the report."""
@@ -181,6 +182,7 @@ class OverlapReport:
             ],
             "noise": vars(self.noise) if self.noise else None,
             "fingerprint": self.fingerprint,
+            "inputs": [[str(n), created.isoformat()] for n, created in self.inputs],
         }
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
@@ -222,4 +224,7 @@ class OverlapReport:
             ),
             noise=NoiseParameters(**data["noise"]) if data["noise"] else None,
             fingerprint=data["fingerprint"],
+            inputs=tuple(
+                (DatasetName.parse(n), datetime.fromisoformat(c)) for n, c in data["inputs"]
+            ),
         )

@@ -44,6 +44,7 @@ class ReportIdentity:
     creator: str
     create_time: datetime
     fingerprint: str = ""
+    inputs: tuple[tuple[DatasetName, datetime], ...] = ()
 
 
 def threshold(count: int, minimum: int) -> ReleasedCount:
@@ -194,4 +195,5 @@ def _report(
         pairwise_overlaps=tuple(overlaps),
         noise=noise,
         fingerprint=identity.fingerprint,
+        inputs=identity.inputs,
     )

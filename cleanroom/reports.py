@@ -102,11 +102,21 @@ class Reports:
             creator=creator,
             create_time=datetime.now(UTC),
             fingerprint=fingerprint,
+            inputs=tuple((name, record.create_time) for name, record in checked.items()),
         )
         types = {name: record.identifier_types for name, record in checked.items()}
         report = release(self.matcher.overlap(question, tables), policy, identity, types)
         self.catalog.add_report(report, spend_micro=spend, total_micro=total)
         return Release(report, reused=False, epsilon_spent=spend / MICRO)
+
+    def deleted_inputs(self, report: OverlapReport) -> list[DatasetName]:
+        """The report's input datasets deleted (or replaced) since it was released."""
+        deleted = []
+        for name, created in report.inputs:
+            record = self.catalog.dataset(name)
+            if record is None or record.create_time != created:
+                deleted.append(name)
+        return deleted
 
     def budget(
         self, caller: Caller, parent: CollaborationName

@@ -50,7 +50,12 @@ def log_signing_key(pki: DemoPki) -> Path:
 
 
 def config_data(
-    pki: DemoPki, data_dir: Path, *, server: Mapping[str, Any] | None = None, **policy: Any
+    pki: DemoPki,
+    data_dir: Path,
+    *,
+    server: Mapping[str, Any] | None = None,
+    collaboration: Mapping[str, Any] | None = None,
+    **policy: Any,
 ) -> dict[str, Any]:
     """The TOML data of a test server's configuration.
 
@@ -89,6 +94,7 @@ def config_data(
                 "identifier_types": ["email", "phone", "maid", "loyalty_id"],
                 "members": members,
                 "policy": policy,
+                **(collaboration or {}),
             }
         ],
     }
@@ -160,13 +166,20 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(
-    pki: DemoPki, data_dir: Path, *, server: Mapping[str, Any] | None = None, **policy: Any
+    pki: DemoPki,
+    data_dir: Path,
+    *,
+    server: Mapping[str, Any] | None = None,
+    collaboration: Mapping[str, Any] | None = None,
+    **policy: Any,
 ) -> Iterator[RunningServer]:
     """Starts a server on a free loopback port and stops it after the block.
 
-    `server` adds `[server]` settings; `policy`, `[collaborations.policy]` ones.
+    `server` adds `[server]` settings, `collaboration` settings of the collaboration, and
+    `policy` ones of its `[collaborations.policy]`.
     """
-    config = parse_config(config_data(pki, data_dir, server=server, **policy), base_dir=data_dir)
+    data = config_data(pki, data_dir, server=server, collaboration=collaboration, **policy)
+    config = parse_config(data, base_dir=data_dir)
     clean_room = CleanRoom(config)
     interceptor = CallInterceptor(clean_room.access, clean_room.audit_log)
     server, port = build_server(clean_room, interceptor=interceptor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -109,8 +110,10 @@ def _count(count: ReleasedCount) -> overlap_report_pb2.ReleasedCount:
     return overlap_report_pb2.ReleasedCount(value=count.value)
 
 
-def overlap_report(report: OverlapReport) -> overlap_report_pb2.OverlapReport:
-    """The API form of a released report."""
+def overlap_report(
+    report: OverlapReport, deleted_inputs: Sequence[DatasetName] = ()
+) -> overlap_report_pb2.OverlapReport:
+    """The API form of a released report, naming the inputs deleted since."""
     q = report.question
     return overlap_report_pb2.OverlapReport(
         name=str(report.name),
@@ -144,6 +147,7 @@ def overlap_report(report: OverlapReport) -> overlap_report_pb2.OverlapReport:
         ],
         released_count=report.released_count,
         suppressed_count=report.suppressed_count,
+        deleted_inputs=[str(d) for d in deleted_inputs],
         noise=overlap_report_pb2.ReportNoise(
             mechanism=report.noise.mechanism,
             epsilon=report.noise.epsilon,

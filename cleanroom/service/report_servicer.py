@@ -5,10 +5,12 @@ from __future__ import annotations
 import grpc
 
 from cleanroom.names import CollaborationName, OverlapReportName, privacy_budget_collaboration
+from cleanroom.overlap import OverlapReport
 from cleanroom.paging import decode_token, next_page, page_size
 from cleanroom.reports import Reports
 from cleanroom.service import convert
 from cleanroom.service.calls import current_call
+from cleanroom.v1 import overlap_report_pb2
 from cleanroom.v1 import report_service_pb2 as pb
 from cleanroom.v1 import report_service_pb2_grpc as pb_grpc
 
@@ -18,6 +20,9 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
 
     def __init__(self, reports: Reports) -> None:
         self.reports = reports
+
+    def _api(self, report: OverlapReport) -> overlap_report_pb2.OverlapReport:
+        return convert.overlap_report(report, self.reports.deleted_inputs(report))
 
     def CreateOverlapReport(  # noqa: N802 - gRPC's method name
         self, request: pb.CreateOverlapReportRequest, context: grpc.ServicerContext
@@ -43,7 +48,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         outcome.epsilon_spent = answer.epsilon_spent
         call.summarize(reused_stored_report=answer.reused)
         return pb.CreateOverlapReportResponse(
-            overlap_report=convert.overlap_report(report), reused=answer.reused
+            overlap_report=self._api(report), reused=answer.reused
         )
 
     def GetOverlapReport(  # noqa: N802 - gRPC's method name
@@ -54,7 +59,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         name = OverlapReportName.parse(request.name)
         call.names(name, collaboration=name.parent)
         report = self.reports.get(call.caller, name)
-        return pb.GetOverlapReportResponse(overlap_report=convert.overlap_report(report))
+        return pb.GetOverlapReportResponse(overlap_report=self._api(report))
 
     def ListOverlapReports(  # noqa: N802 - gRPC's method name
         self, request: pb.ListOverlapReportsRequest, context: grpc.ServicerContext
@@ -71,7 +76,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
             limit, "overlapReports", str(parent), lambda row: row[0],
         )  # fmt: skip
         return pb.ListOverlapReportsResponse(
-            overlap_reports=[convert.overlap_report(r) for _, r in rows], next_page_token=token
+            overlap_reports=[self._api(r) for _, r in rows], next_page_token=token
         )
 
     def GetPrivacyBudget(  # noqa: N802 - gRPC's method name

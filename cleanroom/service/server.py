@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from cleanroom.clean_room import CleanRoom
 from cleanroom.config import Config, TlsConfig
 from cleanroom.errors import ConfigError
+from cleanroom.retention import RetentionSweeper, sweep
 from cleanroom.service.audit_servicer import AuditServicer
 from cleanroom.service.calls import CallInterceptor
 from cleanroom.service.partner_servicer import PartnerServicer
@@ -115,6 +116,11 @@ def serve(config: Config) -> None:
     try:
         interceptor = CallInterceptor(clean_room.access, clean_room.audit_log)
         server, port = build_server(clean_room, interceptor=interceptor)
+        sweeper = RetentionSweeper(
+            lambda: sweep(config, clean_room.datasets, clean_room.audit_log),
+            config.server.retention_sweep_seconds,
+        )
+        sweeper.start()
         log.info(
             "serving on %s (port %d), data in %s",
             config.server.listen,
@@ -130,6 +136,7 @@ def serve(config: Config) -> None:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         stopping.wait()
+        sweeper.stop()
         server.stop(GRACE_SECONDS).wait()
         if not interceptor.drain(GRACE_SECONDS):
             log.warning("calls still running after %s s; their events may be lost", GRACE_SECONDS)

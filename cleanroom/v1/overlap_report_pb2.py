@@ -25,25 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cleanroom/v1/overlap_report.proto\x12\x0c\x63leanroom.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x03\n\rOverlapReport\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x62\x61se_dataset\x18\x02 \x01(\t\x12\x16\n\x0eother_datasets\x18\x03 \x03(\t\x12\x16\n\x0esegment_column\x18\x04 \x01(\t\x12\x0f\n\x07\x63reator\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11minimum_threshold\x18\x07 \x01(\x03\x12\x30\n\rdataset_sizes\x18\x08 \x03(\x0b\x32\x19.cleanroom.v1.DatasetSize\x12\x36\n\x10membership_cells\x18\t \x03(\x0b\x32\x1c.cleanroom.v1.MembershipCell\x12\x38\n\x11pairwise_overlaps\x18\n \x03(\x0b\x32\x1d.cleanroom.v1.PairwiseOverlap\x12\x16\n\x0ereleased_count\x18\x0b \x01(\x03\x12\x18\n\x10suppressed_count\x18\x0c \x01(\x03\x12(\n\x05noise\x18\r \x01(\x0b\x32\x19.cleanroom.v1.ReportNoise\"U\n\x0bReportNoise\x12\x11\n\tmechanism\x18\x01 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\x12\x13\n\x0bsensitivity\x18\x03 \x01(\x03\x12\r\n\x05scale\x18\x04 \x01(\x01\"j\n\rReleasedCount\x12\x12\n\x05value\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12;\n\x12suppression_reason\x18\x02 \x01(\x0e\x32\x1f.cleanroom.v1.SuppressionReasonB\x08\n\x06_value\"N\n\x0b\x44\x61tasetSize\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12.\n\trow_count\x18\x02 \x01(\x0b\x32\x1b.cleanroom.v1.ReleasedCount\"p\n\x0eMembershipCell\x12\x0f\n\x07segment\x18\x01 \x01(\t\x12\x18\n\x10matched_datasets\x18\x02 \x03(\t\x12\x33\n\x0e\x62\x61se_row_count\x18\x03 \x01(\x0b\x32\x1b.cleanroom.v1.ReleasedCount\"\xb6\x01\n\x0fPairwiseOverlap\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x17\n\x0fmatched_dataset\x18\x02 \x01(\t\x12\x36\n\x11matched_row_count\x18\x03 \x01(\x0b\x32\x1b.cleanroom.v1.ReleasedCount\x12\x17\n\nmatch_rate\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x11match_rate_capped\x18\x05 \x01(\x08\x42\r\n\x0b_match_rate*\x85\x01\n\x11SuppressionReason\x12\"\n\x1eSUPPRESSION_REASON_UNSPECIFIED\x10\x00\x12&\n\"SUPPRESSION_REASON_BELOW_THRESHOLD\x10\x01\x12$\n SUPPRESSION_REASON_COMPLEMENTARY\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cleanroom/v1/overlap_report.proto\x12\x0c\x63leanroom.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x03\n\rOverlapReport\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x62\x61se_dataset\x18\x02 \x01(\t\x12\x16\n\x0eother_datasets\x18\x03 \x03(\t\x12\x16\n\x0esegment_column\x18\x04 \x01(\t\x12\x0f\n\x07\x63reator\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11minimum_threshold\x18\x07 \x01(\x03\x12\x30\n\rdataset_sizes\x18\x08 \x03(\x0b\x32\x19.cleanroom.v1.DatasetSize\x12\x36\n\x10membership_cells\x18\t \x03(\x0b\x32\x1c.cleanroom.v1.MembershipCell\x12\x38\n\x11pairwise_overlaps\x18\n \x03(\x0b\x32\x1d.cleanroom.v1.PairwiseOverlap\x12\x16\n\x0ereleased_count\x18\x0b \x01(\x03\x12\x18\n\x10suppressed_count\x18\x0c \x01(\x03\x12(\n\x05noise\x18\r \x01(\x0b\x32\x19.cleanroom.v1.ReportNoise\x12\x16\n\x0e\x64\x65leted_inputs\x18\x0e \x03(\t\"U\n\x0bReportNoise\x12\x11\n\tmechanism\x18\x01 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\x12\x13\n\x0bsensitivity\x18\x03 \x01(\x03\x12\r\n\x05scale\x18\x04 \x01(\x01\"j\n\rReleasedCount\x12\x12\n\x05value\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12;\n\x12suppression_reason\x18\x02 \x01(\x0e\x32\x1f.cleanroom.v1.SuppressionReasonB\x08\n\x06_value\"N\n\x0b\x44\x61tasetSize\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12.\n\trow_count\x18\x02 \x01(\x0b\x32\x1b.cleanroom.v1.ReleasedCount\"p\n\x0eMembershipCell\x12\x0f\n\x07segment\x18\x01 \x01(\t\x12\x18\n\x10matched_datasets\x18\x02 \x03(\t\x12\x33\n\x0e\x62\x61se_row_count\x18\x03 \x01(\x0b\x32\x1b.cleanroom.v1.ReleasedCount\"\xb6\x01\n\x0fPairwiseOverlap\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x17\n\x0fmatched_dataset\x18\x02 \x01(\t\x12\x36\n\x11matched_row_count\x18\x03 \x01(\x0b\x32\x1b.cleanroom.v1.ReleasedCount\x12\x17\n\nmatch_rate\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x11match_rate_capped\x18\x05 \x01(\x08\x42\r\n\x0b_match_rate*\x85\x01\n\x11SuppressionReason\x12\"\n\x1eSUPPRESSION_REASON_UNSPECIFIED\x10\x00\x12&\n\"SUPPRESSION_REASON_BELOW_THRESHOLD\x10\x01\x12$\n SUPPRESSION_REASON_COMPLEMENTARY\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cleanroom.v1.overlap_report_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUPPRESSIONREASON']._serialized_start=1110
-  _globals['_SUPPRESSIONREASON']._serialized_end=1243
+  _globals['_SUPPRESSIONREASON']._serialized_start=1134
+  _globals['_SUPPRESSIONREASON']._serialized_end=1267
   _globals['_OVERLAPREPORT']._serialized_start=85
-  _globals['_OVERLAPREPORT']._serialized_end=533
-  _globals['_REPORTNOISE']._serialized_start=535
-  _globals['_REPORTNOISE']._serialized_end=620
-  _globals['_RELEASEDCOUNT']._serialized_start=622
-  _globals['_RELEASEDCOUNT']._serialized_end=728
-  _globals['_DATASETSIZE']._serialized_start=730
-  _globals['_DATASETSIZE']._serialized_end=808
-  _globals['_MEMBERSHIPCELL']._serialized_start=810
-  _globals['_MEMBERSHIPCELL']._serialized_end=922
-  _globals['_PAIRWISEOVERLAP']._serialized_start=925
-  _globals['_PAIRWISEOVERLAP']._serialized_end=1107
+  _globals['_OVERLAPREPORT']._serialized_end=557
+  _globals['_REPORTNOISE']._serialized_start=559
+  _globals['_REPORTNOISE']._serialized_end=644
+  _globals['_RELEASEDCOUNT']._serialized_start=646
+  _globals['_RELEASEDCOUNT']._serialized_end=752
+  _globals['_DATASETSIZE']._serialized_start=754
+  _globals['_DATASETSIZE']._serialized_end=832
+  _globals['_MEMBERSHIPCELL']._serialized_start=834
+  _globals['_MEMBERSHIPCELL']._serialized_end=946
+  _globals['_PAIRWISEOVERLAP']._serialized_start=949
+  _globals['_PAIRWISEOVERLAP']._serialized_end=1131
 # @@protoc_insertion_point(module_scope)

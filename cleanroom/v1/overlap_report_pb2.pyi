@@ -65,6 +65,7 @@ class OverlapReport(_message.Message):
     RELEASED_COUNT_FIELD_NUMBER: _builtins.int
     SUPPRESSED_COUNT_FIELD_NUMBER: _builtins.int
     NOISE_FIELD_NUMBER: _builtins.int
+    DELETED_INPUTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The resource name: `collaborations/{collaboration}/overlapReports/{overlap_report}`."""
     base_dataset: _builtins.str
@@ -105,6 +106,12 @@ class OverlapReport(_message.Message):
         releases exact counts (then secondary suppression protects suppressed ones).
         """
 
+    @_builtins.property
+    def deleted_inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The input datasets deleted since the report was released. The report stays: it holds
+        aggregates only.
+        """
+
     def __init__(
         self,
         *,
@@ -121,10 +128,11 @@ class OverlapReport(_message.Message):
         released_count: _builtins.int = ...,
         suppressed_count: _builtins.int = ...,
         noise: Global___ReportNoise | None = ...,
+        deleted_inputs: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "noise", b"noise"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_dataset", b"base_dataset", "create_time", b"create_time", "creator", b"creator", "dataset_sizes", b"dataset_sizes", "membership_cells", b"membership_cells", "minimum_threshold", b"minimum_threshold", "name", b"name", "noise", b"noise", "other_datasets", b"other_datasets", "pairwise_overlaps", b"pairwise_overlaps", "released_count", b"released_count", "segment_column", b"segment_column", "suppressed_count", b"suppressed_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_dataset", b"base_dataset", "create_time", b"create_time", "creator", b"creator", "dataset_sizes", b"dataset_sizes", "deleted_inputs", b"deleted_inputs", "membership_cells", b"membership_cells", "minimum_threshold", b"minimum_threshold", "name", b"name", "noise", b"noise", "other_datasets", b"other_datasets", "pairwise_overlaps", b"pairwise_overlaps", "released_count", b"released_count", "segment_column", b"segment_column", "suppressed_count", b"suppressed_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
