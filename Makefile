@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= cleanroom.toml
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto lint typecheck test demo serve clean
+.PHONY: help install proto lint typecheck test bench demo serve clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +39,9 @@ typecheck: $(STAMP) ## mypy (strict) on cleanroom and partners
 
 test: $(STAMP) ## Run the whole test suite
 	$(BIN)/python -m pytest
+
+bench: $(STAMP) ## Benchmarks beside their baselines, into bench-results/ (BENCH_ARGS=--quick)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 demo: $(STAMP) ## Run the end-to-end demo: three brands, a report, the query log
 	$(BIN)/cleanroom demo

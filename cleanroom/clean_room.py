@@ -27,7 +27,12 @@ class CleanRoom:
 
     def __init__(self, config: Config, *, matcher: Matcher | None = None) -> None:
         data_dir = config.server.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(
+                "server.data_dir", f"cannot use {data_dir} as a directory: {error.strerror}"
+            ) from None
         self._lock_fd = _lock(data_dir / "LOCK")
         self.config = config
         self.database = Database(data_dir / "cleanroom.sqlite3")

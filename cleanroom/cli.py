@@ -19,6 +19,7 @@ from cleanroom.names import SERVER_LOG
 from cleanroom.pki import create_demo_pki, partner_dns_name, write_private_file
 from cleanroom.service.server import serve as run_server
 from cleanroom.signed_note import NoteError, NoteSigner, NoteVerifier
+from cleanroom.tls_files import read_tls
 
 console = Console()
 errors = Console(stderr=True)
@@ -60,6 +61,12 @@ def serve(config_path: Path, log_level: str) -> None:
 def check_config(config_path: Path) -> None:
     """Check a configuration file and summarize it, without starting anything."""
     config = _config(config_path)
+    try:
+        read_tls(config.server.tls)
+        load_signer(config.server.audit_signing_key)
+    except CleanRoomError as error:
+        errors.print(f"[bold red]error:[/] {error.message}")
+        sys.exit(2)
     console.print(f"listen {config.server.listen}; data in {config.server.data_dir}")
     for partner in config.partners.values():
         role = " (administrator)" if partner.administrator else ""

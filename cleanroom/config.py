@@ -296,7 +296,7 @@ def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
             table.child("max_upload_message_bytes"), f"must be 64 KiB to 64 MiB, got {max_message}"
         )
     return ServerConfig(
-        listen=table.get("listen", str, "127.0.0.1:50051"),
+        listen=_listen(table),
         data_dir=path(table, "data_dir"),
         tls=TlsConfig(
             certificate=path(tls, "certificate"),
@@ -309,6 +309,17 @@ def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
         upload_idle_timeout_seconds=_seconds(table, "upload_idle_timeout_seconds", 60.0),
         retention_sweep_seconds=_seconds(table, "retention_sweep_seconds", 3600.0),
     )
+
+
+def _listen(table: _Table) -> str:
+    listen: str = table.get("listen", str, "127.0.0.1:50051")
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(
+            table.child("listen"),
+            f"must be host:port with a port from 0 to 65535, e.g. 127.0.0.1:50051; got {listen!r}",
+        )
+    return listen
 
 
 def _seconds(table: _Table, name: str, default: float) -> float:

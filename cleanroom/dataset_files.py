@@ -2,6 +2,10 @@
 
 A file reaches its final place only whole: it is written under `tmp/`, flushed to disk,
 then renamed. Files that no catalog row names (left by a crash) are removed at start.
+
+Each file holds one record batch, so that every column is one contiguous buffer: opened
+memory-mapped, a digest column is a NumPy view of the page cache, read by the matcher
+without a copy (the layout of the rows is `cleanroom.matching.sorted_layout`'s).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class DatasetFiles:
         scratch = self.scratch_file(".arrow")
         try:
             with pa.OSFile(str(scratch), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table, max_chunksize=1 << 20)
+                writer.write_table(table.combine_chunks(), max_chunksize=max(1, table.num_rows))
             _fsync(scratch)
             os.replace(scratch, self.datasets_dir / file_name)
             _fsync(self.datasets_dir)

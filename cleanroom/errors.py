@@ -7,6 +7,19 @@ service layer maps each class to one gRPC status code in `cleanroom.service.stat
 
 from __future__ import annotations
 
+MAX_MESSAGE_CHARS = 500
+MAX_VALUE_CHARS = 100
+
+
+def clip(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with an ellipsis if it is longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def shown(value: str, limit: int = 60) -> str:
+    """A value quoted for a message, cut short if long (it may be hostile input)."""
+    return repr(clip(value, limit))
+
 
 class CleanRoomError(Exception):
     """The root of every error the clean room raises on purpose.
@@ -18,10 +31,12 @@ class CleanRoomError(Exception):
     """
 
     def __init__(self, reason: str, message: str, **metadata: object) -> None:
+        # Bounded: a refusal may echo hostile input, and gRPC trailers are small.
+        message = clip(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.reason = reason
         self.message = message
-        self.metadata = {key: str(value) for key, value in metadata.items()}
+        self.metadata = {key: clip(str(value), MAX_VALUE_CHARS) for key, value in metadata.items()}
 
 
 class InvalidArgumentError(CleanRoomError):

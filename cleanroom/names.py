@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cleanroom.errors import InvalidArgumentError
+from cleanroom.errors import InvalidArgumentError, shown
 
 ID_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,62}")
 ID_RULE = "1 to 63 lowercase letters, digits or hyphens, starting with a letter"
@@ -21,7 +21,7 @@ def check_id(value: str, *, field: str, kind: str) -> str:
     if not ID_PATTERN.fullmatch(value):
         raise InvalidArgumentError(
             "INVALID_ID",
-            f"The {kind} id {value!r} in `{field}` is not valid: use {ID_RULE}.",
+            f"The {kind} id {shown(value)} in `{field}` is not valid: use {ID_RULE}.",
             field=field,
             value=value,
         )
@@ -35,7 +35,7 @@ def _parse(name: str, pattern: tuple[str, ...], *, field: str, example: str) -> 
     ):
         raise InvalidArgumentError(
             "INVALID_RESOURCE_NAME",
-            f"`{field}` must be a resource name like {example!r}; got {name!r}.",
+            f"`{field}` must be a resource name like {example!r}; got {shown(name)}.",
             field=field,
             value=name,
             expected=example,
@@ -125,7 +125,7 @@ def privacy_budget_collaboration(name: str, *, field: str = "name") -> Collabora
         raise InvalidArgumentError(
             "INVALID_RESOURCE_NAME",
             f"`{field}` must be a resource name like"
-            f" 'collaborations/spring-launch/privacyBudget'; got {name!r}.",
+            f" 'collaborations/spring-launch/privacyBudget'; got {shown(name)}.",
             field=field,
             value=name,
         )

@@ -56,7 +56,13 @@ def decode_token(token: str, kind: str, parent: str, start: Position) -> Positio
         token_kind, token_parent, position = data
     except (ValueError, TypeError, binascii.Error):
         position = token_kind = token_parent = None
-    if token_kind != kind or token_parent != parent or type(position) is not type(start):
+    out_of_range = isinstance(position, int) and not -1 <= position < 2**63
+    if (
+        token_kind != kind
+        or token_parent != parent
+        or type(position) is not type(start)
+        or out_of_range
+    ):
         raise InvalidArgumentError(
             "INVALID_PAGE_TOKEN",
             "`page_token` is not a token of this listing: pass the `next_page_token` of the"

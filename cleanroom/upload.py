@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +24,7 @@ from pyarrow import ipc
 from cleanroom.catalog import IdentifierStats
 from cleanroom.config import Collaboration
 from cleanroom.errors import FailedPreconditionError, InvalidArgumentError
+from cleanroom.matching import sorted_layout
 from cleanroom.names import CollaborationName, DatasetName, check_id
 
 DIGEST_BYTES = 32
@@ -132,7 +133,13 @@ def _check_columns(
 
 
 class DatasetUpload:
-    """An upload in progress. Chunks are checked as they come and kept in a scratch file."""
+    """An upload in progress. Chunks are checked as they come and kept in scratch files.
+
+    Each digest column goes to a raw file of its own (`scratch` with `.0`, `.1`, ...
+    appended), its bytes as they came, so that at the end it is one contiguous array,
+    memory-mapped, with no copy. Segment columns are kept as one byte per row (the code
+    of the value, -1 for none), their few labels beside.
+    """
 
     def __init__(self, header: UploadHeader, scratch: Path) -> None:
         self.header = header
@@ -141,9 +148,20 @@ class DatasetUpload:
         self.chunks = 0
         self.bytes = 0
         self._hash = hashlib.sha256()
-        self._segment_values: dict[str, set[str]] = {s: set() for s in header.segment_columns}
-        self._sink = pa.OSFile(str(scratch), "wb")
-        self._writer = ipc.new_stream(self._sink, header.schema)
+        # The labels seen so far, in order of appearance: a label's code is its position.
+        self._segment_values: dict[str, dict[str, None]] = {s: {} for s in header.segment_columns}
+        self._segment_codes: dict[str, list[npt.NDArray[np.int8]]] = {
+            s: [] for s in header.segment_columns
+        }
+        self._digest_paths = [
+            scratch.with_name(f"{scratch.name}.{i}") for i in range(len(header.identifier_types))
+        ]
+        self._digest_files: list[BinaryIO] = []
+        for path in self._digest_paths:
+            self._digest_files.append(path.open("wb", buffering=0))
+        self._validity: list[list[npt.NDArray[np.bool_] | int]] = [
+            [] for _ in header.identifier_types
+        ]
 
     def add_chunk(self, payload: bytes) -> None:
         """Checks one chunk (an Arrow IPC stream) and appends its rows.
@@ -177,7 +195,27 @@ class DatasetUpload:
                     received=self.rows,
                 )
             self._check_batch(batch)
-            self._writer.write_batch(batch)
+            self._keep(batch)
+
+    def _keep(self, batch: pa.RecordBatch) -> None:
+        """Appends a checked batch to the scratch files."""
+        for index, identifier_type in enumerate(self.header.identifier_types):
+            column = batch.column(identifier_type)
+            data = column.buffers()[1]
+            start, size = column.offset * DIGEST_BYTES, len(column) * DIGEST_BYTES
+            values = b"" if data is None else memoryview(data)[start : start + size]
+            self._digest_files[index].write(values)
+            if len(values) < size:  # a column of nulls may come without its values
+                self._digest_files[index].write(bytes(size - len(values)))
+            self._validity[index].append(
+                column.is_valid().to_numpy(zero_copy_only=False)
+                if column.null_count
+                else len(column)
+            )
+        for segment, codes in self._segment_codes.items():
+            labels = pa.array(list(self._segment_values[segment]), pa.string())
+            found = pc.index_in(batch.column(segment), value_set=labels)
+            codes.append(found.fill_null(-1).to_numpy().astype(np.int8))
 
     def _check_batch(self, batch: pa.RecordBatch) -> None:
         present = np.zeros(batch.num_rows, dtype=np.bool_)
@@ -204,7 +242,7 @@ class DatasetUpload:
                     field="record_batches",
                     segment_column=segment,
                 )
-            seen.update(values)
+            seen.update(dict.fromkeys(values))
             if len(seen) > MAX_SEGMENT_VALUES:
                 raise InvalidArgumentError(
                     "TOO_MANY_SEGMENT_VALUES",
@@ -220,8 +258,7 @@ class DatasetUpload:
         Raises:
             InvalidArgumentError: The row count or checksum differs from the header's.
         """
-        self._writer.close()
-        self._sink.close()
+        self._close()
         header = self.header
         if self.rows != header.row_count:
             raise InvalidArgumentError(
@@ -243,27 +280,76 @@ class DatasetUpload:
                 declared=header.checksum,
                 received=checksum,
             )
-        with pa.memory_map(str(self.scratch), "r") as source:
-            table = ipc.open_stream(source).read_all()
-        return (*_drop_repeats(table, header.identifier_types), checksum)
+        table = self._received()
+        stored, counts = sorted_layout(table, header.identifier_types, header.segment_columns)
+        stats = tuple(
+            IdentifierStats(identifier_type, present, repeats)
+            for identifier_type, (present, repeats) in zip(
+                header.identifier_types, counts, strict=True
+            )
+        )
+        return stored, stats, checksum
 
-    def discard(self) -> None:
-        """Closes and removes the scratch file; nothing of the upload remains."""
-        for closable in (self._writer, self._sink):
-            # Already closed, or broken with the stream: the file goes anyway.
+    def _received(self) -> pa.Table:
+        """Every row received: digests memory-mapped from their scratch files."""
+        columns: dict[str, pa.Array[Any] | pa.ChunkedArray[Any]] = {}
+        for index, identifier_type in enumerate(self.header.identifier_types):
+            parts = self._validity[index]
+            valid = None
+            if any(not isinstance(part, int) for part in parts):
+                valid = np.concatenate(
+                    [np.ones(p, dtype=np.bool_) if isinstance(p, int) else p for p in parts]
+                )
+            data = np.memmap(self._digest_paths[index], dtype=np.uint8, mode="r")
+            columns[identifier_type] = pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(DIGEST_BYTES),
+                self.rows,
+                [
+                    None
+                    if valid is None
+                    else pa.py_buffer(np.packbits(valid, bitorder="little").data),
+                    pa.py_buffer(data.data),
+                ],
+                null_count=0 if valid is None else int(self.rows - np.count_nonzero(valid)),
+            )
+        for segment, pieces in self._segment_codes.items():
+            codes = np.concatenate(pieces)
+            indices = cast("pa.Array[Any]", pa.array(codes, mask=codes < 0))
+            columns[segment] = pa.DictionaryArray.from_arrays(
+                indices, pa.array(list(self._segment_values[segment]), pa.string())
+            )
+        return pa.Table.from_arrays(list(columns.values()), names=list(columns))
+
+    def _close(self) -> None:
+        closables: list[Any] = self._digest_files
+        for closable in closables:
+            # Already closed, or broken with the stream: the files go anyway.
             with contextlib.suppress(OSError, pa.ArrowException):
                 closable.close()
-        self.scratch.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Closes and removes the scratch files; nothing of the upload remains."""
+        self._close()
+        for path in self._digest_paths:
+            path.unlink(missing_ok=True)
 
 
 def _read_batches(payload: bytes, chunk: int) -> list[pa.RecordBatch]:
+    """The chunk's batches, each fully validated before anything reads its values.
+
+    Full validation checks offsets, lengths and UTF-8: a crafted batch whose offsets point
+    past its data would otherwise make Arrow read out of bounds.
+    """
     try:
-        return list(ipc.open_stream(pa.py_buffer(payload)))
-    except (pa.ArrowException, ValueError) as error:
+        batches = list(ipc.open_stream(pa.py_buffer(payload)))
+        for batch in batches:
+            batch.validate(full=True)
+        return batches
+    except (pa.ArrowException, ValueError, OSError) as error:
         raise InvalidArgumentError(
             "MALFORMED_RECORD_BATCH",
-            f"Chunk {chunk} is not an Arrow IPC stream ({error}). Send each chunk as a whole"
-            " IPC stream: schema, then record batches.",
+            f"Chunk {chunk} is not a valid Arrow IPC stream ({str(error)[:200]}). Send each"
+            " chunk as a whole IPC stream: schema, then record batches.",
             field="record_batches",
             chunk=chunk,
         ) from None
@@ -284,21 +370,30 @@ def _check_digests(column: pa.Array[Any], identifier_type: str, chunk: int) -> N
     """Refuses values that cannot be HMAC-SHA256 outputs: constant bytes or plain text.
 
     A true digest is all-printable with probability (95/256)^32, about 1e-14, and has all
-    32 bytes equal with probability 2^-248: neither happens by chance.
+    32 bytes equal with probability 2^-248: neither happens by chance. The first two bytes
+    of every value are looked up at once (`_PAIR_FLAGS`); only the few values that could
+    still be text or constant are looked at further, a byte at a time.
     """
     digests = _digest_matrix(column)
     if not len(digests):
         return
-    printable = ((digests >= PRINTABLE_LOW) & (digests <= PRINTABLE_HIGH)).all(axis=1)
-    constant = (digests == digests[:, :1]).all(axis=1)
+    flags = _PAIR_FLAGS[digests.view(np.uint16)[:, 0]]
+    printable = _still(
+        digests,
+        np.flatnonzero(flags & _BOTH_PRINTABLE),
+        lambda value, _: (value >= PRINTABLE_LOW) & (value <= PRINTABLE_HIGH),
+    )
+    constant = _still(
+        digests, np.flatnonzero(flags & _BOTH_EQUAL), lambda value, first: value == first
+    )
     for bad, reason, what in (
         (printable, "DIGEST_LOOKS_LIKE_TEXT", "are printable text"),
         (constant, "CONSTANT_DIGEST", "repeat a single byte"),
     ):
-        if bad.any():
+        if bad:
             raise InvalidArgumentError(
                 reason,
-                f"Chunk {chunk}: {int(bad.sum())} values of column {identifier_type!r} {what},"
+                f"Chunk {chunk}: {bad} values of column {identifier_type!r} {what},"
                 " so they are not HMAC-SHA256 digests. Upload only what `cleanroom-partner"
                 " prepare` writes; never raw identifiers.",
                 field="record_batches",
@@ -307,29 +402,30 @@ def _check_digests(column: pa.Array[Any], identifier_type: str, chunk: int) -> N
             )
 
 
-def _drop_repeats(
-    table: pa.Table, identifier_types: Sequence[str]
-) -> tuple[pa.Table, tuple[IdentifierStats, ...]]:
-    """Keeps each digest of a type only in the first row holding it (SPEC section 3)."""
-    positions = pa.array(np.arange(table.num_rows, dtype=np.int64))
-    stats = []
-    for identifier_type in identifier_types:
-        column = table.column(identifier_type)
-        firsts = (
-            pa.Table.from_arrays([column, positions], names=["digest", "row"])
-            .group_by("digest")
-            .aggregate([("row", "min")])
-            .filter(pc.is_valid(pc.field("digest")))
-            .column("row_min")
-        )
-        keep = np.zeros(table.num_rows, dtype=np.bool_)
-        keep[firsts.to_numpy()] = True
-        present = column.is_valid().to_numpy(zero_copy_only=False)
-        repeats = int((present & ~keep).sum())
-        if repeats:
-            index = table.schema.get_field_index(identifier_type)
-            table = table.set_column(
-                index, table.field(index), pc.if_else(pa.array(keep), column, None)
-            )
-        stats.append(IdentifierStats(identifier_type, int(keep.sum()), repeats))
-    return table, tuple(stats)
+def _pair_flags() -> npt.NDArray[np.uint8]:
+    """For each two bytes read as a little-endian uint16: both printable (1), equal (2)."""
+    pairs = np.arange(1 << 16)
+    low, high = pairs & 0xFF, pairs >> 8
+    printable = ((low >= PRINTABLE_LOW) & (low <= PRINTABLE_HIGH)) & (
+        (high >= PRINTABLE_LOW) & (high <= PRINTABLE_HIGH)
+    )
+    flags = printable * _BOTH_PRINTABLE + (low == high) * _BOTH_EQUAL
+    return np.asarray(flags, dtype=np.uint8)
+
+
+_BOTH_PRINTABLE, _BOTH_EQUAL = 1, 2
+_PAIR_FLAGS = _pair_flags()
+
+
+def _still(
+    digests: npt.NDArray[np.uint8],
+    suspects: npt.NDArray[np.intp],
+    holds: Callable[[npt.NDArray[np.uint8], npt.NDArray[np.uint8]], npt.NDArray[np.bool_]],
+) -> int:
+    """How many of the suspect rows have `holds(byte, first byte)` at bytes 2 to 31 too."""
+    for position in range(2, DIGEST_BYTES):
+        if not len(suspects):
+            return 0
+        first = digests[suspects, 0]
+        suspects = suspects[holds(digests[suspects, position], first)]
+    return len(suspects)

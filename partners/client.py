@@ -118,14 +118,18 @@ def _chunks(table: pa.Table) -> Iterator[tuple[int, bytes]]:
 
 
 def _upload_table(path: Path) -> tuple[pa.Table, Any]:
-    """The digests file's table in the wire schema, and the file's description."""
+    """The digests file's table in the wire schema, and the file's description.
+
+    The file is memory-mapped and its row groups are kept as the table's chunks: no copy
+    is made of the digests until they are serialized into chunks.
+    """
     info = read_digest_file(path)
-    table = pq.read_table(path)
+    table = pq.read_table(path, memory_map=True)
     schema = pa.schema(
         [pa.field(t, pa.binary(DIGEST_BYTES)) for t in info.identifier_types]
         + [pa.field(s, pa.string()) for s in info.segment_columns]
     )
-    return table.select(schema.names).cast(schema).combine_chunks(), info
+    return table.select(schema.names).cast(schema), info
 
 
 class CleanRoomClient:

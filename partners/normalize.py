@@ -22,6 +22,12 @@ from partners.errors import InputError
 BUILTIN_TYPES = ("email", "phone", "maid")
 """The identifier types every collaboration knows, spelled as in digest files."""
 
+ALL_ZERO_MAID = "00000000-0000-0000-0000-000000000000"
+"""The advertising ID a device sends when tracking is limited: it identifies nobody."""
+
+ASCII_WHITESPACE = "".join(chr(code) for code in range(128) if chr(code).isspace())
+"""The ASCII characters that trimming (`str.strip`) removes: space, tab, CR, LF, VT, FF, FS-US."""
+
 # Reasons a value is invalid, as counted in the prepare summary.
 EMPTY = "empty"
 MISSING_AT_SIGN = "missing_at_sign"
@@ -46,7 +52,6 @@ PHONE_REFORMATTED = "phone_reformatted"
 _GMAIL_DOMAIN = "gmail.com"
 _E164_MAX_DIGITS = 15
 _MAID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_ZERO_MAID = "00000000-0000-0000-0000-000000000000"
 # Only A-Z are lowercased, as UID2 does: full Unicode case folding differs between languages
 # and library versions, and a partner that holds UID2 email hashes must get the same digest.
 _ASCII_LOWERCASE = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -141,7 +146,7 @@ def explain_phone(value: str, default_region: str | None) -> Normalized:
         InvalidIdentifierError: If the value is not a valid phone number.
         InputError: If `default_region` is not a region that phone numbers know.
     """
-    return _explain_phone(value, _phone_region(default_region))
+    return _explain_phone(value, checked_phone_region(default_region))
 
 
 def normalize_phone(value: str, default_region: str | None) -> str:
@@ -184,7 +189,7 @@ def explain_maid(value: str) -> Normalized:
         raise InvalidIdentifierError(
             MALFORMED_MAID, "an advertising ID must be a UUID: 8-4-4-4-12 hex digits"
         )
-    if lowered == _ZERO_MAID:
+    if lowered == ALL_ZERO_MAID:
         raise InvalidIdentifierError(ZERO_MAID, "the all-zero advertising ID identifies nobody")
     return Normalized(lowered, tuple(changes))
 
@@ -255,7 +260,7 @@ def explainer_for(
     if identifier_type == "email":
         return explain_email
     if identifier_type == "phone":
-        region = _phone_region(default_region)
+        region = checked_phone_region(default_region)
         return lambda value: _explain_phone(value, region)
     if identifier_type == "maid":
         return explain_maid
@@ -322,8 +327,18 @@ def _normalize_gmail_local_part(local: str, changes: list[str]) -> str:
     return undotted
 
 
-def _phone_region(default_region: str | None) -> str | None:
-    """Check a default phone region and return it in the upper case the library needs."""
+def checked_phone_region(default_region: str | None) -> str | None:
+    """Check a default phone region and return it in the upper case the library needs.
+
+    Args:
+        default_region: An ISO 3166-1 alpha-2 region in any case, or None.
+
+    Returns:
+        The region in upper case, or None.
+
+    Raises:
+        InputError: If phone numbers know no such region (UNKNOWN_REGION).
+    """
     if default_region is None:
         return None
     region = default_region.strip().upper()

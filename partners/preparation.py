@@ -5,6 +5,12 @@ columns (SPEC section 2), keeps each digest in the first row that holds it (SPEC
 and writes a Parquet digests file that is the only thing that is uploaded. No raw identifier
 leaves this module: invalid values are counted, never written.
 
+It works in two passes, so that memory stays bounded however large the file: the first
+digests every batch (on all cores) into a work file, spilling each digest with its row to
+disk; the second finds the digests that repeat an earlier row (`partners._first_rows`) and
+writes the digests file without them. The work files sit in a private folder beside the
+destination and are removed at the end, whatever happens.
+
 A digests file has one nullable `fixed_size_binary(32)` column per identifier type, named
 exactly as the type, then one string column per segment, and its schema metadata says which
 collaboration it is for and carries the key check value of the secret that made it.
@@ -15,28 +21,29 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
-import tempfile
+import queue
+import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+from pyarrow import ipc
 
-from partners.digest import digest_normalized, key_check_value, type_key
+from partners import _sources
+from partners._atomic import replacing, work_folder
+from partners._digesting import ColumnDigests, ColumnPlan, DigestPlan, digest_batch
+from partners._first_rows import DuplicateFinder, DuplicateRows, partitions_for
+from partners._worker_pool import OrderedPool, default_workers
+from partners.digest import DIGEST_TYPE, key_check_value, type_key
 from partners.errors import InputError
-from partners.normalize import EMPTY, InvalidIdentifierError, Normalized, explainer_for
 
 DIGEST_FORMAT = "cleanroom-digests/v1"
 """The value of `cleanroom.format` in the schema metadata of a digests file."""
-
-DIGEST_TYPE = pa.binary(32)
-"""The Arrow type of a digest column."""
 
 META_FORMAT = b"cleanroom.format"
 META_COLLABORATION = b"cleanroom.collaboration"
@@ -44,12 +51,14 @@ META_KEY_CHECK_VALUE = b"cleanroom.key_check_value"
 META_IDENTIFIER_TYPES = b"cleanroom.identifier_types"
 META_SEGMENT_COLUMNS = b"cleanroom.segment_columns"
 
-_PARQUET_BATCH_ROWS = 65_536
-# About as many rows per CSV block as per Parquet batch for typical customer files, so that
-# row groups are neither tiny nor large enough to strain memory.
-_CSV_BLOCK_BYTES = 8 << 20
+_Item = TypeVar("_Item")
+_Codec = Literal["gzip", "brotli", "lz4", "zstd", "snappy", "none"]
 
-SourceFormat = Literal["csv", "parquet"]
+ROW_GROUP_ROWS = 1 << 17
+"""Rows per row group of a digests file (fewer in the last)."""
+
+# From about this many rows on, workers are started before the first batch is read.
+_MANY_BATCHES_ROWS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -134,11 +143,13 @@ def prepare(
     *,
     secret: bytes,
     collaboration_id: str,
-    columns: Mapping[str, str],
+    columns: Mapping[str, str] | None = None,
+    hashed_columns: Mapping[str, str] | None = None,
     segment_columns: Sequence[str] = (),
     default_region: str | None = None,
     declared_types: Collection[str] = (),
     progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> PreparationSummary:
     """Read a customer file and write its digests file.
 
@@ -148,11 +159,17 @@ def prepare(
             complete: a failure leaves neither it nor a partial file behind.
         secret: The collaboration secret.
         collaboration_id: The collaboration the digests are for.
-        columns: Input column name to identifier type, at most one column per type.
+        columns: Input column name to identifier type, for columns of raw identifiers.
+            At least one column, raw or hashed, is needed.
+        hashed_columns: Input column name to identifier type, for columns that hold the
+            SHA-256 hash of each normalized identifier instead (64 hex digits in either case,
+            or 44 base64 characters, as UID2 and ad platforms exchange them). They give the
+            digest the raw identifier would give. At most one column per type in all.
         segment_columns: Input columns to copy as segment labels, in this order.
         default_region: The region of phone numbers written without a country code.
         declared_types: Extra identifier types the collaboration declared.
-        progress: Called with the number of rows of each batch once it is written.
+        progress: Called with the number of rows of each batch once it is digested.
+        workers: Processes that digest batches at once; by default one per core.
 
     Returns:
         What was read, dropped and written.
@@ -161,32 +178,58 @@ def prepare(
         InputError: If an option, the mapping or the source file is not usable.
     """
     source, destination = Path(source), Path(destination)
-    digesters = _digesters(columns, default_region, declared_types, secret, collaboration_id)
-    _check_segments(segment_columns, columns)
-    source_format = _source_format(source)
-    _check_exists(source)
+    plan = _digest_plan(
+        columns or {},
+        hashed_columns or {},
+        default_region=default_region,
+        declared_types=declared_types,
+        secret=secret,
+        collaboration_id=collaboration_id,
+    )
+    input_columns = [column.column for column in plan.columns]
+    _check_segments(
+        segment_columns, input_columns, [column.identifier_type for column in plan.columns]
+    )
+    source_format = _sources.source_format(source)
+    _sources.check_exists(source)
     _check_destination(source, destination)
-    _check_columns(source, _column_names(source, source_format), [*columns, *segment_columns])
+    names = _sources.column_names(source, source_format)
+    _sources.check_columns(source, names, [*input_columns, *segment_columns])
+    identifier_types = [column.identifier_type for column in plan.columns]
     schema = _digest_schema(
-        [digester.identifier_type for digester in digesters],
+        identifier_types,
         segment_columns,
         collaboration_id,
         key_check_value(secret, collaboration_id),
     )
-    rows_read = rows_written = 0
-    with _atomic_parquet_writer(destination, schema, segment_columns) as writer:
-        for batch in _read_batches(source, source_format, [*columns, *segment_columns]):
-            digested = _digest_batch(batch, digesters, segment_columns, schema)
-            writer.write_batch(digested)
-            rows_read += batch.num_rows
-            rows_written += digested.num_rows
-            if progress is not None:
-                progress(batch.num_rows)
+    batches = _sources.read_batches(source, source_format, [*input_columns, *segment_columns])
+    expected_rows = _sources.expected_rows(source, source_format)
+    with work_folder(destination) as work:
+        digested = _digest_all(
+            batches,
+            plan,
+            segment_columns=segment_columns,
+            schema=schema,
+            work=work,
+            partitions=partitions_for(expected_rows),
+            workers=workers or default_workers(),
+            many_batches=expected_rows > _MANY_BATCHES_ROWS,
+            progress=progress,
+        )
+        duplicates = digested.finder.finish(digested.rows_kept, workers or default_workers())
+        rows_written = _write_digest_file(
+            digested.rows_file, destination, schema, segment_columns, duplicates
+        )
     return PreparationSummary(
-        rows_read=rows_read,
+        rows_read=digested.rows_read,
         rows_written=rows_written,
-        rows_without_identifier=rows_read - rows_written,
-        types={digester.identifier_type: digester.summary() for digester in digesters},
+        rows_without_identifier=digested.rows_read - rows_written,
+        types={
+            identifier_type: tally.summary(duplicate_rows.count)
+            for identifier_type, tally, duplicate_rows in zip(
+                identifier_types, digested.tallies, duplicates, strict=True
+            )
+        },
     )
 
 
@@ -204,7 +247,7 @@ def read_digest_file(path: Path) -> DigestFile:
             (NOT_A_DIGEST_FILE).
     """
     path = Path(path)
-    _check_exists(path)
+    _sources.check_exists(path)
     try:
         schema = pq.read_schema(path)
         row_count = pq.read_metadata(path).num_rows
@@ -230,104 +273,263 @@ def read_digest_file(path: Path) -> DigestFile:
 
 
 @dataclass
-class _TypeDigester:
-    """Normalizes, digests and deduplicates one identifier column, counting as it goes."""
+class _Tally:
+    """What normalization found in one identifier column, added up over the batches."""
 
-    identifier_type: str
-    column: str
-    explain: Callable[[str], Normalized]
-    key: bytes = field(repr=False)  # a repr in a traceback must not show the type key
     values_read: int = 0
-    duplicates: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
     changes: Counter[str] = field(default_factory=Counter)
-    # Every digest kept so far, to keep only the first row of each. This is the one thing that
-    # grows with the file: about 100 bytes per distinct identifier.
-    seen: set[bytes] = field(default_factory=set, repr=False)
 
-    def digest_column(self, cells: list[str | None]) -> pa.Array[Any]:
-        """Return the digest column of one batch: null where a cell gave no new digest."""
-        rows, values = self._normalize(cells)
-        column: list[bytes | None] = [None] * len(cells)
-        seen = self.seen
-        for row, digest in zip(rows, digest_normalized(self.key, values), strict=True):
-            if digest in seen:
-                self.duplicates += 1
-            else:
-                seen.add(digest)
-                column[row] = digest
-        return pa.array(column, type=DIGEST_TYPE)
+    def add(self, digests: ColumnDigests) -> None:
+        """Add the counts of one batch."""
+        self.values_read += digests.values_read
+        self.invalid.update(digests.invalid)
+        self.changes.update(digests.changes)
 
-    def summary(self) -> TypeSummary:
-        """Return the counts so far."""
+    def summary(self, duplicates: int) -> TypeSummary:
+        """Return the summary of the column, given how many digests repeated an earlier row."""
         return TypeSummary(
             values_read=self.values_read,
             valid=self.values_read - self.invalid.total(),
             invalid_by_reason=dict(sorted(self.invalid.items())),
-            duplicates=self.duplicates,
+            duplicates=duplicates,
             changes=dict(sorted(self.changes.items())),
         )
 
-    def _normalize(self, cells: list[str | None]) -> tuple[list[int], list[str]]:
-        """Normalize the non-empty cells; return the rows and values of the valid ones."""
-        rows: list[int] = []
-        values: list[str] = []
-        explain, invalid, changes = self.explain, self.invalid, self.changes
-        read = 0
-        for row, cell in enumerate(cells):
-            if not cell:
-                continue
-            try:
-                value, made = explain(cell)
-            except InvalidIdentifierError as error:
-                if error.reason != EMPTY:  # whitespace only: as blank as an empty cell
-                    read += 1
-                    invalid[error.reason] += 1
-                continue
-            read += 1
-            rows.append(row)
-            values.append(value)
-            for change in made:
-                changes[change] += 1
-        self.values_read += read
-        return rows, values
+
+@dataclass
+class _FirstPass:
+    """What the first pass wrote and counted."""
+
+    rows_file: Path
+    finder: DuplicateFinder
+    tallies: list[_Tally]
+    rows_read: int = 0
+    rows_kept: int = 0
 
 
-def _digesters(
+def _digest_all(
+    batches: Iterator[pa.RecordBatch],
+    plan: DigestPlan,
+    *,
+    segment_columns: Sequence[str],
+    schema: pa.Schema,
+    work: Path,
+    partitions: int,
+    workers: int,
+    many_batches: bool,
+    progress: Callable[[int], None] | None,
+) -> _FirstPass:
+    """First pass: digest every batch into a work file of the rows that hold an identifier."""
+    result = _FirstPass(
+        rows_file=work / "rows.arrows",
+        finder=DuplicateFinder(work, len(plan.columns), partitions),
+        tallies=[_Tally() for _ in plan.columns],
+    )
+    rows_schema = schema.remove_metadata()
+    try:
+        with (
+            ipc.new_stream(str(result.rows_file), rows_schema) as rows,
+            OrderedPool(digest_batch, plan, workers) as pool,
+        ):
+            if many_batches:
+                pool.start()
+            for batch, digested in pool.map(batches):
+                for tally, column in zip(result.tallies, digested, strict=True):
+                    tally.add(column)
+                kept = _rows_with_an_identifier(
+                    [column.digests for column in digested],
+                    [batch.column(name) for name in segment_columns],
+                    rows_schema,
+                )
+                result.finder.add(kept.columns[: len(digested)], result.rows_kept)
+                rows.write_batch(kept)
+                result.rows_read += batch.num_rows
+                result.rows_kept += kept.num_rows
+                if progress is not None:
+                    progress(batch.num_rows)
+    except BaseException:
+        result.finder.close()
+        raise
+    return result
+
+
+def _write_digest_file(
+    rows_file: Path,
+    destination: Path,
+    schema: pa.Schema,
+    segment_columns: Sequence[str],
+    duplicates: Sequence[DuplicateRows],
+) -> int:
+    """Second pass: write the digests file without digests that repeat an earlier row."""
+    written = pending_rows = 0
+    pending: list[pa.RecordBatch] = []
+    with (
+        replacing(destination) as partial,
+        # Digests are random bytes: dictionaries, statistics and compression would only add
+        # size and time. Segments are few labels: they get all three.
+        pq.ParquetWriter(
+            partial,
+            schema,
+            use_dictionary=list(segment_columns),  # type: ignore[arg-type]  # stubs omit lists
+            write_statistics=list(segment_columns),
+            compression=_compression(schema.names[: len(duplicates)], segment_columns),
+        ) as writer,
+        _read_ahead(_first_seen_rows(rows_file, duplicates)) as batches,
+    ):
+        for first_seen in batches:
+            pending.append(first_seen)
+            pending_rows += first_seen.num_rows
+            if pending_rows >= ROW_GROUP_ROWS:
+                writer.write_table(pa.Table.from_batches(pending, schema=schema))
+                written += pending_rows
+                pending, pending_rows = [], 0
+        if pending_rows:
+            writer.write_table(pa.Table.from_batches(pending, schema=schema))
+            written += pending_rows
+    return written
+
+
+def _first_seen_rows(
+    rows_file: Path, duplicates: Sequence[DuplicateRows]
+) -> Iterator[pa.RecordBatch]:
+    """Read back the work file without digests that repeat an earlier row.
+
+    Rows left with no digest are dropped.
+    """
+    start = 0
+    with pa.OSFile(str(rows_file), "rb") as stream, ipc.open_stream(stream) as reader:
+        for batch in reader:
+            stop = start + batch.num_rows
+            masks = [rows.mask(start, stop) for rows in duplicates]
+            yield _rows_with_an_identifier(
+                [_without(batch.column(index), mask) for index, mask in enumerate(masks)],
+                batch.columns[len(duplicates) :],
+                batch.schema,
+            )
+            start = stop
+
+
+@contextlib.contextmanager
+def _read_ahead(items: Iterator[_Item], depth: int = 4) -> Iterator[Iterator[_Item]]:
+    """Produce items on a thread of their own, a few ahead of their consumer.
+
+    Reading and filtering the work file then runs beside the Parquet writer (both spend
+    their time in Arrow, without the GIL). Leaving the context stops the thread.
+    """
+    ready: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ready.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(("end", None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            ready.put(("error", error))
+
+    def consume() -> Iterator[_Item]:
+        while True:
+            kind, value = ready.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        while producer.is_alive():
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.1)
+        producer.join()
+
+
+def _compression(
+    digest_columns: Sequence[str], segment_columns: Sequence[str]
+) -> dict[str, _Codec]:
+    """Compress segment labels, not digests: random bytes do not compress."""
+    codecs: dict[str, _Codec] = dict.fromkeys(digest_columns, "none")
+    return codecs | dict.fromkeys(segment_columns, "snappy")
+
+
+def _rows_with_an_identifier(
+    digests: Sequence[pa.Array[Any]], segments: Sequence[pa.Array[Any]], schema: pa.Schema
+) -> pa.RecordBatch:
+    """Build a batch of digests and segments, and drop its rows without any digest."""
+    has_identifier = pc.is_valid(digests[0])
+    for column in digests[1:]:
+        has_identifier = pc.or_(has_identifier, pc.is_valid(column))
+    return pa.record_batch([*digests, *segments], schema=schema).filter(has_identifier)
+
+
+def _without(column: pa.Array[Any], repeated: Any) -> pa.Array[Any]:
+    """Null the digests of the rows marked as repeating an earlier row."""
+    if not repeated.any():
+        return column
+    return cast(
+        "pa.Array[Any]", pc.if_else(pa.array(repeated), pa.scalar(None, DIGEST_TYPE), column)
+    )
+
+
+def _digest_plan(
     columns: Mapping[str, str],
+    hashed_columns: Mapping[str, str],
+    *,
     default_region: str | None,
     declared_types: Collection[str],
     secret: bytes,
     collaboration_id: str,
-) -> list[_TypeDigester]:
-    """Check the column mapping, and make one digester per identifier type."""
-    if not columns:
+) -> DigestPlan:
+    """Check the column mappings, and plan one digest column per identifier type."""
+    if not columns and not hashed_columns:
         raise InputError(
             "NO_IDENTIFIER_COLUMNS",
             "No identifier column was given; map at least one column to a type such as email.",
         )
-    digesters: dict[str, _TypeDigester] = {}
-    for column, identifier_type in columns.items():
-        if identifier_type in digesters:
+    plans: dict[str, ColumnPlan] = {}
+    mapped = [(column, kind, False) for column, kind in columns.items()]
+    mapped += [(column, kind, True) for column, kind in hashed_columns.items()]
+    for column, identifier_type, hashed in mapped:
+        if column in columns and hashed:
+            raise InputError(
+                "COLUMN_MAPPED_TWICE",
+                f"Column {column!r} is given both as raw and as hashed identifiers; say which "
+                "it holds.",
+                {"column": column},
+            )
+        if identifier_type in plans:
             raise InputError(
                 "DUPLICATE_IDENTIFIER_TYPE",
-                f"Columns {digesters[identifier_type].column!r} and {column!r} are both mapped "
+                f"Columns {plans[identifier_type].column!r} and {column!r} are both mapped "
                 f"to {identifier_type!r}; map one column per identifier type.",
                 {
                     "identifier_type": identifier_type,
-                    "first_column": digesters[identifier_type].column,
+                    "first_column": plans[identifier_type].column,
                     "second_column": column,
                 },
             )
-        explain = explainer_for(
-            identifier_type, default_region=default_region, declared_types=declared_types
-        )
         key = type_key(secret, collaboration_id, identifier_type)
-        digesters[identifier_type] = _TypeDigester(identifier_type, column, explain, key)
-    return list(digesters.values())
+        plans[identifier_type] = ColumnPlan(identifier_type, column, hashed, key)
+    plan = DigestPlan(tuple(plans.values()), default_region, tuple(declared_types))
+    plan.check()
+    return plan
 
 
-def _check_segments(segment_columns: Sequence[str], columns: Mapping[str, str]) -> None:
+def _check_segments(
+    segment_columns: Sequence[str], input_columns: Sequence[str], identifier_types: Sequence[str]
+) -> None:
     """Refuse segments that repeat, clash with a digest column, or would leak identifiers."""
     repeated = sorted({name for name in segment_columns if segment_columns.count(name) > 1})
     if repeated:
@@ -337,7 +539,7 @@ def _check_segments(segment_columns: Sequence[str], columns: Mapping[str, str]) 
             {"column": repeated[0]},
         )
     for name in segment_columns:
-        if name in columns:
+        if name in input_columns:
             # Segment labels are uploaded as they are: an identifier column among them would
             # send raw identifiers to the server.
             raise InputError(
@@ -346,27 +548,13 @@ def _check_segments(segment_columns: Sequence[str], columns: Mapping[str, str]) 
                 "must be coarse labels such as a loyalty tier.",
                 {"column": name},
             )
-        if name in columns.values():
+        if name in identifier_types:
             raise InputError(
                 "COLUMN_NAME_CONFLICT",
                 f"Segment column {name!r} has the name of the digest column of that identifier "
                 "type; rename the segment column in the source file.",
                 {"column": name},
             )
-
-
-def _source_format(source: Path) -> SourceFormat:
-    """Tell the format of the source file by its suffix."""
-    name = source.name.lower()
-    if name.endswith((".csv", ".csv.gz")):
-        return "csv"
-    if name.endswith(".parquet"):
-        return "parquet"
-    raise InputError(
-        "UNSUPPORTED_FILE_TYPE",
-        f"Cannot read {source}: the file name must end in .csv, .csv.gz or .parquet.",
-        {"path": str(source)},
-    )
 
 
 def _check_destination(source: Path, destination: Path) -> None:
@@ -377,107 +565,6 @@ def _check_destination(source: Path, destination: Path) -> None:
             f"The digests file {destination} is the source file; choose another destination.",
             {"path": str(destination)},
         )
-
-
-def _check_exists(path: Path) -> None:
-    """Refuse a path that does not name a file."""
-    if not path.is_file():
-        raise InputError(
-            "FILE_NOT_FOUND",
-            f"File {path} does not exist or is not a file; check the path.",
-            {"path": str(path)},
-        )
-
-
-def _column_names(source: Path, source_format: SourceFormat) -> list[str]:
-    """Read the column names of the source file from its header or schema."""
-    try:
-        if source_format == "parquet":
-            return list(pq.read_schema(source).names)
-        # Opening a CSV reader reads the header and infers types from the first block only;
-        # the types are not used here, so no later block can fail to convert.
-        with contextlib.closing(pa_csv.open_csv(source)) as reader:
-            return list(reader.schema.names)
-    except (pa.ArrowException, OSError) as error:
-        raise _unreadable(source, error) from None
-
-
-def _check_columns(source: Path, names: list[str], wanted: list[str]) -> None:
-    """Refuse a mapping or segment that names a column the source does not have."""
-    for column in wanted:
-        if column not in names:
-            raise InputError(
-                "UNKNOWN_COLUMN",
-                f"Column {column!r} is not in {source}; its columns are {', '.join(names)}.",
-                {"column": column, "path": str(source), "columns": ",".join(names)},
-            )
-
-
-def _read_batches(
-    source: Path, source_format: SourceFormat, names: list[str]
-) -> Iterator[pa.RecordBatch]:
-    """Stream the named columns of the source as string columns, batch by batch."""
-    try:
-        if source_format == "csv":
-            yield from _csv_batches(source, names)
-        else:
-            yield from _parquet_batches(source, names)
-    except (pa.ArrowException, OSError) as error:
-        raise _unreadable(source, error) from None
-
-
-def _csv_batches(source: Path, names: list[str]) -> Iterator[pa.RecordBatch]:
-    """Stream CSV columns as strings, so that no value is reinterpreted as a number."""
-    reader = pa_csv.open_csv(
-        source,
-        read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
-        convert_options=pa_csv.ConvertOptions(
-            include_columns=names, column_types=dict.fromkeys(names, pa.string())
-        ),
-    )
-    with contextlib.closing(reader):
-        yield from reader
-
-
-def _parquet_batches(source: Path, names: list[str]) -> Iterator[pa.RecordBatch]:
-    """Stream Parquet columns, cast to strings when stored otherwise (for example as numbers)."""
-    with pq.ParquetFile(source) as parquet:
-        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=names):
-            yield pa.record_batch(
-                [_as_strings(batch.column(name), name) for name in names], names=names
-            )
-
-
-def _as_strings(array: pa.Array[Any], name: str) -> pa.Array[Any]:
-    """Cast a column to strings, or explain that it holds no text."""
-    if array.type == pa.string():
-        return array
-    try:
-        return pc.cast(array, pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        raise InputError(
-            "COLUMN_NOT_TEXT",
-            f"Column {name!r} holds {array.type} values, which cannot be read as text; store "
-            "identifiers and segments as strings.",
-            {"column": name, "type": str(array.type)},
-        ) from None
-
-
-def _digest_batch(
-    batch: pa.RecordBatch,
-    digesters: list[_TypeDigester],
-    segment_columns: Sequence[str],
-    schema: pa.Schema,
-) -> pa.RecordBatch:
-    """Digest one batch and drop its rows that are left without any identifier."""
-    digests = [
-        digester.digest_column(batch.column(digester.column).to_pylist()) for digester in digesters
-    ]
-    segments = [batch.column(name) for name in segment_columns]
-    has_identifier = pc.is_valid(digests[0])
-    for column in digests[1:]:
-        has_identifier = pc.or_(has_identifier, pc.is_valid(column))
-    return pa.record_batch([*digests, *segments], schema=schema).filter(has_identifier)
 
 
 def _digest_schema(
@@ -500,66 +587,12 @@ def _digest_schema(
     )
 
 
-@contextlib.contextmanager
-def _atomic_parquet_writer(
-    destination: Path, schema: pa.Schema, segment_columns: Sequence[str]
-) -> Iterator[pq.ParquetWriter]:
-    """Write a Parquet file that appears at `destination` only once it is complete."""
-    try:
-        # In the destination's folder, so that the final rename stays on one file system.
-        descriptor, name = tempfile.mkstemp(
-            dir=destination.parent, prefix=f".{destination.name}.", suffix=".partial"
-        )
-    except OSError as error:
-        raise InputError(
-            "DESTINATION_UNWRITABLE",
-            f"Cannot write {destination} ({error.strerror}); check that its folder exists and "
-            "is writable.",
-            {"path": str(destination)},
-        ) from None
-    os.close(descriptor)
-    partial = Path(name)
-    try:
-        # Digests are random bytes: dictionaries and min/max statistics would only add size.
-        with pq.ParquetWriter(
-            partial,
-            schema,
-            use_dictionary=list(segment_columns),  # type: ignore[arg-type]  # stubs omit lists
-            write_statistics=list(segment_columns),
-        ) as writer:
-            yield writer
-        _flush_to_disk(partial)
-        os.replace(partial, destination)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
-def _flush_to_disk(path: Path) -> None:
-    """Make sure a file's bytes are on disk before it is renamed into place."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def _json_names(value: bytes) -> tuple[str, ...]:
     """Decode a JSON list of names from the metadata of a digests file."""
     names = json.loads(value)
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         raise ValueError(f"expected a JSON list of names, found {value!r}")
     return tuple(names)
-
-
-def _unreadable(source: Path, error: Exception) -> InputError:
-    """Describe a source file that the reader could not read."""
-    return InputError(
-        "FILE_UNREADABLE",
-        f"Cannot read {source}: {error}. Check that it is a UTF-8 CSV file with a header row or "
-        "a Parquet file.",
-        {"path": str(source)},
-    )
 
 
 def _not_a_digest_file(path: Path, why: str) -> InputError:

@@ -20,7 +20,7 @@ from cleanroom.clean_room import CleanRoom
 from cleanroom.config import Config, parse_config
 from cleanroom.pki import DemoPki, create_demo_pki, partner_dns_name
 from cleanroom.service.calls import CallInterceptor
-from cleanroom.service.server import build_server
+from cleanroom.service.server import audit_interceptor, build_server
 from cleanroom.signed_note import NoteSigner
 from partners import preparation as digest_format
 from partners.client import CleanRoomClient, Connection
@@ -181,7 +181,7 @@ def running_server(
     data = config_data(pki, data_dir, server=server, collaboration=collaboration, **policy)
     config = parse_config(data, base_dir=data_dir)
     clean_room = CleanRoom(config)
-    interceptor = CallInterceptor(clean_room.access, clean_room.audit_log)
+    interceptor = audit_interceptor(clean_room)
     server, port = build_server(clean_room, interceptor=interceptor)
     running = RunningServer(pki, config, clean_room, server, port, interceptor)
     try:

@@ -20,7 +20,13 @@ import grpc
 
 from cleanroom.access import AccessPolicy, Caller
 from cleanroom.audit import AuditEvent, AuditLog
-from cleanroom.errors import CleanRoomError
+from cleanroom.errors import (
+    MAX_VALUE_CHARS,
+    CleanRoomError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    clip,
+)
 from cleanroom.names import SERVER_LOG, CollaborationName
 from cleanroom.pki import certificate_identities
 from cleanroom.service.status import status_code, to_status
@@ -46,13 +52,28 @@ class AuditedCall:
 
     def names(self, *resources: object, collaboration: CollaborationName | None = None) -> None:
         """Records the resources the call names, and the collaboration whose log gets it."""
-        self.event.resources.extend(str(r) for r in resources)
+        room = MAX_RESOURCES - len(self.event.resources)
+        self.event.resources.extend(clip(str(r), MAX_VALUE_CHARS) for r in resources[:room])
         if collaboration is not None and self.collaboration is None:
             self.collaboration = collaboration
 
     def summarize(self, **summary: Any) -> None:
-        """Adds request parameters to the event: never data, never identifiers."""
-        self.event.request_summary.update(summary)
+        """Adds request parameters to the event: never data, never identifiers.
+
+        Strings and lists are bounded, so that hostile requests cannot bloat the log.
+        """
+        self.event.request_summary.update({k: _bounded(v) for k, v in summary.items()})
+
+
+MAX_RESOURCES = 20
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str):
+        return clip(value, MAX_VALUE_CHARS)
+    if isinstance(value, list | tuple):
+        return [_bounded(v) for v in value[:MAX_RESOURCES]]
+    return value
 
 
 def current_call() -> AuditedCall:
@@ -63,9 +84,12 @@ def current_call() -> AuditedCall:
 class CallInterceptor(_ServerInterceptor):
     """Identifies, audits and maps the errors of every call the server handles."""
 
-    def __init__(self, access: AccessPolicy, audit_log: AuditLog) -> None:
+    def __init__(
+        self, access: AccessPolicy, audit_log: AuditLog, *, max_calls: int | None = None
+    ) -> None:
         self.access = access
         self.audit_log = audit_log
+        self.max_calls = max_calls
         self._in_flight = 0
         self._idle = threading.Condition()
 
@@ -97,28 +121,32 @@ class CallInterceptor(_ServerInterceptor):
         for attribute, make_handler in kinds.items():
             behavior = getattr(handler, attribute)
             if behavior is not None:
-                streams = attribute.endswith("_stream")
-                wrapped = (self._audited_stream if streams else self._audited)(behavior, method)
+                requests = attribute.startswith("stream_")
+                audited = self._audited_stream if attribute.endswith("_stream") else self._audited
                 return make_handler(
-                    wrapped,
-                    request_deserializer=handler.request_deserializer,
+                    audited(behavior, method, requests=requests),
+                    request_deserializer=_tolerant(handler.request_deserializer),
                     response_serializer=handler.response_serializer,
                 )
         return handler
 
-    def _audited(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def _audited(
+        self, behavior: Callable[..., Any], method: str, *, requests: bool
+    ) -> Callable[..., Any]:
         @functools.wraps(behavior)
         def run(request: Any, context: grpc.ServicerContext) -> Any:
             with self._call(method, context):
-                return behavior(request, context)
+                return behavior(_decoded(request, requests), context)
 
         return run
 
-    def _audited_stream(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def _audited_stream(
+        self, behavior: Callable[..., Any], method: str, *, requests: bool
+    ) -> Callable[..., Any]:
         @functools.wraps(behavior)
         def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             with self._call(method, context):
-                yield from behavior(request, context)
+                yield from behavior(_decoded(request, requests), context)
 
         return run
 
@@ -131,7 +159,15 @@ class CallInterceptor(_ServerInterceptor):
         token = _CURRENT.set(call)
         with self._idle:
             self._in_flight += 1
+            busy = self.max_calls is not None and self._in_flight > self.max_calls
         try:
+            if busy:
+                raise ResourceExhaustedError(
+                    "SERVER_BUSY",
+                    f"The server is serving its {self.max_calls} calls at a time. Retry in a"
+                    " moment, with backoff.",
+                    max_calls=self.max_calls,
+                )
             yield call
         except Exception as error:
             self._fail(call, context, error)
@@ -204,3 +240,45 @@ class CallInterceptor(_ServerInterceptor):
                     "The query log could not be written, so the call was refused; the"
                     " operator's log has the details.",
                 )
+
+
+class _Undecodable:
+    """A request message that did not decode; refused inside the audited call."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The deserializer, returning `_Undecodable` instead of failing outside any call.
+
+    gRPC answers a request that fails to decode with INTERNAL before the interceptor runs,
+    unaudited; this way the call is refused as INVALID_ARGUMENT, and logged.
+    """
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as error:
+            return _Undecodable(str(error))
+
+    return decode
+
+
+def _refuse_undecodable(message: Any) -> Any:
+    if isinstance(message, _Undecodable):
+        raise InvalidArgumentError(
+            "MALFORMED_REQUEST",
+            "The request is not a valid protobuf message of this method"
+            f" ({clip(message.problem, 100)}). Send it with the cleanroom.v1 API's messages.",
+        )
+    return message
+
+
+def _decoded(request: Any, streams: bool) -> Any:
+    """The request (or request stream) with undecodable messages refused as they come."""
+    if streams:
+        return (_refuse_undecodable(m) for m in request)
+    return _refuse_undecodable(request)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Literal
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
@@ -177,15 +178,41 @@ def privacy_budget(
 def audit_filter(request: audit_service_pb2.ListAuditEventsRequest) -> AuditFilter:
     """The filter of a ListAuditEvents request."""
     return AuditFilter(
-        start_time=request.start_time.ToDatetime(tzinfo=UTC)
-        if request.HasField("start_time")
-        else None,
-        end_time=request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None,
-        method=request.method or None,
-        caller=request.caller or None,
+        start_time=_time(request, "start_time"),
+        end_time=_time(request, "end_time"),
+        method=_filter_text(request.method, "method"),
+        caller=_filter_text(request.caller, "caller"),
         start_index=_not_negative(request.start_index, "start_index"),
         end_index=_not_negative(request.end_index, "end_index") or None,
     )
+
+
+MAX_FILTER_CHARS = 200
+
+
+def _time(
+    request: audit_service_pb2.ListAuditEventsRequest, field: Literal["start_time", "end_time"]
+) -> datetime | None:
+    if not request.HasField(field):
+        return None
+    try:
+        return getattr(request, field).ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
+    except (ValueError, OverflowError):
+        raise InvalidArgumentError(
+            "INVALID_TIMESTAMP",
+            f"`{field}` is not a valid time: use years 1 to 9999 and nanos below 1e9.",
+            field=field,
+        ) from None
+
+
+def _filter_text(value: str, field: str) -> str | None:
+    if len(value) > MAX_FILTER_CHARS:
+        raise InvalidArgumentError(
+            "FILTER_TOO_LONG",
+            f"`{field}` is {len(value)} characters long; a filter has at most {MAX_FILTER_CHARS}.",
+            field=field,
+        )
+    return value or None
 
 
 def _not_negative(value: int, field: str) -> int:

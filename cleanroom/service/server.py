@@ -20,6 +20,7 @@ from cleanroom.service.audit_servicer import AuditServicer
 from cleanroom.service.calls import CallInterceptor
 from cleanroom.service.partner_servicer import PartnerServicer
 from cleanroom.service.report_servicer import ReportServicer
+from cleanroom.tls_files import read_tls
 from cleanroom.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,
@@ -37,23 +38,23 @@ SERVICE_NAMES = (
     audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
 GRACE_SECONDS = 10.0
+SPARE_THREADS = 4
 
 
 def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
     """TLS that requires a client certificate signed by the configured CA."""
-    pems = {}
-    for key in ("certificate", "private_key", "client_ca"):
-        path = getattr(tls, key)
-        try:
-            pems[key] = path.read_bytes()
-        except OSError as error:
-            raise ConfigError(
-                f"server.tls.{key}", f"cannot read {path}: {error.strerror}"
-            ) from None
+    material = read_tls(tls)
     return grpc.ssl_server_credentials(
-        [(pems["private_key"], pems["certificate"])],
-        root_certificates=pems["client_ca"],
+        [(material.private_key, material.certificate)],
+        root_certificates=material.client_ca,
         require_client_auth=True,
+    )
+
+
+def audit_interceptor(clean_room: CleanRoom) -> CallInterceptor:
+    """The interceptor that identifies, limits and audits every call of a server."""
+    return CallInterceptor(
+        clean_room.access, clean_room.audit_log, max_calls=clean_room.config.server.max_workers
     )
 
 
@@ -73,13 +74,14 @@ def build_server(
             it at shutdown; one is made otherwise.
     """
     config = clean_room.config.server
-    interceptor = interceptor or CallInterceptor(clean_room.access, clean_room.audit_log)
+    interceptor = interceptor or audit_interceptor(clean_room)
+    # The interceptor refuses calls beyond `max_workers` at once (SERVER_BUSY, logged);
+    # spare threads let it do so while the others work, and gRPC's own limit is a backstop.
+    threads = config.max_workers + SPARE_THREADS
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
         interceptors=[interceptor],
-        # Callers beyond what the workers can serve are refused with RESOURCE_EXHAUSTED at
-        # once, instead of waiting in a queue.
-        maximum_concurrent_rpcs=config.max_workers,
+        maximum_concurrent_rpcs=threads * 8,
         options=[
             ("grpc.max_receive_message_length", config.max_upload_message_bytes + 64 * 1024),
             ("grpc.so_reuseport", 0),
@@ -101,9 +103,12 @@ def build_server(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = listen or config.listen
-    port = server.add_secure_port(address, server_credentials(config.tls))
+    try:
+        port = server.add_secure_port(address, server_credentials(config.tls))
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise ConfigError("server.listen", f"cannot listen on {address!r}")
+        raise ConfigError("server.listen", f"cannot listen on {address!r}: in use, or not here")
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -114,7 +119,7 @@ def serve(config: Config) -> None:
     """Runs the server until SIGTERM or SIGINT, then stops gracefully."""
     clean_room = CleanRoom(config)
     try:
-        interceptor = CallInterceptor(clean_room.access, clean_room.audit_log)
+        interceptor = audit_interceptor(clean_room)
         server, port = build_server(clean_room, interceptor=interceptor)
         sweeper = RetentionSweeper(
             lambda: sweep(config, clean_room.datasets, clean_room.audit_log),

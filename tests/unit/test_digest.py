@@ -10,15 +10,19 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from partners.digest import (
     SECRET_BYTES,
     decode_sha256,
+    decode_sha256_column,
+    digest_column,
     digest_normalized,
     digest_sha256,
+    digest_sha256_column,
     key_check_value,
     new_secret,
     read_secret,
@@ -301,3 +305,77 @@ def test_read_secret_refuses_short_secret(tmp_path: Path) -> None:
     assert caught.value.reason == "SECRET_TOO_SHORT"
     assert caught.value.metadata == {"secret_bytes": "16", "minimum_bytes": "32", "path": str(path)}
     assert "at least 32" in caught.value.message
+
+
+# --- Whole columns at once ---------------------------------------------------------------
+
+
+@given(st.lists(st.one_of(st.none(), st.text(max_size=30)), max_size=30))
+def test_digest_column_matches_digest_normalized(values: list[str | None]) -> None:
+    key = type_key(SECRET, COLLABORATION, "email")
+    column = digest_column(key, pa.array(values, pa.string()))
+    assert column.type == pa.binary(32)
+    assert column.to_pylist() == [
+        None if value is None else digest_normalized(key, [value])[0] for value in values
+    ]
+
+
+def test_digest_column_of_a_slice() -> None:
+    key = type_key(SECRET, COLLABORATION, "email")
+    values = pa.array(["a", None, "b", "c"]).slice(1, 2)
+    assert digest_column(key, values).to_pylist() == [None, digest_normalized(key, ["b"])[0]]
+
+
+def test_digest_sha256_column_matches_the_raw_values() -> None:
+    key = type_key(SECRET, COLLABORATION, "email")
+    raw = ["user@example.com", None, "janesaoirse@gmail.com"]
+    hashes = pa.array(
+        [None if value is None else hashlib.sha256(value.encode()).digest() for value in raw],
+        pa.binary(32),
+    )
+    assert (
+        digest_sha256_column(key, hashes).to_pylist()
+        == digest_column(key, pa.array(raw)).to_pylist()
+    )
+
+
+_HASH_TEXT = st.one_of(
+    st.none(),
+    st.binary(min_size=32, max_size=32).map(lambda digest: digest.hex()),
+    st.binary(min_size=32, max_size=32).map(lambda digest: digest.hex().upper()),
+    st.binary(min_size=32, max_size=32).map(lambda digest: base64.b64encode(digest).decode()),
+    st.binary(min_size=31, max_size=33).map(lambda digest: base64.b64encode(digest).decode()),
+    st.binary(min_size=32, max_size=32).map(lambda digest: f" {digest.hex()}\n"),
+    st.binary(min_size=32, max_size=32).map(lambda digest: f"\u00a0{digest.hex()}"),
+    st.text(st.sampled_from("0123456789abcdefABCDEFgz+/= \t\u00e9"), max_size=66),
+)
+
+
+@settings(max_examples=200)
+@given(st.lists(_HASH_TEXT, max_size=20))
+def test_decode_sha256_column_matches_decode_sha256(cells: list[str | None]) -> None:
+    decoded = decode_sha256_column(pa.array(cells, pa.string()))
+    expected: list[bytes | None] = []
+    read = malformed = 0
+    for cell in cells:
+        if cell is None or not cell.strip():
+            expected.append(None)
+            continue
+        read += 1
+        try:
+            expected.append(decode_sha256(cell))
+        except InvalidIdentifierError:
+            expected.append(None)
+            malformed += 1
+    assert decoded.hashes.to_pylist() == expected
+    assert (decoded.values_read, decoded.malformed) == (read, malformed)
+
+
+def test_decode_sha256_column_takes_non_canonical_base64_as_python_does() -> None:
+    # The last character of a 32-byte base64 value carries two unused bits; like Python's
+    # decoder, the column decoder ignores them rather than refusing the value.
+    canonical = "tMmiiTI7IaAcPpQPFQ65uMVCWH8av9jw4cwf/F5HVRQ="
+    loose = canonical[:-2] + "R="
+    decoded = decode_sha256_column(pa.array([canonical, loose]))
+    assert decoded.hashes.to_pylist() == [decode_sha256(canonical), decode_sha256(loose)]
+    assert decoded.malformed == 0

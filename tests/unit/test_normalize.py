@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import random
 import string
+from collections import Counter
 from uuid import UUID
 
+import phonenumbers
+import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from partners._columns import column_normalizer_for
 from partners.errors import InputError
 from partners.normalize import (
     BUILTIN_TYPES,
@@ -77,6 +83,51 @@ UID2_EMAIL_EXAMPLES = {
 def test_email_matches_uid2_published_examples(raw: str, normalized: str, sha256_hex: str) -> None:
     assert normalize_email(raw) == normalized
     assert hashlib.sha256(normalized.encode()).hexdigest() == sha256_hex
+
+
+# The Base64 form of the same hashes, as UID2 publishes them beside the hex ones; EUID
+# publishes the same rules, and the janesaoirse@gmail.com example with the same value.
+UID2_EMAIL_BASE64 = {
+    "myemail@example.com": "FsGNM28LJQ8OLZB0Us65ZYp07NrovJSGTCMSKnLMJ6U=",
+    "my.email@example.com": "4itTvG+HEnTzpiqzejyu1yFPwU1nYhWpaiQvz62hyB8=",
+    "janesaoirse@example.com": "1mcOepIAfxtf94Xx/IHlOqbT170GvfXEc83HKGwoS20=",
+    "jane.saoirse@example.com": "sZZDLHuYmiypHIN5mVfFFdpT5sE6vyC3j+qU8RfpC/g=",
+    "janesaoirse+work@example.com": "KKruSBUjDNO069iMUVImVQZm6RrAGZKeOtrD9mwogYA=",
+    "janesaoirse@gmail.com": "ku4mBX7Z3qJTXWyLFB1INzkyR2WZGW4ANSJUiW21iI8=",
+    "user@example.com": "tMmiiTI7IaAcPpQPFQ65uMVCWH8av9jw4cwf/F5HVRQ=",
+}
+
+
+@pytest.mark.parametrize(("normalized", "base64_hash"), UID2_EMAIL_BASE64.items())
+def test_email_matches_uid2_published_base64_hashes(normalized: str, base64_hash: str) -> None:
+    digest = hashlib.sha256(normalized.encode()).digest()
+    assert base64.b64encode(digest).decode() == base64_hash
+    assert digest.hex() == UID2_EMAIL_EXAMPLES[normalized][1]
+
+
+@pytest.mark.parametrize(
+    ("raw", "unnormalized_base64"),
+    [
+        # UID2's and EUID's warning: hashing without normalizing gives another value.
+        ("JANESaoirse@gmail.com", "VpLXEp5N1bj/V1WzjgZsC+FfuYdntAOywSVIO00FD/E="),
+        ("Jane.Saoirse@gmail.com", "f8upG1hJazYKK8aEtAMq3j7loeAf5aA4lSq6qYOBR/w="),
+    ],
+)
+def test_email_hashing_without_normalizing_differs_as_uid2_and_euid_warn(
+    raw: str, unnormalized_base64: str
+) -> None:
+    assert base64.b64encode(hashlib.sha256(raw.encode()).digest()).decode() == unnormalized_base64
+    normalized = hashlib.sha256(normalize_email(raw).encode()).digest()
+    assert base64.b64encode(normalized).decode() == UID2_EMAIL_BASE64["janesaoirse@gmail.com"]
+
+
+def test_email_inner_whitespace_is_kept() -> None:
+    # SPEC section 2 (like UID2, Google and Meta) trims only surrounding whitespace: an
+    # address with a space inside is not rewritten into another person's address.
+    assert explain_email(" jane doe@example.com\t") == Normalized(
+        "jane doe@example.com", ("trimmed",)
+    )
+    assert normalize_email("jane.doe @gmail.com") == "janedoe @gmail.com"
 
 
 @pytest.mark.parametrize(
@@ -209,6 +260,40 @@ def test_phone_uid2_hash_example() -> None:
     assert hashlib.sha256(normalized.encode()).hexdigest() == (
         "10e6f0b47054a83359477dcb35231db6de5c69fb1816e1a6b98e192de9e5b9ee"
     )
+    digest = hashlib.sha256(normalized.encode()).digest()
+    assert base64.b64encode(digest).decode() == "EObwtHBUqDNZR33LNSMdtt5cafsYFuGmuY4ZLenlue4="
+
+
+def test_phone_uid2_singapore_example_is_not_a_valid_number() -> None:
+    # UID2's page writes "65 1243 5678" normalized to "+6512345678": the digits differ (a
+    # typo), and Singapore numbers start with 3, 6, 8 or 9, so the phone library's metadata
+    # rejects both. A valid Singapore number in the same layout normalizes as expected.
+    for raw in ("65 1243 5678", "+65 1234 5678"):
+        with pytest.raises(InvalidIdentifierError) as caught:
+            normalize_phone(raw, "SG")
+        assert caught.value.reason == "invalid_phone"
+    assert normalize_phone("+65 6123 4567", None) == "+6561234567"
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "e164"),
+    [
+        (
+            "\uff0b\uff11 \uff14\uff11\uff15 \uff15\uff15\uff15 \uff12\uff16\uff17\uff11",
+            None,
+            "+14155552671",
+        ),  # full-width
+        (
+            "\u0664\u0661\u0665\u0665\u0665\u0665\u0662\u0666\u0667\u0661",
+            "US",
+            "+14155552671",
+        ),  # Arabic-Indic
+        ("\u00a0+1 415 555 2671\u3000", None, "+14155552671"),  # non-ASCII spaces around
+        ("415 555 2671", "US", "+14155552671"),  # inner spaces are formatting
+    ],
+)
+def test_phone_non_ascii_digits_and_spaces(raw: str, region: str | None, e164: str) -> None:
+    assert normalize_phone(raw, region) == e164
 
 
 def test_phone_explain_reports_changes() -> None:
@@ -359,3 +444,185 @@ def test_normalizer_for_checks_the_region_once() -> None:
     assert caught.value.reason == "UNKNOWN_REGION"
     # A region is not needed, and so not checked, for the other types.
     assert normalizer_for("email", default_region="Narnia")("a@b.c") == "a@b.c"
+
+
+# --- The column rules agree with the row-by-row rules ------------------------------------
+
+
+def scalar_column(identifier_type: str, cells: list[str | None], region: str | None = None):  # type: ignore[no-untyped-def]
+    """What the row-by-row rule gives for a column: values, values read, reasons, changes."""
+    explain = explainer_for(identifier_type, default_region=region, declared_types=["loyalty_id"])
+    values: list[str | None] = []
+    read, invalid, changes = 0, Counter[str](), Counter[str]()
+    for cell in cells:
+        if not cell:
+            values.append(None)
+            continue
+        try:
+            value, made = explain(cell)
+        except InvalidIdentifierError as error:
+            values.append(None)
+            if error.reason != "empty":
+                read += 1
+                invalid[error.reason] += 1
+            continue
+        read += 1
+        values.append(value)
+        changes.update(made)
+    return values, read, invalid, changes
+
+
+def assert_column_matches_scalar(
+    identifier_type: str, cells: list[str | None], region: str | None = None
+) -> None:
+    normalizer = column_normalizer_for(
+        identifier_type, default_region=region, declared_types=["loyalty_id"]
+    )
+    column = normalizer(pa.array(cells, pa.string()))
+    values, read, invalid, changes = scalar_column(identifier_type, cells, region)
+    assert column.values.to_pylist() == values
+    assert column.values_read == read
+    assert +column.invalid == +invalid
+    assert +column.changes == +changes
+
+
+_TRICKY = st.sampled_from(
+    [*"aAzZ09@.+-_' ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f", "\x85", "\xa0",
+     "\u2028", "\u3000", "\u0130", "\u212a", "\u00e9", "\u00c9", "\u7528", "@gmail.com",
+     "@GMAIL.COM", "gmail.com", "@example.com"]
+)  # fmt: skip
+_CELLS = st.lists(st.one_of(st.none(), st.lists(_TRICKY, max_size=10).map("".join)), max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_CELLS)
+def test_email_column_matches_row_by_row(cells: list[str | None]) -> None:
+    assert_column_matches_scalar("email", cells)
+
+
+_MAID_CHARS = st.sampled_from([*"0123456789abcdefABCDEFg- ", "\t", "\xa0", "\uff10"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.text(_MAID_CHARS, max_size=40),
+            st.uuids().map(str),
+            st.uuids().map(lambda uuid: f" {str(uuid).upper()}\n"),
+            st.just("00000000-0000-0000-0000-000000000000"),
+        ),
+        max_size=30,
+    )
+)
+def test_maid_column_matches_row_by_row(cells: list[str | None]) -> None:
+    assert_column_matches_scalar("maid", cells)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_CELLS)
+def test_declared_column_matches_row_by_row(cells: list[str | None]) -> None:
+    assert_column_matches_scalar("loyalty_id", cells)
+
+
+PHONE_REGIONS = ["US", "CA", "GB", "DE", "FR", "AU", "IN", "BR", "AR", "MX", "JP", "IT", "SG", "RU"]
+
+
+def random_phones(seed: int, count: int) -> list[str | None]:
+    """Phone numbers as customer files hold them: every format, valid or not, plus junk."""
+    rng = random.Random(seed)
+    examples = [
+        number
+        for region in PHONE_REGIONS
+        for kind in (
+            phonenumbers.PhoneNumberType.FIXED_LINE,
+            phonenumbers.PhoneNumberType.MOBILE,
+            phonenumbers.PhoneNumberType.TOLL_FREE,
+        )
+        if (number := phonenumbers.example_number_for_type(region, kind)) is not None
+    ]
+
+    def formatted(digits: str) -> str:
+        return "".join(
+            rng.choice([" ", "-", ".", "(", ")", ""]) + digit if rng.random() < 0.2 else digit
+            for digit in digits
+        )
+
+    cells: list[str | None] = []
+    for _ in range(count):
+        draw = rng.random()
+        if draw < 0.6:
+            number = rng.choice(examples)
+            nsn = "".join(
+                digit if rng.random() > 0.3 else str(rng.randint(0, 9))
+                for digit in phonenumbers.national_significant_number(number)
+            )
+            code = str(number.country_code)
+            cells.append(
+                rng.choice(
+                    [
+                        "+" + formatted(code + nsn),
+                        formatted("0" + nsn),
+                        formatted(code + nsn),
+                        formatted("00" + code + nsn),
+                        formatted("011" + code + nsn),
+                        f"+{code} (0){formatted(nsn)}",
+                        formatted(nsn),
+                        f" {formatted(nsn)}\t",
+                    ]
+                )
+            )
+        elif draw < 0.9:
+            digits = "".join(str(rng.randint(0, 9)) for _ in range(rng.randint(1, 18)))
+            cells.append(
+                rng.choice(["", "+", "1", "0", "00", "+1", "+44", "+0", "+7"]) + formatted(digits)
+            )
+        else:
+            cells.append(
+                rng.choice(
+                    [None, "", " ", "+", "abc", "(415) 555-2671 x12", "tel:+14155552671",
+                     "1-800-FLOWERS", "++14155552671", "(+44) 20 7946 0958", "+44(0)2079460958",
+                     "\uff0b\uff11 415 555 2671", "415/555 2671", "#31#4155552671"]
+                )
+            )  # fmt: skip
+    return cells
+
+
+@pytest.mark.parametrize("region", [*PHONE_REGIONS, None])
+def test_phone_column_matches_the_phone_library_on_a_large_random_sample(
+    region: str | None,
+) -> None:
+    # Numbers of many regions, in many formats: the metadata path decides most, the phone
+    # library the rest, and together they must give exactly what the library gives alone.
+    assert_column_matches_scalar("phone", random_phones(hash(region) % 1000, 1500), region)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.text(st.sampled_from([*"0123456789", "+", " ", "-", ".", "(", ")"]), max_size=20),
+        max_size=25,
+    ),
+    st.sampled_from(["US", "GB", "DE", "AU", "BR"]),
+)
+def test_phone_column_matches_row_by_row_on_digits_and_separators(
+    cells: list[str | None], region: str
+) -> None:
+    assert_column_matches_scalar("phone", cells, region)
+
+
+def test_phone_column_decides_common_formats_without_the_library() -> None:
+    # The metadata path, not the library, handles national and international formats.
+    from partners._phone_plans import PhoneFastPath
+
+    numbers = ["(415) 555-2671", "1-415-555-2671", "555-555-5555", "+44 20 7946 0958"]
+    text = pa.array(numbers + ["+44 20 7946 0958"] * 15)  # enough of a country for a plan
+    outcome = PhoneFastPath("US").normalize(text, pa.array([True] * len(text)))
+    assert outcome.valid.to_pylist()[:4] == [True, True, False, True]
+    assert outcome.invalid.to_pylist()[:4] == [False, False, True, False]
+    assert outcome.e164.to_pylist()[:2] == ["+14155552671", "+14155552671"]
+    assert outcome.e164.to_pylist()[3] == "+442079460958"
+    # One number of a rare country code is left to the library, which is exact but slower.
+    alone = PhoneFastPath("US").normalize(pa.array(["+44 20 7946 0958"]), pa.array([True]))
+    assert alone.valid.to_pylist() == alone.invalid.to_pylist() == [False]

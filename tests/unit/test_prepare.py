@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import base64
+import csv
 import gzip
 import hashlib
 import hmac
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from partners import _sources
 from partners import preparation as prepare_module
-from partners.digest import key_check_value, type_key
+from partners._first_rows import DuplicateFinder
+from partners.cli import main
+from partners.digest import key_check_value, type_key, write_secret
 from partners.errors import InputError
+from partners.normalize import InvalidIdentifierError, normalizer_for
 from partners.preparation import (
     DigestFile,
     PreparationSummary,
@@ -276,7 +285,8 @@ def test_csv_values_stay_text(tmp_path: Path) -> None:
 def test_duplicates_are_found_across_batches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(prepare_module, "_PARQUET_BATCH_ROWS", 3)
+    monkeypatch.setattr(_sources, "PARQUET_BATCH_ROWS", 3)
+    monkeypatch.setattr(prepare_module, "ROW_GROUP_ROWS", 2)
     source = tmp_path / "customers.parquet"
     emails = [f"user{i % 4}@example.com" for i in range(10)]
     pq.write_table(pa.table({"email": emails}), source)
@@ -288,6 +298,7 @@ def test_duplicates_are_found_across_batches(
         collaboration_id=COLLABORATION,
         columns={"email": "email"},
         progress=batches.append,
+        workers=1,
     )
     assert batches == [3, 3, 3, 1]
     assert summary.rows_written == 4
@@ -295,7 +306,8 @@ def test_duplicates_are_found_across_batches(
     assert pq.read_table(tmp_path / "digests.parquet").column("email").to_pylist() == [
         reference_digest("email", f"user{i}@example.com") for i in range(4)
     ]
-    assert pq.ParquetFile(tmp_path / "digests.parquet").metadata.num_row_groups == 4
+    # Kept rows are gathered into row groups of ROW_GROUP_ROWS: [3 rows] then [1 row].
+    assert pq.ParquetFile(tmp_path / "digests.parquet").metadata.num_row_groups == 2
 
 
 def test_progress_counts_every_row(customers_csv: Path, tmp_path: Path) -> None:
@@ -419,7 +431,7 @@ def test_column_that_cannot_be_text(tmp_path: Path) -> None:
 def test_failure_midway_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(prepare_module, "_PARQUET_BATCH_ROWS", 2)
+    monkeypatch.setattr(_sources, "PARQUET_BATCH_ROWS", 2)
     source = tmp_path / "customers.parquet"
     pq.write_table(pa.table({"email": [f"user{i}@example.com" for i in range(10)]}), source)
     destination = tmp_path / "digests.parquet"
@@ -447,7 +459,8 @@ def test_failure_midway_leaves_nothing_behind(
 def test_bad_csv_row_midway_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(prepare_module, "_CSV_BLOCK_BYTES", 64)
+    monkeypatch.setattr(_sources, "CSV_BLOCK_BYTES", 64)
+    monkeypatch.setattr(_sources, "CSV_BATCH_ROWS", 1)
     source = tmp_path / "customers.csv"
     rows = [f"user{i}@example.com,x" for i in range(20)]
     source.write_bytes(("email,tier\n" + "\n".join(rows)).encode() + b"\nbad\xff@example.com,x\n")
@@ -460,6 +473,7 @@ def test_bad_csv_row_midway_leaves_nothing_behind(
             collaboration_id="c",
             columns={"email": "email"},
             progress=batches.append,
+            workers=1,
         )
     assert batches  # some batches were written before the bad row
     assert caught.value.reason == "FILE_UNREADABLE"
@@ -555,3 +569,253 @@ def test_each_digest_stands_in_one_row_and_every_row_has_one(
     )
     assert summary.rows_read == len(rows)
     assert summary.rows_written == len(result["email"])
+
+
+# --- Pre-hashed identifiers (issue 3) ----------------------------------------------------
+
+
+def hashed_copy(
+    rows: list[list[str]], encode: Callable[[bytes], str], region: str
+) -> list[list[str]]:
+    """The customer file as a brand holding only SHA-256 hashes has it: each identifier
+    normalized and hashed, each invalid one left out."""
+    normalizers = [
+        normalizer_for(identifier_type, default_region=region)
+        for identifier_type in ("email", "phone", "maid")
+    ]
+    hashed = []
+    for row in rows:
+        cells = []
+        for normalize, cell in zip(normalizers, row[:3], strict=True):
+            try:
+                cells.append(encode(hashlib.sha256(normalize(cell).encode()).digest()))
+            except InvalidIdentifierError:
+                cells.append("")
+        hashed.append([*cells, row[3]])
+    return hashed
+
+
+def write_rows(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda digest: digest.hex(),
+        lambda digest: digest.hex().upper(),
+        lambda digest: base64.b64encode(digest).decode(),
+        lambda digest: f"  {base64.b64encode(digest).decode()}\t",
+    ],
+    ids=["hex", "HEX", "base64", "base64-padded"],
+)
+def test_a_pre_hashed_file_gives_byte_identical_digests(
+    tmp_path: Path, encode: Callable[[bytes], str]
+) -> None:
+    rows = [
+        [line.split(",")[2], line.split(",")[1], line.split(",")[3], line.split(",")[4]]
+        for line in CUSTOMERS_CSV.splitlines()[1:]
+    ]
+    raw = write_rows(tmp_path / "raw.csv", ["e_mail", "phone_number", "device", "tier"], rows)
+    hashed = write_rows(
+        tmp_path / "hashed.csv",
+        ["e_mail", "phone_number", "device", "tier"],
+        hashed_copy(rows, encode, "GB"),
+    )
+    options: dict[str, Any] = {
+        "secret": SECRET,
+        "collaboration_id": COLLABORATION,
+        "segment_columns": ["tier"],
+    }
+    prepare(raw, tmp_path / "from-raw.parquet", columns=COLUMNS, default_region="GB", **options)
+    summary = prepare(hashed, tmp_path / "from-hashes.parquet", hashed_columns=COLUMNS, **options)
+    assert (tmp_path / "from-raw.parquet").read_bytes() == (
+        tmp_path / "from-hashes.parquet"
+    ).read_bytes()
+    assert pq.read_table(tmp_path / "from-hashes.parquet").num_rows == 3
+    assert summary.types["email"].changes == {}
+    assert summary.types["email"].duplicates == 2
+
+
+def test_hashed_and_raw_columns_mix(tmp_path: Path) -> None:
+    source = write_rows(
+        tmp_path / "customers.csv",
+        ["email_sha256", "phone"],
+        [
+            [hashlib.sha256(b"user@example.com").hexdigest(), "+14155552671"],
+            ["not a hash", "+14155552671"],
+            ["b4c9a289", ""],
+            ["", "+442079460958"],
+        ],
+    )
+    summary = prepare(
+        source,
+        tmp_path / "digests.parquet",
+        secret=SECRET,
+        collaboration_id=COLLABORATION,
+        columns={"phone": "phone"},
+        hashed_columns={"email_sha256": "email"},
+    )
+    assert pq.read_table(tmp_path / "digests.parquet").to_pydict() == {
+        "phone": [
+            reference_digest("phone", "+14155552671"),
+            reference_digest("phone", "+442079460958"),
+        ],
+        "email": [reference_digest("email", "user@example.com"), None],
+    }
+    assert summary.types["email"] == TypeSummary(
+        values_read=3,
+        valid=1,
+        invalid_by_reason={"malformed_sha256": 2},
+        duplicates=0,
+        changes={},
+    )
+
+
+@pytest.mark.parametrize(
+    ("columns", "hashed", "reason"),
+    [
+        ({"e_mail": "email"}, {"e_mail": "email"}, "COLUMN_MAPPED_TWICE"),
+        ({"e_mail": "email"}, {"device": "email"}, "DUPLICATE_IDENTIFIER_TYPE"),
+        ({}, {"device": "fax"}, "UNKNOWN_IDENTIFIER_TYPE"),
+        ({}, {}, "NO_IDENTIFIER_COLUMNS"),
+        ({}, {"tier": "email"}, "IDENTIFIER_AS_SEGMENT"),
+    ],
+)
+def test_bad_hashed_mappings_are_refused(
+    customers_csv: Path,
+    tmp_path: Path,
+    columns: dict[str, str],
+    hashed: dict[str, str],
+    reason: str,
+) -> None:
+    with pytest.raises(InputError) as caught:
+        run(customers_csv, tmp_path / "digests.parquet", columns=columns, hashed_columns=hashed)
+    assert caught.value.reason == reason
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["customers.csv"]
+
+
+# --- First rows, in bounded memory, on every core ----------------------------------------
+
+
+def reference_prepare(rows: list[tuple[str | None, str | None]]) -> dict[str, list[bytes | None]]:
+    """SPEC section 3 written plainly: each digest stays in the first row that holds it."""
+    normalizers = {
+        "email": normalizer_for("email", default_region=None),
+        "loyalty_id": normalizer_for(
+            "loyalty_id", default_region=None, declared_types=["loyalty_id"]
+        ),
+    }
+    seen: dict[str, set[bytes]] = {name: set() for name in normalizers}
+    output: dict[str, list[bytes | None]] = {name: [] for name in normalizers}
+    for row in rows:
+        kept: dict[str, bytes | None] = {}
+        for (name, normalize), cell in zip(normalizers.items(), row, strict=True):
+            try:
+                digest = reference_digest(name, normalize(cell or ""))
+            except InvalidIdentifierError:
+                digest = None
+            if digest is not None and digest in seen[name]:
+                digest = None
+            if digest is not None:
+                seen[name].add(digest)
+            kept[name] = digest
+        if any(digest is not None for digest in kept.values()):
+            for name, digest in kept.items():
+                output[name].append(digest)
+    return output
+
+
+_ROW_CELLS = st.one_of(
+    st.none(),
+    st.sampled_from(["", " ", "x", "a@example.com", " A@example.com", "b@example.com", "c@x.y"]),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(_ROW_CELLS, _ROW_CELLS), max_size=40),
+    st.integers(min_value=1, max_value=7),
+    st.sampled_from([1, 2, 16]),
+)
+def test_first_rows_match_the_plain_reference_across_batches_and_partitions(
+    rows: list[tuple[str | None, str | None]], batch_rows: int, partitions: int
+) -> None:
+    with tempfile.TemporaryDirectory() as folder, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_sources, "PARQUET_BATCH_ROWS", batch_rows)
+        patch.setattr(prepare_module, "partitions_for", lambda expected: partitions)
+        source, destination = Path(folder) / "in.parquet", Path(folder) / "out.parquet"
+        schema = pa.schema({"first": pa.string(), "second": pa.string()})
+        pq.write_table(
+            pa.table(
+                {"first": [r[0] for r in rows], "second": [r[1] for r in rows]}, schema=schema
+            ),
+            source,
+        )
+        prepare(
+            source,
+            destination,
+            secret=SECRET,
+            collaboration_id=COLLABORATION,
+            columns={"first": "email", "second": "loyalty_id"},
+            declared_types=["loyalty_id"],
+            workers=1,
+        )
+        assert pq.read_table(destination).to_pydict() == reference_prepare(rows)
+
+
+def test_digests_that_share_their_first_bytes_are_told_apart(tmp_path: Path) -> None:
+    # Digests are compared by their first 8 bytes first; A, B, A with A and B sharing those
+    # bytes must still find the second A, and keep B.
+    a, b = bytes(8) + b"A" * 24, bytes(8) + b"B" * 24
+    finder = DuplicateFinder(tmp_path, 1, 1)
+    finder.add([pa.array([a, b, a, None, b, bytes(32)], pa.binary(32))], first_row=0)
+    [repeated] = finder.finish(6)
+    assert repeated.count == 2
+    assert repeated.mask(0, 6).tolist() == [False, False, True, False, True, False]
+    assert repeated.mask(2, 5).tolist() == [True, False, True]
+
+
+def test_workers_write_the_same_digests_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sources, "CSV_BLOCK_BYTES", 200)
+    monkeypatch.setattr(_sources, "CSV_BATCH_ROWS", 40)
+    rows = [
+        [f" User{i % 37}@Example.com", f"0{i % 50:03d} 7946 0958", "", f"t{i % 3}"]
+        for i in range(300)
+    ]
+    source = write_rows(
+        tmp_path / "customers.csv", ["e_mail", "phone_number", "device", "tier"], rows
+    )
+    batches: list[int] = []
+    for workers, name in ((1, "one.parquet"), (2, "two.parquet")):
+        run(source, tmp_path / name, workers=workers, progress=batches.append)
+    assert (tmp_path / "one.parquet").read_bytes() == (tmp_path / "two.parquet").read_bytes()
+    assert sum(batches) == 600
+    assert len(batches) > 4  # several batches each time, so that workers were used
+
+
+def test_cli_prepare_with_hashed_columns(tmp_path: Path) -> None:
+    secret_file = tmp_path / "collaboration.secret"
+    write_secret(secret_file, SECRET)
+    source = write_rows(
+        tmp_path / "customers.csv", ["email_sha256"], [[hashlib.sha256(b"a@b.c").hexdigest()]]
+    )
+    result = CliRunner().invoke(
+        main,
+        [
+            "prepare", str(source), str(tmp_path / "digests.parquet"),
+            f"--collaboration={COLLABORATION}", f"--secret-file={secret_file}",
+            "--hashed-column=email_sha256=email", "--json",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["types"]["email"]["digests_written"] == 1
+    assert pq.read_table(tmp_path / "digests.parquet").column("email").to_pylist() == [
+        reference_digest("email", "a@b.c")
+    ]

@@ -1,0 +1,1 @@
+"""Robustness: hostile input, certificates and configurations, and load, on the real server."""

@@ -1,0 +1,223 @@
+"""The sorted-digest matcher equals a plain set-based one, prefix collisions included."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cleanroom.matching import (
+    ArrowMatcher,
+    DatasetTable,
+    SortedDigests,
+    digest_index,
+    digest_words,
+    key_ranges,
+    match_sorted,
+    sort_digests,
+    sorted_layout,
+)
+from cleanroom.names import DatasetName
+from cleanroom.overlap import OverlapQuestion
+
+TYPES = ("email", "phone")
+TIERS = ("gold", "silver", None)
+
+
+def digest_pool(rng: np.random.Generator, size: int, collisions: int) -> np.ndarray:
+    """Distinct random digests; in `collisions` groups of them, the first 8 bytes are equal,
+    and in as many more the first 5 (ties in the upload sort's high bits)."""
+    pool = rng.integers(0, 256, size=(size, 32), dtype=np.uint8)
+    for _ in range(collisions):
+        members = rng.choice(size, size=3, replace=False)
+        pool[members, :8] = pool[members[0], :8]
+        members = rng.choice(size, size=2, replace=False)
+        pool[members, :5] = pool[members[0], :5]
+    return np.unique(pool, axis=0)
+
+
+def random_table(
+    rng: np.random.Generator, pool: np.ndarray, rows: int, types: tuple[str, ...]
+) -> pa.Table:
+    """Rows drawing digests from `pool` with repeats and gaps, and a segment column."""
+    columns = {}
+    for identifier_type in types:
+        picks = rng.integers(0, len(pool), size=rows)
+        present = rng.random(rows) < 0.8
+        columns[identifier_type] = pa.array(
+            [bytes(pool[p]) if keep else None for p, keep in zip(picks, present, strict=True)],
+            pa.binary(32),
+        )
+    columns["tier"] = pa.array([TIERS[i] for i in rng.integers(0, len(TIERS), size=rows)])
+    return pa.table(columns)
+
+
+def first_rows(table: pa.Table, types: tuple[str, ...]) -> pa.Table:
+    """The table with each digest kept only in the first row holding it (SPEC section 3)."""
+    columns = {}
+    for identifier_type in types:
+        seen: set[bytes] = set()
+        kept = []
+        for value in table.column(identifier_type).to_pylist():
+            kept.append(value if value is not None and value not in seen else None)
+            if value is not None:
+                seen.add(value)
+        columns[identifier_type] = pa.array(kept, pa.binary(32))
+    columns["tier"] = table.column("tier")
+    return pa.table(columns)
+
+
+def set_matches(rows_of: pa.Table, against: pa.Table, types: tuple[str, ...]) -> list[bool]:
+    """The plain answer: does each row share a digest of a type with some row of the other?"""
+    shared = [t for t in types if t in against.column_names]
+    sets = {t: {v for v in against.column(t).to_pylist() if v is not None} for t in shared}
+    values = {t: rows_of.column(t).to_pylist() for t in shared}
+    return [
+        any(values[t][row] is not None and values[t][row] in sets[t] for t in shared)
+        for row in range(rows_of.num_rows)
+    ]
+
+
+def dataset(name: str, table: pa.Table, types: tuple[str, ...], *, stored: bool) -> DatasetTable:
+    if stored:
+        table, _ = sorted_layout(table, types, ("tier",), workers=2)
+    return DatasetTable(DatasetName("c", name), table, types, ("tier",))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.lists(st.integers(0, 120), min_size=2, max_size=4),
+    stored=st.booleans(),
+)
+def test_overlap_equals_sets(seed: int, rows: list[int], stored: bool) -> None:
+    rng = np.random.default_rng(seed)
+    pool = digest_pool(rng, 150, collisions=8)
+    kinds = [TYPES, ("email",), ("phone", "email"), ("phone",)]
+    tables, raw = [], []
+    for k, count in enumerate(rows):
+        types = kinds[k % len(kinds)]
+        table = random_table(rng, pool, count, types)
+        plain = first_rows(table, types) if stored else table
+        raw.append((plain, types))
+        tables.append(dataset(f"d{k}", table, types, stored=stored))
+    question = OverlapQuestion(tables[0].name, tuple(t.name for t in tables[1:]), "tier")
+    exact = ArrowMatcher(workers=2).overlap(question, {t.name: t for t in tables})
+
+    for (x, (tx, types_x)), (y, (ty, _)) in itertools.permutations(enumerate(raw), 2):
+        expected = sum(set_matches(tx, ty, types_x))
+        assert exact.pairwise[tables[x].name, tables[y].name] == expected
+    base, base_types = raw[0]
+    flags = [set_matches(base, other, base_types) for other, _ in raw[1:]]
+    cells: dict[tuple[str | None, int], int] = {}
+    for row, tier in enumerate(base.column("tier").to_pylist()):
+        mask = sum(flag[row] << bit for bit, flag in enumerate(flags))
+        cells[tier, mask] = cells.get((tier, mask), 0) + 1
+    assert {k: v for k, v in exact.cells.items() if v} == cells
+    assert exact.sizes == {t.name: t.row_count for t in tables}
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), stored=st.booleans())
+def test_matches_equals_sets(seed: int, stored: bool) -> None:
+    rng = np.random.default_rng(seed)
+    pool = digest_pool(rng, 100, collisions=6)
+    left = random_table(rng, pool, int(rng.integers(0, 90)), TYPES)
+    right = random_table(rng, pool, int(rng.integers(0, 90)), ("phone",))
+    x = dataset("x", left, TYPES, stored=stored)
+    y = dataset("y", right, ("phone",), stored=stored)
+    plain_left = first_rows(left, TYPES) if stored else left
+    plain_right = first_rows(right, ("phone",)) if stored else right
+    found = ArrowMatcher(workers=2).matches(x, y)
+    assert sum(found) == sum(set_matches(plain_left, plain_right, TYPES))
+    assert sum(ArrowMatcher().matches(y, x)) == sum(
+        set_matches(plain_right, plain_left, ("phone",))
+    )
+
+
+def test_equal_prefixes_of_different_digests_never_match() -> None:
+    rng = np.random.default_rng(1)
+    digests = rng.integers(0, 256, size=(2, 32), dtype=np.uint8)
+    digests[1, :8] = digests[0, :8]  # same 64-bit prefix, different digest
+    x = SortedDigests.of(np.ascontiguousarray(digests[:1]).view(np.uint64), None)
+    y = SortedDigests.of(np.ascontiguousarray(digests[1:]).view(np.uint64), None)
+    i, j = match_sorted(x, y)
+    assert len(i) == len(j) == 0
+    i, j = match_sorted(x, x)
+    assert (i.tolist(), j.tolist()) == ([0], [0])
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 7])
+def test_key_ranges_split_without_losing_a_match(parts: int) -> None:
+    rng = np.random.default_rng(parts)
+    pool = digest_pool(rng, 400, collisions=20)
+    take = [np.sort(rng.choice(len(pool), size=250, replace=False)) for _ in range(2)]
+    x, y = (
+        digest_index(
+            DatasetTable(
+                DatasetName("c", name),
+                pa.table({"email": pa.array([bytes(pool[k]) for k in t], pa.binary(32))}),
+                ("email",),
+                (),
+            ),
+            "email",
+        )
+        for name, t in zip("xy", take, strict=True)
+    )
+    whole = set(zip(*(a.tolist() for a in match_sorted(x, y)), strict=True))
+    split = set()
+    for x_range, y_range in key_ranges(x, y, parts):
+        sub_x = SortedDigests.of(x.words[x_range], None)
+        sub_y = SortedDigests.of(y.words[y_range], None)
+        i, j = match_sorted(sub_x, sub_y)
+        split |= set(zip((i + x_range.start).tolist(), (j + y_range.start).tolist(), strict=True))
+    assert split == whole
+    assert len(whole) == len(set(take[0].tolist()) & set(take[1].tolist()))
+
+
+def test_sort_keeps_the_first_row_of_each_digest_and_orders_all_32_bytes() -> None:
+    rng = np.random.default_rng(3)
+    pool = digest_pool(rng, 50, collisions=10)
+    picks = rng.integers(0, len(pool), size=300)
+    valid = rng.random(300) < 0.9
+    column = pa.array(
+        [bytes(pool[p]) if v else None for p, v in zip(picks, valid, strict=True)], pa.binary(32)
+    )
+    words, validity = digest_words(column)
+    order, repeated = sort_digests(words, validity, workers=2)
+    values = column.to_pylist()
+    kept = [int(r) for r, again in zip(order, repeated, strict=True) if not again]
+    assert [values[r] for r in kept] == sorted({v for v in values if v is not None})
+    firsts = {}
+    for row, value in enumerate(values):
+        if value is not None:
+            firsts.setdefault(value, row)
+    assert sorted(kept) == sorted(firsts.values())
+    assert sorted(order.tolist()) == [r for r, v in enumerate(values) if v is not None]
+
+
+def test_sorted_layout_keeps_every_row_and_counts_repeats() -> None:
+    rng = np.random.default_rng(4)
+    pool = digest_pool(rng, 60, collisions=5)
+    table = random_table(rng, pool, 200, TYPES)
+    stored, counts = sorted_layout(table, TYPES, ("tier",))
+    expected = first_rows(table, TYPES)
+    assert stored.num_rows == table.num_rows
+    rows = sorted(
+        zip(*(stored.column(c).cast(expected.schema.field(c).type).to_pylist()
+              for c in (*TYPES, "tier")), strict=True),
+        key=repr,
+    )  # fmt: skip
+    assert rows == sorted(zip(*(expected.column(c).to_pylist() for c in (*TYPES, "tier")),
+                              strict=True), key=repr)  # fmt: skip
+    for identifier_type, (present, repeats) in zip(TYPES, counts, strict=True):
+        values = table.column(identifier_type).to_pylist()
+        distinct = {v for v in values if v is not None}
+        assert present == len(distinct)
+        assert repeats == sum(v is not None for v in values) - len(distinct)
+    emails = [v for v in stored.column("email").to_pylist() if v is not None]
+    assert emails == sorted(emails)
