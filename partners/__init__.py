@@ -8,6 +8,7 @@ from partners.client import CleanRoomClient, Connection
 from partners.digest import key_check_value, new_secret, read_secret, write_secret
 from partners.errors import InputError, PartnerError, ServerError
 from partners.preparation import DigestFile, PreparationSummary, prepare, read_digest_file
+from partners.resolve import ResolutionSummary, Source, resolve
 
 __all__ = [
     "CleanRoomClient",
@@ -16,11 +17,14 @@ __all__ = [
     "InputError",
     "PartnerError",
     "PreparationSummary",
+    "ResolutionSummary",
     "ServerError",
+    "Source",
     "key_check_value",
     "new_secret",
     "prepare",
     "read_digest_file",
     "read_secret",
+    "resolve",
     "write_secret",
 ]

@@ -218,7 +218,10 @@ class CallInterceptor(_ServerInterceptor):
             code = cast(Any, context).code()
             if code not in (None, grpc.StatusCode.OK):
                 event.outcome.status_code = code.name
-                event.outcome.message = cast(Any, context).details() or ""
+                details = cast(Any, context).details() or ""
+                if isinstance(details, bytes):  # gRPC keeps details as it was given, or bytes
+                    details = details.decode("utf-8", "replace")
+                event.outcome.message = clip(str(details), MAX_VALUE_CHARS * 5)
             elif not context.is_active():
                 event.outcome.status_code = grpc.StatusCode.CANCELLED.name
         if call.collaboration and self.access.collaboration(call.collaboration):
