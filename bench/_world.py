@@ -6,7 +6,6 @@ memory is its own: the benchmark reads its peak resident set from `/proc/PID/sta
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -22,7 +21,8 @@ from typing import Self
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cleanroom.pki import DemoPki, create_demo_pki, partner_dns_name, write_private_file
+from cleanroom.demo.deployment import config_toml
+from cleanroom.pki import DemoPki, create_demo_pki, write_private_file
 from cleanroom.signed_note import NoteSigner
 from partners.client import CleanRoomClient, Connection
 from partners.digest import key_check_value
@@ -55,7 +55,19 @@ class BenchServer:
         write_private_file(root / "certs" / "log-signing.key", signer.key_text() + "\n")
         port = _free_port()
         config = root / "cleanroom.toml"
-        config.write_text(_config_text(pki, root, port))
+        config.write_text(
+            config_toml(
+                root=root,
+                pki=pki,
+                port=port,
+                collaboration=COLLABORATION,
+                key_check_value=KCV,
+                members={b: ("uploader", "analyst") for b in BRANDS},
+                identifier_types=["email", "phone", "maid"],
+                policy={"minimum_threshold": 50, "minimum_dataset_size": 1000, "noise": False},
+                comment="The benchmark's clean room: one brand per dataset, exact counts.",
+            )
+        )
         log_path = root / "server.log"
         # A wide console keeps each of rich's log lines on one line, for `matcher_seconds`.
         env = {**os.environ, "COLUMNS": "400"}
@@ -171,46 +183,3 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _config_text(pki: DemoPki, root: Path, port: int) -> str:
-    def rel(path: Path) -> str:
-        return json.dumps(str(path.relative_to(root)))
-
-    lines = [
-        "# The benchmark's clean room: one brand per dataset, noise off so that counts are exact.",
-        "[server]",
-        f'listen = "127.0.0.1:{port}"',
-        'data_dir = "data"',
-        "",
-        "[server.tls]",
-        f"certificate = {rel(pki.server.certificate)}",
-        f"private_key = {rel(pki.server.private_key)}",
-        f"client_ca = {rel(pki.ca.certificate)}",
-        "",
-        "[server.audit]",
-        'signing_key = "certs/log-signing.key"',
-    ]
-    for partner in BRANDS:
-        lines += [
-            "",
-            "[[partners]]",
-            f'id = "{partner}"',
-            f'certificate_names = ["{partner_dns_name(partner)}"]',
-        ]
-    lines += [
-        "",
-        "[[collaborations]]",
-        f'id = "{COLLABORATION}"',
-        f'key_check_value = "{KCV}"',
-        'identifier_types = ["email", "phone", "maid"]',
-        "",
-        "[collaborations.policy]",
-        "minimum_threshold = 50",
-        "minimum_dataset_size = 1000",
-        "noise = false",
-    ]
-    for partner in BRANDS:
-        lines += ["", "[[collaborations.members]]", f'partner = "{partner}"']
-        lines.append('roles = ["uploader", "analyst"]')
-    return "\n".join(lines) + "\n"

@@ -46,7 +46,8 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from cleanroom.pki import DemoPki, create_demo_pki, partner_dns_name, write_private_file
+from cleanroom.demo.deployment import config_toml
+from cleanroom.pki import DemoPki, create_demo_pki, write_private_file
 from cleanroom.signed_note import NoteSigner, NoteVerifier
 from cleanroom.v1 import audit_service_pb2, audit_service_pb2_grpc
 from partners import preparation
@@ -126,7 +127,24 @@ class LoadServer:
         write_private_file(root / "certs" / "log-signing.key", self.signer.key_text() + "\n")
         self.port = _free_port()
         self.config = root / "cleanroom.toml"
-        self.config.write_text(_config_text(self.pki, root, self.port, max_workers))
+        self.config.write_text(
+            config_toml(
+                root=root,
+                pki=self.pki,
+                port=self.port,
+                collaboration=COLLABORATION,
+                key_check_value=key_check_value(SECRET, COLLABORATION),
+                members={**{b: ("uploader", "analyst") for b in BRANDS}, AUDITOR: ("auditor",)},
+                identifier_types=["email"],
+                policy={
+                    "minimum_threshold": 50,
+                    "minimum_dataset_size": 500,
+                    "epsilon_budget": 1000.0,
+                    "epsilon_per_report": 0.001,
+                },
+                server={"max_workers": max_workers},
+            )
+        )
         self.log = root / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -462,52 +480,6 @@ def _write_digests(path: Path, digests: npt.NDArray[np.uint8]) -> None:
     }
     table = pa.table({"email": column}).replace_schema_metadata(metadata)
     pq.write_table(table, path)
-
-
-def _config_text(pki: DemoPki, root: Path, port: int, max_workers: int) -> str:
-    """The server's configuration: noise on, a budget that lasts the run, and the auditor."""
-
-    def rel(path: Path) -> str:
-        return json.dumps(str(path.relative_to(root)))
-
-    lines = [
-        "[server]",
-        f'listen = "127.0.0.1:{port}"',
-        'data_dir = "data"',
-        f"max_workers = {max_workers}",
-        "",
-        "[server.tls]",
-        f"certificate = {rel(pki.server.certificate)}",
-        f"private_key = {rel(pki.server.private_key)}",
-        f"client_ca = {rel(pki.ca.certificate)}",
-        "",
-        "[server.audit]",
-        'signing_key = "certs/log-signing.key"',
-    ]
-    for partner in (*BRANDS, AUDITOR):
-        lines += [
-            "",
-            "[[partners]]",
-            f'id = "{partner}"',
-            f'certificate_names = ["{partner_dns_name(partner)}"]',
-        ]
-    lines += [
-        "",
-        "[[collaborations]]",
-        f'id = "{COLLABORATION}"',
-        f'key_check_value = "{key_check_value(SECRET, COLLABORATION)}"',
-        'identifier_types = ["email"]',
-        "",
-        "[collaborations.policy]",
-        "minimum_threshold = 50",
-        "minimum_dataset_size = 500",
-        "epsilon_budget = 1000.0",
-        "epsilon_per_report = 0.001",
-    ]
-    members = [(brand, '["uploader", "analyst"]') for brand in BRANDS] + [(AUDITOR, '["auditor"]')]
-    for partner, roles in members:
-        lines += ["", "[[collaborations.members]]", f'partner = "{partner}"', f"roles = {roles}"]
-    return "\n".join(lines) + "\n"
 
 
 def _free_port() -> int:

@@ -9,7 +9,6 @@ query log; the operator stops the server.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -27,7 +26,8 @@ from rich.console import Console
 from rich.rule import Rule
 
 from cleanroom.demo.customers import CustomerFiles, write_customer_files
-from cleanroom.pki import DemoPki, create_demo_pki, partner_dns_name, write_private_file
+from cleanroom.demo.deployment import config_toml
+from cleanroom.pki import DemoPki, create_demo_pki, write_private_file
 from cleanroom.signed_note import NoteSigner
 from partners.digest import key_check_value, new_secret, write_secret
 
@@ -124,7 +124,27 @@ def _set_up(work_dir: Path, rows: int, console: Console) -> DemoWorld:
 
     port = _free_port()
     config = root / "cleanroom.toml"
-    config.write_text(_config_text(pki, root, kcv, port))
+    config.write_text(
+        config_toml(
+            root=root,
+            pki=pki,
+            port=port,
+            collaboration=COLLABORATION,
+            key_check_value=kcv,
+            members={**{b: ("uploader", "analyst") for b in BRANDS}, AUDITOR: ("auditor",)},
+            administrators=[OPERATOR],
+            identifier_types=["email", "phone", "maid"],
+            policy={
+                "minimum_threshold": 50,
+                "minimum_dataset_size": 1000,
+                "noise": True,
+                "epsilon_budget": 10.0,
+                "epsilon_per_report": 1.0,
+                "match_rate_cap": 0.85,
+            },
+            comment="The demo's clean room: three brands, an auditor and an operator.",
+        )
+    )
     console.print(f"configuration written to {config}")
 
     _step(console, f"Brands: synthetic customer files ({rows:,} customers each)")
@@ -132,55 +152,6 @@ def _set_up(work_dir: Path, rows: int, console: Console) -> DemoWorld:
     for brand, path in customers.paths.items():
         console.print(f"{brand}: {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
     return DemoWorld(root, pki, config, secret, customers, port)
-
-
-def _config_text(pki: DemoPki, root: Path, kcv: str, port: int) -> str:
-    def rel(path: Path) -> str:
-        return json.dumps(str(path.relative_to(root)))
-
-    lines = [
-        "# The demo's clean room: three brands, an auditor and an operator.",
-        "[server]",
-        f'listen = "127.0.0.1:{port}"',
-        'data_dir = "data"',
-        "",
-        "[server.tls]",
-        f"certificate = {rel(pki.server.certificate)}",
-        f"private_key = {rel(pki.server.private_key)}",
-        f"client_ca = {rel(pki.ca.certificate)}",
-        "",
-        "[server.audit]",
-        'signing_key = "certs/log-signing.key"',
-    ]
-    for partner in [*BRANDS, AUDITOR, OPERATOR]:
-        lines += [
-            "",
-            "[[partners]]",
-            f'id = "{partner}"',
-            f'certificate_names = ["{partner_dns_name(partner)}"]',
-        ]
-        if partner == OPERATOR:
-            lines.append("administrator = true")
-    lines += [
-        "",
-        "[[collaborations]]",
-        f'id = "{COLLABORATION}"',
-        f'key_check_value = "{kcv}"',
-        'identifier_types = ["email", "phone", "maid"]',
-        "",
-        "[collaborations.policy]",
-        "minimum_threshold = 50",
-        "minimum_dataset_size = 1000",
-        "noise = true",
-        "epsilon_budget = 10.0",
-        "epsilon_per_report = 1.0",
-        "match_rate_cap = 0.85",
-    ]
-    for partner in BRANDS:
-        lines += ["", "[[collaborations.members]]", f'partner = "{partner}"']
-        lines.append('roles = ["uploader", "analyst"]')
-    lines += ["", "[[collaborations.members]]", f'partner = "{AUDITOR}"', 'roles = ["auditor"]']
-    return "\n".join(lines) + "\n"
 
 
 def _partner_env(world: DemoWorld, partner: str) -> dict[str, str]:
