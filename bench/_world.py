@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from typing import Self
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cleanroom.demo.deployment import config_toml
+from cleanroom.demo.deployment import config_toml, free_loopback_port, loopback_connection
 from cleanroom.pki import DemoPki, create_demo_pki, write_private_file
 from cleanroom.signed_note import NoteSigner
 from partners.client import CleanRoomClient, Connection
@@ -53,7 +52,7 @@ class BenchServer:
         pki = create_demo_pki(root / "certs", partners=list(BRANDS))
         signer = NoteSigner.generate("cleanroom.bench")
         write_private_file(root / "certs" / "log-signing.key", signer.key_text() + "\n")
-        port = _free_port()
+        port = free_loopback_port()
         config = root / "cleanroom.toml"
         config.write_text(
             config_toml(
@@ -101,14 +100,7 @@ class BenchServer:
 
     def connection(self, partner: str) -> Connection:
         """How `partner` reaches the server."""
-        files = self.pki.partners[partner]
-        return Connection(
-            target=f"127.0.0.1:{self.port}",
-            certificate=files.certificate,
-            private_key=files.private_key,
-            ca_certificate=self.pki.ca.certificate,
-            server_name="localhost",
-        )
+        return loopback_connection(self.pki, partner, self.port)
 
     def client(self, partner: str) -> CleanRoomClient:
         """A new client for `partner` (close it, or use it in a `with`)."""
@@ -177,9 +169,3 @@ def _status_kib(pid: int, field: str) -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
     raise RuntimeError(f"no {field} in /proc/{pid}/status")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -25,7 +25,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,7 +45,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from cleanroom.demo.deployment import config_toml
+from cleanroom.demo.deployment import config_toml, free_loopback_port, loopback_connection
 from cleanroom.pki import DemoPki, create_demo_pki, write_private_file
 from cleanroom.signed_note import NoteSigner, NoteVerifier
 from cleanroom.v1 import audit_service_pb2, audit_service_pb2_grpc
@@ -125,7 +124,7 @@ class LoadServer:
         self.pki: DemoPki = create_demo_pki(root / "certs", partners=[*BRANDS, AUDITOR])
         self.signer = NoteSigner.generate("cleanroom.load")
         write_private_file(root / "certs" / "log-signing.key", self.signer.key_text() + "\n")
-        self.port = _free_port()
+        self.port = free_loopback_port()
         self.config = root / "cleanroom.toml"
         self.config.write_text(
             config_toml(
@@ -176,14 +175,7 @@ class LoadServer:
 
     def connection(self, partner: str) -> Connection:
         """How `partner` reaches the server."""
-        files = self.pki.partners[partner]
-        return Connection(
-            target=f"127.0.0.1:{self.port}",
-            certificate=files.certificate,
-            private_key=files.private_key,
-            ca_certificate=self.pki.ca.certificate,
-            server_name="localhost",
-        )
+        return loopback_connection(self.pki, partner, self.port)
 
     def stop(self) -> None:
         """Stops the server gracefully (SIGTERM), or kills it after STOP_SECONDS."""
@@ -480,12 +472,6 @@ def _write_digests(path: Path, digests: npt.NDArray[np.uint8]) -> None:
     }
     table = pa.table({"email": column}).replace_schema_metadata(metadata)
     pq.write_table(table, path)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _machine() -> dict[str, Any]:

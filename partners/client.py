@@ -158,6 +158,21 @@ class CleanRoomClient:
         """Closes the channel."""
         self._channel.close()
 
+    def wait_until_ready(self, timeout: float) -> None:
+        """Waits until the server accepts connections (for example, while it starts).
+
+        Raises:
+            UnavailableError: It did not within `timeout` seconds.
+        """
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise errors.UnavailableError(
+                "UNAVAILABLE",
+                "SERVER_NOT_READY",
+                f"{self.connection.target} did not accept a connection within {timeout:g} s.",
+            ) from None
+
     def upload(
         self,
         digests: Path,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import tomli_w
 
 from cleanroom.clean_room import CleanRoom
 from cleanroom.config import Config, parse_config
+from cleanroom.demo.deployment import loopback_connection
 from cleanroom.pki import DemoPki, create_demo_pki, partner_dns_name
 from cleanroom.service.calls import CallInterceptor
 from cleanroom.service.server import audit_interceptor, build_server
@@ -117,14 +117,7 @@ class RunningServer:
         return self.config.server.data_dir
 
     def connection(self, partner: str) -> Connection:
-        files = self.pki.partners[partner]
-        return Connection(
-            target=f"127.0.0.1:{self.port}",
-            certificate=files.certificate,
-            private_key=files.private_key,
-            ca_certificate=self.pki.ca.certificate,
-            server_name="localhost",
-        )
+        return loopback_connection(self.pki, partner, self.port)
 
     def client(self, partner: str) -> CleanRoomClient:
         if partner not in self.clients:
@@ -155,13 +148,6 @@ def write_config(
     data["server"]["listen"] = listen
     path.write_bytes(tomli_w.dumps(data).encode())
     return path
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

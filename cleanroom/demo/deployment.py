@@ -8,12 +8,33 @@ partners (SANs from `partner_dns_name`) and one collaboration.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cleanroom.pki import DemoPki, partner_dns_name
+from partners.client import Connection
 
 SIGNING_KEY = "certs/log-signing.key"
+
+
+def free_loopback_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now, for a server to take."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def loopback_connection(pki: DemoPki, partner: str, port: int) -> Connection:
+    """How `partner` reaches a server of this deployment on 127.0.0.1:`port`."""
+    files = pki.partners[partner]
+    return Connection(
+        target=f"127.0.0.1:{port}",
+        certificate=files.certificate,
+        private_key=files.private_key,
+        ca_certificate=pki.ca.certificate,
+        server_name="localhost",
+    )
 
 
 def _value(value: object) -> str:

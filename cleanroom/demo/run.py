@@ -13,7 +13,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from cleanroom.demo.customers import CustomerFiles, write_customer_files
-from cleanroom.demo.deployment import config_toml
+from cleanroom.demo.deployment import config_toml, free_loopback_port
 from cleanroom.pki import DemoPki, create_demo_pki, write_private_file
 from cleanroom.signed_note import NoteSigner
 from partners.digest import key_check_value, new_secret, write_secret
@@ -91,12 +90,6 @@ def _fresh_directory(path: Path) -> Path:
     return path.resolve()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _set_up(work_dir: Path, rows: int, console: Console) -> DemoWorld:
     root = _fresh_directory(work_dir)
     _step(console, "Operator: certificates and configuration")
@@ -122,7 +115,7 @@ def _set_up(work_dir: Path, rows: int, console: Console) -> DemoWorld:
     log_key.write_text(signer.verifier_key + "\n")
     console.print(f"verifier key, pinned by the auditor in {log_key}: {signer.verifier_key}")
 
-    port = _free_port()
+    port = free_loopback_port()
     config = root / "cleanroom.toml"
     config.write_text(
         config_toml(

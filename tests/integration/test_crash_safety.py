@@ -14,22 +14,21 @@ import sys
 import threading
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 from cleanroom.audit_check import check_logs
 from cleanroom.budget import to_micro
 from cleanroom.clean_room import CleanRoom
 from cleanroom.config import load_config
+from cleanroom.demo.deployment import free_loopback_port, loopback_connection
 from cleanroom.pki import DemoPki
 from cleanroom.signed_note import NoteVerifier
-from partners.client import CleanRoomClient, Connection
+from partners.client import CleanRoomClient
 from partners.errors import PartnerError
 from tests.support import (
     COLLABORATION,
     LOG_SIGNER,
     digest_array,
-    free_port,
     random_digests,
     write_config,
     write_digest_file,
@@ -40,11 +39,7 @@ TRIALS = 20
 
 
 def client_for(pki: DemoPki, port: int, partner: str) -> CleanRoomClient:
-    files = pki.partners[partner]
-    connection = Connection(
-        f"127.0.0.1:{port}", files.certificate, files.private_key, pki.ca.certificate, "localhost"
-    )
-    return CleanRoomClient(connection, timeout=10)
+    return CleanRoomClient(loopback_connection(pki, partner, port), timeout=10)
 
 
 def workload(
@@ -126,7 +121,7 @@ def check_data_dir(config_path: Path, acknowledged: dict[str, str]) -> None:
 
 def test_sigkill_at_random_points_loses_nothing_committed(pki: DemoPki, tmp_path: Path) -> None:
     rng = np.random.default_rng(2026)
-    port = free_port()
+    port = free_loopback_port()
     config = write_config(
         tmp_path / "cleanroom.toml",
         pki,
@@ -147,7 +142,7 @@ def test_sigkill_at_random_points_loses_nothing_committed(pki: DemoPki, tmp_path
         )
         try:
             ready = client_for(pki, port, "operator")
-            grpc.channel_ready_future(ready._channel).result(timeout=30)  # serving now
+            ready.wait_until_ready(30)  # serving now
             ready.close()
             worker.start()
             threading.Event().wait(float(rng.uniform(0.05, 0.8)))  # a random moment of the work

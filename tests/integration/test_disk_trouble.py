@@ -11,18 +11,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
 
+from cleanroom.demo.deployment import free_loopback_port, loopback_connection
 from cleanroom.pki import DemoPki
-from partners.client import CleanRoomClient, Connection
+from partners.client import CleanRoomClient
 from partners.errors import PrivacyRuleError
 from tests.support import (
     COLLABORATION,
     dataset_name,
     digest_array,
-    free_port,
     random_digests,
     write_config,
     write_digest_file,
@@ -43,7 +42,7 @@ LIMITED_SERVER = (
 def test_a_full_disk_refuses_the_upload_and_keeps_what_was_committed(
     pki: DemoPki, tmp_path: Path
 ) -> None:
-    port = free_port()
+    port = free_loopback_port()
     config = write_config(
         tmp_path / "cleanroom.toml", pki, tmp_path / "data", listen=f"127.0.0.1:{port}"
     )
@@ -52,17 +51,8 @@ def test_a_full_disk_refuses_the_upload_and_keeps_what_was_committed(
     with log.open("wb") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
-        files = pki.partners["acme"]
-        client = CleanRoomClient(
-            Connection(
-                f"127.0.0.1:{port}",
-                files.certificate,
-                files.private_key,
-                pki.ca.certificate,
-                "localhost",
-            )
-        )
-        grpc.channel_ready_future(client._channel).result(timeout=30)
+        client = CleanRoomClient(loopback_connection(pki, "acme", port))
+        client.wait_until_ready(30)
         rng = np.random.default_rng(1)
         small = write_digest_file(
             tmp_path / "small.parquet", {"email": digest_array(random_digests(rng, 1000))}

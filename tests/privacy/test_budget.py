@@ -8,19 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from cleanroom.demo.deployment import free_loopback_port, loopback_connection
 from cleanroom.pki import DemoPki
-from partners.client import CleanRoomClient, Connection
+from partners.client import CleanRoomClient
 from partners.errors import PrivacyRuleError
 from tests.privacy.attack import fresh, upload
 from tests.support import (
     COLLABORATION,
     dataset_name,
-    free_port,
     running_server,
     write_config,
     write_digest_file,
@@ -92,12 +91,8 @@ def _start(config: Path) -> subprocess.Popen[bytes]:
 
 
 def _client(pki: DemoPki, port: int, partner: str) -> CleanRoomClient:
-    files = pki.partners[partner]
-    connection = Connection(
-        f"127.0.0.1:{port}", files.certificate, files.private_key, pki.ca.certificate, "localhost"
-    )
-    client = CleanRoomClient(connection, timeout=30)
-    grpc.channel_ready_future(client._channel).result(timeout=30)  # the server is starting
+    client = CleanRoomClient(loopback_connection(pki, partner, port), timeout=30)
+    client.wait_until_ready(30)  # the server is starting
     return client
 
 
@@ -111,7 +106,7 @@ def _upload(client: CleanRoomClient, tmp_path: Path, dataset_id: str, digests: l
 
 def test_the_budget_survives_a_killed_server(pki: DemoPki, tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
-    port = free_port()
+    port = free_loopback_port()
     listen = f"127.0.0.1:{port}"
     config = write_config(
         tmp_path / "cleanroom.toml", pki, tmp_path / "data", listen=listen, **NOISE

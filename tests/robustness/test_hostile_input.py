@@ -49,6 +49,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from pyarrow import ipc
 
+from cleanroom.demo.deployment import free_loopback_port
 from cleanroom.names import SERVER_LOG
 from cleanroom.pki import DemoPki
 from cleanroom.signed_note import NoteVerifier
@@ -72,7 +73,6 @@ from tests.support import (
     config_data,
     digest_array,
     files_under,
-    free_port,
     random_digests,
     running_server,
     write_digest_file,
@@ -1090,7 +1090,7 @@ class ServerProcess:
 
     def start(self) -> None:
         self.close_channel()
-        port = free_port()
+        port = free_loopback_port()
         config = self.root / "cleanroom.toml"
         data = config_data(
             self.pki, self.root / "data", server={"max_upload_message_bytes": MESSAGE_LIMIT}
