@@ -7,7 +7,7 @@ CONFIG ?= cleanroom.toml
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto lint typecheck test bench demo serve clean
+.PHONY: help install proto lint typecheck test bench demo serve toolkit clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,5 +49,8 @@ demo: $(STAMP) ## Run the end-to-end demo: three brands, a report, the query log
 serve: $(STAMP) ## Serve with CONFIG (default cleanroom.toml)
 	$(BIN)/cleanroom serve --config $(CONFIG)
 
+toolkit: $(STAMP) ## Build the partner toolkit's own wheel (no server code) into dist/
+	$(BIN)/python scripts/build_toolkit.py --out dist
+
 clean: ## Remove the environment, caches and demo output
-	rm -rf $(VENV) node_modules demo-run .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) node_modules dist demo-run .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

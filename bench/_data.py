@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench._world import COLLABORATION, KCV
-from partners import preparation
+from partners.preparation import pipeline as preparation
 
 TIERS = ("bronze", "silver", "gold", "platinum")
 SEGMENT = "tier"

@@ -21,10 +21,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cleanroom.demo.deployment import config_toml, free_loopback_port, loopback_connection
-from cleanroom.pki import DemoPki, create_demo_pki, write_private_file
-from cleanroom.signed_note import NoteSigner
+from cleanroom.proofs.signed_note import NoteSigner
+from cleanroom.tls.pki import DemoPki, create_demo_pki, write_private_file
 from partners.client import CleanRoomClient, Connection
-from partners.digest import key_check_value
+from partners.preparation.digest import key_check_value
 
 COLLABORATION = "bench"
 SECRET = bytes(range(32))

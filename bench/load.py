@@ -46,14 +46,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from cleanroom.demo.deployment import config_toml, free_loopback_port, loopback_connection
-from cleanroom.pki import DemoPki, create_demo_pki, write_private_file
-from cleanroom.signed_note import NoteSigner, NoteVerifier
+from cleanroom.proofs.signed_note import NoteSigner, NoteVerifier
+from cleanroom.tls.pki import DemoPki, create_demo_pki, write_private_file
 from cleanroom.v1 import audit_service_pb2, audit_service_pb2_grpc
-from partners import preparation
-from partners.audit_verify import AuditorState, verify_log
+from partners.audit.verify import AuditorState, verify_log
 from partners.client import CleanRoomClient, Connection
-from partners.digest import key_check_value
 from partners.errors import ServerError
+from partners.preparation import pipeline as preparation
+from partners.preparation.digest import key_check_value
 
 COLLABORATION = "load"
 PARENT = f"collaborations/{COLLABORATION}"

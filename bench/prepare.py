@@ -42,10 +42,10 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from bench import _customers
-from partners.digest import digest_normalized, type_key
-from partners.normalize import InvalidIdentifierError, normalize_email, normalize_phone
-from partners.preparation import prepare
-from partners.resolve import Source, resolve
+from partners.preparation.digest import digest_normalized, type_key
+from partners.preparation.normalize import InvalidIdentifierError, normalize_email, normalize_phone
+from partners.preparation.pipeline import prepare
+from partners.preparation.resolve import Source, resolve
 
 SECRET = bytes(range(32))
 COLLABORATION = "bench"
@@ -327,7 +327,7 @@ def bench_memory(
 
 def _child_prepare(source: Path, destination: Path) -> int:
     """Run in the child process of `bench_memory`: prepare, then report peak memory as JSON."""
-    from partners._worker_pool import default_workers  # noqa: PLC0415 (child mode only)
+    from partners.preparation._worker_pool import default_workers  # noqa: PLC0415 (child mode only)
 
     started = time.perf_counter()
     summary = prepare(
@@ -479,9 +479,9 @@ def render(machine: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
     """The Markdown table of the figures, each beside its baseline and target."""
     rows = []
     notes = [
-        "Baseline: a Python loop that, for each value, normalizes it (`partners.normalize`, the"
-        " phone library for phones), hashes it with SHA-256 and HMACs the hash; no reading or"
-        " writing."
+        "Baseline: a Python loop that, for each value, normalizes it"
+        " (`partners.preparation.normalize`, the phone library for phones), hashes it with"
+        " SHA-256 and HMACs the hash; no reading or writing."
     ]
     for name, label in (("email", "emails"), ("phone", "phones, mixed formats")):
         if name in results:

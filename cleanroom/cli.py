@@ -10,16 +10,16 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 
-from cleanroom.audit_check import check_logs
-from cleanroom.clean_room import load_signer
+from cleanroom.audit.check import check_logs
 from cleanroom.config import Config, load_config
 from cleanroom.demo.run import run_demo
 from cleanroom.errors import CleanRoomError
 from cleanroom.names import SERVER_LOG
-from cleanroom.pki import create_demo_pki, partner_dns_name, write_private_file
+from cleanroom.proofs.signed_note import NoteError, NoteSigner, NoteVerifier
 from cleanroom.service.server import serve as run_server
-from cleanroom.signed_note import NoteError, NoteSigner, NoteVerifier
-from cleanroom.tls_files import read_tls
+from cleanroom.tls.files import read_tls
+from cleanroom.tls.pki import create_demo_pki, partner_dns_name, write_private_file
+from cleanroom.usecases.clean_room import load_signer
 
 console = Console()
 errors = Console(stderr=True)

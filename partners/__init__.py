@@ -2,13 +2,49 @@
 
 It normalizes and digests the brand's identifiers (the collaboration secret never leaves
 the brand), uploads the digests, asks for overlap reports and reads the query log.
+
+Holds the preparation of customer files (`partners.preparation`), the client of the clean
+room's API (`client`), the auditor's verification and export of the log (`partners.audit`),
+the rendering of results (`render`) and the command line (`cli`). Imports the common part of
+`cleanroom` (`cleanroom.v1`, `cleanroom.proofs`) and never the server. The names below are
+loaded on first use, so that `import partners` (and the command line's start) costs nothing.
 """
 
-from partners.client import CleanRoomClient, Connection
-from partners.digest import key_check_value, new_secret, read_secret, write_secret
-from partners.errors import InputError, PartnerError, ServerError
-from partners.preparation import DigestFile, PreparationSummary, prepare, read_digest_file
-from partners.resolve import ResolutionSummary, Source, resolve
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from partners.client import CleanRoomClient, Connection
+    from partners.errors import InputError, PartnerError, ServerError
+    from partners.preparation.digest import key_check_value, new_secret, read_secret, write_secret
+    from partners.preparation.pipeline import (
+        DigestFile,
+        PreparationSummary,
+        prepare,
+        read_digest_file,
+    )
+    from partners.preparation.resolve import ResolutionSummary, Source, resolve
+
+_EXPORTS = {
+    "CleanRoomClient": "partners.client",
+    "Connection": "partners.client",
+    "DigestFile": "partners.preparation.pipeline",
+    "InputError": "partners.errors",
+    "PartnerError": "partners.errors",
+    "PreparationSummary": "partners.preparation.pipeline",
+    "ResolutionSummary": "partners.preparation.resolve",
+    "ServerError": "partners.errors",
+    "Source": "partners.preparation.resolve",
+    "key_check_value": "partners.preparation.digest",
+    "new_secret": "partners.preparation.digest",
+    "prepare": "partners.preparation.pipeline",
+    "read_digest_file": "partners.preparation.pipeline",
+    "read_secret": "partners.preparation.digest",
+    "resolve": "partners.preparation.resolve",
+    "write_secret": "partners.preparation.digest",
+}
 
 __all__ = [
     "CleanRoomClient",
@@ -28,3 +64,17 @@ __all__ = [
     "resolve",
     "write_secret",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Loads an exported name from its module on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'partners' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -34,7 +34,7 @@ from cleanroom.v1 import (
     report_service_pb2_grpc,
 )
 from partners import errors
-from partners.preparation import read_digest_file
+from partners.preparation.pipeline import read_digest_file
 
 CHUNK_BYTES = 2 * 1024 * 1024  # well under gRPC's 4 MiB default message limit
 DIGEST_BYTES = 32

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cleanroom.pki import DemoPki
+from cleanroom.tls.pki import DemoPki
 from tests.support import RunningServer, make_pki, running_server
 
 

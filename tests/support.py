@@ -15,16 +15,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tomli_w
 
-from cleanroom.clean_room import CleanRoom
 from cleanroom.config import Config, parse_config
 from cleanroom.demo.deployment import loopback_connection
-from cleanroom.pki import DemoPki, create_demo_pki, partner_dns_name
+from cleanroom.proofs.signed_note import NoteSigner
 from cleanroom.service.calls import CallInterceptor
 from cleanroom.service.server import audit_interceptor, build_server
-from cleanroom.signed_note import NoteSigner
-from partners import preparation as digest_format
+from cleanroom.tls.pki import DemoPki, create_demo_pki, partner_dns_name
+from cleanroom.usecases.clean_room import CleanRoom
 from partners.client import CleanRoomClient, Connection
-from partners.digest import key_check_value
+from partners.preparation import pipeline as digest_format
+from partners.preparation.digest import key_check_value
 
 COLLABORATION = "spring-launch"
 SECRET = bytes(range(32))
@@ -126,7 +126,7 @@ class RunningServer:
 
     def events(self, method: str | None = None) -> list[Any]:
         """The collaboration's query log, read straight from the database."""
-        from cleanroom.audit import AuditFilter
+        from cleanroom.audit.log import AuditFilter
 
         return self.clean_room.audit_log.events(
             COLLABORATION, AuditFilter(method=method), after=-1, limit=1_000_000

@@ -1,7 +1,7 @@
 """The configuration file of a self-contained deployment: the demo's and the benchmarks'.
 
 One writer, so that the demo and the benchmarks describe their clean rooms the same way:
-the certificates `cleanroom.pki.create_demo_pki` made, a signing key beside them, the
+the certificates `cleanroom.tls.pki.create_demo_pki` made, a signing key beside them, the
 partners (SANs from `partner_dns_name`) and one collaboration.
 """
 
@@ -12,7 +12,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cleanroom.pki import DemoPki, partner_dns_name
+from cleanroom.tls.pki import DemoPki, partner_dns_name
 from partners.client import Connection
 
 SIGNING_KEY = "certs/log-signing.key"

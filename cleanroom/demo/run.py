@@ -26,9 +26,9 @@ from rich.rule import Rule
 
 from cleanroom.demo.customers import CustomerFiles, write_customer_files
 from cleanroom.demo.deployment import config_toml, free_loopback_port
-from cleanroom.pki import DemoPki, create_demo_pki, write_private_file
-from cleanroom.signed_note import NoteSigner
-from partners.digest import key_check_value, new_secret, write_secret
+from cleanroom.proofs.signed_note import NoteSigner
+from cleanroom.tls.pki import DemoPki, create_demo_pki, write_private_file
+from partners.preparation.digest import key_check_value, new_secret, write_secret
 
 COLLABORATION = "spring-launch"
 LOG_KEY_NAME = "cleanroom.demo"

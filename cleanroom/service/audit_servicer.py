@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import grpc
 
-from cleanroom.access import AccessPolicy
-from cleanroom.audit import AuditLog
+from cleanroom.audit.log import AuditLog
 from cleanroom.config import Role
 from cleanroom.errors import InvalidArgumentError, PermissionDeniedError
 from cleanroom.names import SERVER_LOG, CollaborationName
 from cleanroom.paging import decode_token, next_page, page_size
+from cleanroom.proofs.signed_note import Checkpoint
 from cleanroom.service import convert
 from cleanroom.service.calls import AuditedCall, current_call
-from cleanroom.signed_note import Checkpoint
+from cleanroom.usecases.access import AccessPolicy
 from cleanroom.v1 import audit_service_pb2 as pb
 from cleanroom.v1 import audit_service_pb2_grpc as pb_grpc
 

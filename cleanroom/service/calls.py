@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
-from cleanroom.access import AccessPolicy, Caller
-from cleanroom.audit import AuditEvent, AuditLog
+from cleanroom.audit.log import AuditEvent, AuditLog
 from cleanroom.errors import (
     MAX_VALUE_CHARS,
     CleanRoomError,
@@ -28,9 +27,10 @@ from cleanroom.errors import (
     clip,
 )
 from cleanroom.names import SERVER_LOG, CollaborationName
-from cleanroom.pki import certificate_identities
 from cleanroom.service.status import status_code, to_status
-from cleanroom.storage_errors import storage_refusal
+from cleanroom.storage.refusals import storage_refusal
+from cleanroom.tls.pki import certificate_identities
+from cleanroom.usecases.access import AccessPolicy, Caller
 
 log = logging.getLogger(__name__)
 

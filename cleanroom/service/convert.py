@@ -8,15 +8,16 @@ from typing import Literal
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from cleanroom import merkle
-from cleanroom.audit import AuditEvent, AuditFilter
-from cleanroom.budget import PrivacyBudget
-from cleanroom.catalog import DatasetRecord
+from cleanroom.audit.log import AuditEvent, AuditFilter
 from cleanroom.config import PrivacyPolicy
 from cleanroom.errors import InvalidArgumentError
+from cleanroom.matching.question import OverlapQuestion
 from cleanroom.names import CollaborationName, DatasetName, partner_name
-from cleanroom.overlap import OverlapQuestion, OverlapReport, ReleasedCount
-from cleanroom.upload import UploadHeader
+from cleanroom.privacy.budget import PrivacyBudget
+from cleanroom.privacy.report import OverlapReport, ReleasedCount
+from cleanroom.proofs import merkle
+from cleanroom.storage.catalog import DatasetRecord
+from cleanroom.usecases.upload import UploadHeader
 from cleanroom.v1 import (
     audit_event_pb2,
     audit_service_pb2,

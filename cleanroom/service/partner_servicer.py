@@ -8,13 +8,13 @@ from collections.abc import Iterator
 
 import grpc
 
-from cleanroom.datasets import Datasets
 from cleanroom.errors import InvalidArgumentError
 from cleanroom.names import CollaborationName, DatasetName
 from cleanroom.paging import decode_token, next_page, page_size
 from cleanroom.service import convert
 from cleanroom.service.calls import current_call
 from cleanroom.service.idle import IdleWatch
+from cleanroom.usecases.datasets import Datasets
 from cleanroom.v1 import partner_service_pb2 as pb
 from cleanroom.v1 import partner_service_pb2_grpc as pb_grpc
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import grpc
 
 from cleanroom.names import CollaborationName, OverlapReportName, privacy_budget_collaboration
-from cleanroom.overlap import OverlapReport
 from cleanroom.paging import decode_token, next_page, page_size
-from cleanroom.reports import Reports
+from cleanroom.privacy.report import OverlapReport
 from cleanroom.service import convert
 from cleanroom.service.calls import current_call
+from cleanroom.usecases.reports import Reports
 from cleanroom.v1 import overlap_report_pb2
 from cleanroom.v1 import report_service_pb2 as pb
 from cleanroom.v1 import report_service_pb2_grpc as pb_grpc

@@ -12,15 +12,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from cleanroom.clean_room import CleanRoom
 from cleanroom.config import Config, TlsConfig
 from cleanroom.errors import ConfigError
-from cleanroom.retention import RetentionSweeper, sweep
 from cleanroom.service.audit_servicer import AuditServicer
 from cleanroom.service.calls import CallInterceptor
 from cleanroom.service.partner_servicer import PartnerServicer
 from cleanroom.service.report_servicer import ReportServicer
-from cleanroom.tls_files import read_tls
+from cleanroom.tls.files import read_tls
+from cleanroom.usecases.clean_room import CleanRoom
+from cleanroom.usecases.retention import RetentionSweeper, sweep
 from cleanroom.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,

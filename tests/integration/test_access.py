@@ -13,9 +13,9 @@ import grpc
 import numpy as np
 import pytest
 
-from cleanroom.audit import AuditFilter
+from cleanroom.audit.log import AuditFilter
 from cleanroom.names import SERVER_LOG
-from cleanroom.pki import certificate_identities, create_demo_pki
+from cleanroom.tls.pki import certificate_identities, create_demo_pki
 from cleanroom.v1 import partner_service_pb2, partner_service_pb2_grpc
 from partners.client import CleanRoomClient, Connection
 from partners.errors import ServerError

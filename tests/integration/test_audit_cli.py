@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from cleanroom.cli import main as operator_main
-from cleanroom.signed_note import NoteSigner
+from cleanroom.proofs.signed_note import NoteSigner
 from partners.cli import main as partner_main
 from tests.integration.test_partner_cli import env_for
 from tests.support import (

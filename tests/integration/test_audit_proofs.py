@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cleanroom import merkle
-from cleanroom.audit_check import check_logs
+from cleanroom.audit.check import check_logs
 from cleanroom.names import DatasetName
-from cleanroom.pki import DemoPki
-from cleanroom.signed_note import NoteSigner, NoteVerifier
-from partners.audit_export import export_events
-from partners.audit_verify import AuditorState, Verdict, verify_log
+from cleanroom.proofs import merkle
+from cleanroom.proofs.signed_note import NoteSigner, NoteVerifier
+from cleanroom.tls.pki import DemoPki
+from partners.audit.export import export_events
+from partners.audit.verify import AuditorState, Verdict, verify_log
 from partners.errors import AccessDeniedError
 from tests.support import (
     COLLABORATION,

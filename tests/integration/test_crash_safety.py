@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cleanroom.audit_check import check_logs
-from cleanroom.budget import to_micro
-from cleanroom.clean_room import CleanRoom
+from cleanroom.audit.check import check_logs
 from cleanroom.config import load_config
 from cleanroom.demo.deployment import free_loopback_port, loopback_connection
-from cleanroom.pki import DemoPki
-from cleanroom.signed_note import NoteVerifier
+from cleanroom.privacy.budget import to_micro
+from cleanroom.proofs.signed_note import NoteVerifier
+from cleanroom.tls.pki import DemoPki
+from cleanroom.usecases.clean_room import CleanRoom
 from partners.client import CleanRoomClient
 from partners.errors import PartnerError
 from tests.support import (

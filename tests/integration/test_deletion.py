@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cleanroom.pki import DemoPki
-from cleanroom.retention import CALLER, METHOD, sweep
+from cleanroom.tls.pki import DemoPki
+from cleanroom.usecases.retention import CALLER, METHOD, sweep
 from tests.privacy.attack import fresh, upload
 from tests.support import COLLABORATION, files_under, running_server
 

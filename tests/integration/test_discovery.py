@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from cleanroom.audit import AuditFilter
+from cleanroom.audit.log import AuditFilter
 from cleanroom.names import SERVER_LOG
 from tests.support import RunningServer
 

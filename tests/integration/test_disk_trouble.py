@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cleanroom.demo.deployment import free_loopback_port, loopback_connection
-from cleanroom.pki import DemoPki
+from cleanroom.tls.pki import DemoPki
 from partners.client import CleanRoomClient
 from partners.errors import PrivacyRuleError
 from tests.support import (

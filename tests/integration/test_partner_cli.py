@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from partners.cli import main
-from partners.digest import write_secret
+from partners.preparation.digest import write_secret
 from tests.support import COLLABORATION, SECRET, RunningServer
 
 

@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
-from cleanroom.pki import DemoPki
+from cleanroom.tls.pki import DemoPki
 from cleanroom.v1 import partner_service_pb2_grpc
 from tests.integration.test_uploads import (
     chunk_message,

@@ -20,7 +20,7 @@ from grpc_status import rpc_status
 from pyarrow import ipc
 
 import partners.client
-from cleanroom.audit import AuditFilter
+from cleanroom.audit.log import AuditFilter
 from cleanroom.names import SERVER_LOG, DatasetName
 from cleanroom.v1 import partner_service_pb2, partner_service_pb2_grpc
 from partners.errors import ServerError

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from cleanroom.pki import DemoPki
+from cleanroom.tls.pki import DemoPki
 from cleanroom.v1 import overlap_report_pb2
 from partners.errors import PrivacyRuleError
 from tests.privacy.attack import fresh, upload

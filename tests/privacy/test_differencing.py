@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cleanroom.pki import DemoPki
+from cleanroom.tls.pki import DemoPki
 from partners.errors import PrivacyRuleError
 from tests.privacy.attack import fresh, upload
 from tests.support import COLLABORATION, running_server

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import chisquare
 
+from cleanroom.matching.question import OverlapQuestion
 from cleanroom.names import DatasetName
-from cleanroom.noise import add_noise, calibrate, sensitivity
-from cleanroom.overlap import OverlapQuestion
-from cleanroom.pki import DemoPki
+from cleanroom.privacy.noise import add_noise, calibrate, sensitivity
+from cleanroom.tls.pki import DemoPki
 from tests.privacy.attack import fresh, upload
 from tests.support import COLLABORATION, running_server
 

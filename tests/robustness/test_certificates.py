@@ -28,9 +28,9 @@ import numpy as np
 import pytest
 import tomli_w
 
-from cleanroom.audit import AuditFilter
+from cleanroom.audit.log import AuditFilter
 from cleanroom.names import SERVER_LOG
-from cleanroom.pki import (
+from cleanroom.tls.pki import (
     CertificateFiles,
     DemoPki,
     certificate_identities,

@@ -51,8 +51,8 @@ from pyarrow import ipc
 
 from cleanroom.demo.deployment import free_loopback_port
 from cleanroom.names import SERVER_LOG
-from cleanroom.pki import DemoPki
-from cleanroom.signed_note import NoteVerifier
+from cleanroom.proofs.signed_note import NoteVerifier
+from cleanroom.tls.pki import DemoPki
 from cleanroom.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,
@@ -62,7 +62,7 @@ from cleanroom.v1 import (
     report_service_pb2,
     report_service_pb2_grpc,
 )
-from partners.audit_verify import AuditorState, verify_log
+from partners.audit.verify import AuditorState, verify_log
 from partners.client import CleanRoomClient, Connection
 from partners.errors import ServerError
 from tests.support import (

@@ -29,17 +29,17 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from cleanroom.audit import AuditFilter
+from cleanroom.audit.log import AuditFilter
 from cleanroom.names import SERVER_LOG
-from cleanroom.pki import DemoPki
-from cleanroom.signed_note import NoteVerifier
+from cleanroom.proofs.signed_note import NoteVerifier
+from cleanroom.tls.pki import DemoPki
 from cleanroom.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,
     partner_service_pb2,
     partner_service_pb2_grpc,
 )
-from partners.audit_verify import AuditorState, verify_log
+from partners.audit.verify import AuditorState, verify_log
 from partners.client import CleanRoomClient
 from partners.errors import ServerError
 from tests.support import (

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from partners.digest import (
+from partners.errors import InputError
+from partners.preparation.digest import (
     SECRET_BYTES,
     decode_sha256,
     decode_sha256_column,
@@ -29,8 +30,7 @@ from partners.digest import (
     type_key,
     write_secret,
 )
-from partners.errors import InputError
-from partners.normalize import InvalidIdentifierError
+from partners.preparation.normalize import InvalidIdentifierError
 
 SECRET = bytes(range(32))
 COLLABORATION = "collaborations/acme-globex"

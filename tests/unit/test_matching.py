@@ -10,19 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cleanroom.matching import (
+from cleanroom.matching.engine import DatasetTable
+from cleanroom.matching.layout import digest_words, sort_digests, sorted_layout
+from cleanroom.matching.memory import (
     ArrowMatcher,
-    DatasetTable,
     SortedDigests,
     digest_index,
-    digest_words,
     key_ranges,
     match_sorted,
-    sort_digests,
-    sorted_layout,
 )
+from cleanroom.matching.question import OverlapQuestion
 from cleanroom.names import DatasetName
-from cleanroom.overlap import OverlapQuestion
 
 TYPES = ("email", "phone")
 TIERS = ("gold", "silver", None)

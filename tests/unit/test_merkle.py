@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cleanroom import merkle
+from cleanroom.proofs import merkle
 
 SIZES = range(1, 65)
 

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from partners._columns import column_normalizer_for
 from partners.errors import InputError
-from partners.normalize import (
+from partners.preparation._columns import column_normalizer_for
+from partners.preparation.normalize import (
     BUILTIN_TYPES,
     InvalidIdentifierError,
     Normalized,
@@ -614,7 +614,7 @@ def test_phone_column_matches_row_by_row_on_digits_and_separators(
 
 def test_phone_column_decides_common_formats_without_the_library() -> None:
     # The metadata path, not the library, handles national and international formats.
-    from partners._phone_plans import PhoneFastPath
+    from partners.preparation._phone_plans import PhoneFastPath
 
     numbers = ["(415) 555-2671", "1-415-555-2671", "555-555-5555", "+44 20 7946 0958"]
     text = pa.array(numbers + ["+44 20 7946 0958"] * 15)  # enough of a country for a plan

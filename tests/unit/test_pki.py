@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cleanroom.errors import InvalidArgumentError
-from cleanroom.pki import (
+from cleanroom.tls.pki import (
     CertificateFiles,
     CertificateIdentity,
     certificate_identities,

@@ -20,14 +20,14 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from partners import _sources
-from partners import preparation as prepare_module
-from partners._first_rows import DuplicateFinder
 from partners.cli import main
-from partners.digest import key_check_value, type_key, write_secret
 from partners.errors import InputError
-from partners.normalize import InvalidIdentifierError, normalizer_for
-from partners.preparation import (
+from partners.preparation import _sources
+from partners.preparation import pipeline as prepare_module
+from partners.preparation._first_rows import DuplicateFinder
+from partners.preparation.digest import key_check_value, type_key, write_secret
+from partners.preparation.normalize import InvalidIdentifierError, normalizer_for
+from partners.preparation.pipeline import (
     DigestFile,
     PreparationSummary,
     TypeSummary,

@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 
 from cleanroom.config import PrivacyPolicy
 from cleanroom.errors import FailedPreconditionError
+from cleanroom.matching.question import ExactOverlap, OverlapQuestion
 from cleanroom.names import DatasetName, OverlapReportName
-from cleanroom.overlap import ExactOverlap, OverlapQuestion, OverlapReport, SuppressionReason
-from cleanroom.release import ReportIdentity, release
+from cleanroom.privacy.release import ReportIdentity, release
+from cleanroom.privacy.report import OverlapReport, SuppressionReason
 
 A, B, C = (DatasetName("room", d) for d in ("a", "b", "c"))
 QUESTION = OverlapQuestion(A, (B, C), "tier")

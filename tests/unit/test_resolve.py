@@ -18,13 +18,13 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from partners import _sources
-from partners._components import connected_components, link_records
 from partners.cli import main
-from partners.digest import type_key
 from partners.errors import InputError
-from partners.preparation import prepare
-from partners.resolve import ResolutionSummary, SharedIdentifier, Source, resolve
+from partners.preparation import _sources
+from partners.preparation._components import connected_components, link_records
+from partners.preparation.digest import type_key
+from partners.preparation.pipeline import prepare
+from partners.preparation.resolve import ResolutionSummary, SharedIdentifier, Source, resolve
 
 MAID_1 = "6d92078a-8246-4ba4-ae5b-76104861e7dc"
 MAID_2 = "ea7583cd-a667-48bc-b806-42ecb2b48606"

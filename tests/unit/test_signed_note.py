@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from cleanroom.signed_note import Checkpoint, NoteError, NoteSigner, NoteVerifier
+from cleanroom.proofs.signed_note import Checkpoint, NoteError, NoteSigner, NoteVerifier
 
 CHECKPOINT = Checkpoint("cleanroom.test/collaborations/spring", 42, bytes(range(32)))
 

@@ -1,0 +1,73 @@
+"""The columnar files of committed datasets, one Arrow IPC file each, under the data directory.
+
+A file reaches its final place only whole: it is written under `tmp/`, flushed to disk,
+then renamed. Files that no catalog row names (left by a crash) are removed at start.
+
+Each file holds one record batch, so that every column is one contiguous buffer: opened
+memory-mapped, a digest column is a NumPy view of the page cache, read by the matcher
+without a copy (the layout of the rows is `cleanroom.matching.layout.sorted_layout`'s).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+from pyarrow import ipc
+
+
+class DatasetFiles:
+    """The dataset files under `root/datasets` and the upload scratch space `root/tmp`."""
+
+    def __init__(self, root: Path) -> None:
+        self.datasets_dir = root / "datasets"
+        self.tmp_dir = root / "tmp"
+        self.datasets_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def scratch_file(self, suffix: str) -> Path:
+        """A fresh path under `tmp/` for a file being written."""
+        return self.tmp_dir / f"{uuid.uuid4().hex}{suffix}"
+
+    def commit(self, table: pa.Table, *, collaboration: str, dataset: str) -> str:
+        """Writes `table` durably to its final place and returns its file name."""
+        file_name = f"{collaboration}--{dataset}--{uuid.uuid4().hex}.arrow"
+        scratch = self.scratch_file(".arrow")
+        try:
+            with pa.OSFile(str(scratch), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table.combine_chunks(), max_chunksize=max(1, table.num_rows))
+            _fsync(scratch)
+            os.replace(scratch, self.datasets_dir / file_name)
+            _fsync(self.datasets_dir)
+        finally:
+            scratch.unlink(missing_ok=True)
+        return file_name
+
+    def open(self, file_name: str) -> pa.Table:
+        """The table of a committed file, memory-mapped rather than read."""
+        source = pa.memory_map(str(self.datasets_dir / file_name), "r")
+        return ipc.open_file(source).read_all()
+
+    def delete(self, file_name: str) -> None:
+        """Removes a committed file for good."""
+        (self.datasets_dir / file_name).unlink(missing_ok=True)
+        _fsync(self.datasets_dir)
+
+    def remove_orphans(self, keep: set[str]) -> list[str]:
+        """Removes scratch files and dataset files not in `keep`; returns what it removed."""
+        removed = []
+        for path in [*self.tmp_dir.iterdir(), *self.datasets_dir.iterdir()]:
+            if path.parent == self.tmp_dir or path.name not in keep:
+                path.unlink()
+                removed.append(str(path))
+        return removed
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,81 @@
+"""The clean room as a whole: its storage opened, its domain services wired together."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+from cleanroom.audit.log import AuditLog
+from cleanroom.config import Config
+from cleanroom.errors import ConfigError, FailedPreconditionError
+from cleanroom.matching.engine import Matcher
+from cleanroom.matching.memory import ArrowMatcher
+from cleanroom.proofs.signed_note import NoteError, NoteSigner
+from cleanroom.storage.catalog import Catalog
+from cleanroom.storage.database import Database
+from cleanroom.storage.dataset_files import DatasetFiles
+from cleanroom.usecases.access import AccessPolicy
+from cleanroom.usecases.datasets import Datasets
+from cleanroom.usecases.reports import Reports
+
+log = logging.getLogger(__name__)
+
+
+class CleanRoom:
+    """Everything a server serves, over one data directory that no other server may open."""
+
+    def __init__(self, config: Config, *, matcher: Matcher | None = None) -> None:
+        data_dir = config.server.data_dir
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(
+                "server.data_dir", f"cannot use {data_dir} as a directory: {error.strerror}"
+            ) from None
+        self._lock_fd = _lock(data_dir / "LOCK")
+        self.config = config
+        self.database = Database(data_dir / "cleanroom.sqlite3")
+        self.catalog = Catalog(self.database)
+        self.files = DatasetFiles(data_dir)
+        removed = self.files.remove_orphans(self.catalog.dataset_file_names())
+        if removed:
+            log.warning("removed %d files left by interrupted uploads: %s", len(removed), removed)
+        self.access = AccessPolicy(config)
+        self.audit_log = AuditLog(self.database, load_signer(config.server.audit_signing_key))
+        self.datasets = Datasets(self.access, self.catalog, self.files)
+        self.reports = Reports(self.access, self.catalog, self.files, matcher or ArrowMatcher())
+
+    def close(self) -> None:
+        """Closes the database and releases the data directory."""
+        self.database.close()
+        os.close(self._lock_fd)
+
+
+def load_signer(path: Path) -> NoteSigner:
+    """The key that signs the query logs' checkpoints, from its file."""
+    key = "server.audit.signing_key"
+    try:
+        return NoteSigner.from_key(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(key, f"cannot read {path}: {error.strerror}") from None
+    except (NoteError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            key, f"{path} is not a signer key ({error}); make one with `cleanroom audit keygen`"
+        ) from None
+
+
+def _lock(path: os.PathLike[str]) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FailedPreconditionError(
+            "DATA_DIR_IN_USE",
+            f"Another server is using the data directory {os.fspath(path)!r}'s parent;"
+            " stop it first or use another data_dir.",
+            path=os.fspath(path),
+        ) from None
+    return fd

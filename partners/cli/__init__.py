@@ -1,0 +1,89 @@
+"""`cleanroom-partner`: the command line of brands' engineers, marketers and auditors.
+
+Each group of commands is a module of this package, loaded only when one of its commands
+runs, so that `--help` and every command start without loading what they do not use. The
+command modules import the rest of the toolkit; this file imports only click.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# Command name: (module of this package, the command's attribute, its one-line help). The
+# help is repeated here so that `--help` lists the commands without importing them; a
+# test checks it against each command's own.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "audit": ("audit", "audit", "Read the collaboration's query log (auditors)."),
+    "budget": (
+        "reports",
+        "budget",
+        "Show the collaboration's privacy budget: spent and remaining epsilon.",
+    ),
+    "datasets": ("datasets", "datasets", "List, show and delete your brand's datasets."),
+    "kcv": (
+        "secrets",
+        "kcv",
+        "Print the key check value of a secret, to compare with the collaboration's.",
+    ),
+    "keygen": (
+        "secrets",
+        "keygen",
+        "Create a new collaboration secret and print its key check value (KCV).",
+    ),
+    "prepare": (
+        "preparation",
+        "prepare_command",
+        "Normalize and digest SOURCE (CSV or Parquet) into the digests file DESTINATION.",
+    ),
+    "report": ("reports", "report", "Create, get and list overlap reports."),
+    "resolve": (
+        "preparation",
+        "resolve_command",
+        "Link records of your sources that share an identifier into persons.",
+    ),
+    "upload": (
+        "datasets",
+        "upload",
+        "Upload a digests file written by `prepare` as a new dataset.",
+    ),
+}
+
+
+class _LazyGroup(click.Group):
+    """A group whose commands are imported when they are looked up to run."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute, _ = COMMANDS[cmd_name]
+        command = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+        if not isinstance(command, click.Command):  # a wrong table: a bug
+            raise TypeError(f"{module}.{attribute} is not a command")
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        rows = [
+            (name, click.Command(name, help=COMMANDS[name][2]).get_short_help_str(limit))
+            for name in self.list_commands(ctx)
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cleanroom")
+def main() -> None:
+    """The partner toolkit of the clean room: prepare, upload, report, audit.
+
+    Your customer file never leaves your machine: `prepare` turns it into salted digests
+    with the collaboration secret, and only those are uploaded.
+    """
+
+
+__all__ = ["COMMANDS", "main"]

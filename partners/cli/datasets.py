@@ -1,0 +1,90 @@
+"""Uploading and managing datasets: `upload` and `datasets`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from partners import render
+from partners.cli._common import (
+    client_for,
+    connection_options,
+    console,
+    errors,
+    reported_errors,
+    resource_name,
+)
+from partners.preparation.pipeline import read_digest_file
+
+
+@click.command()
+@click.argument("digests", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--dataset-id", required=True, help="The new dataset's id, e.g. acme-customers.")
+@connection_options
+def upload(digests: Path, dataset_id: str, **options: Any) -> None:
+    """Upload a digests file written by `prepare` as a new dataset."""
+    with reported_errors():
+        info = read_digest_file(digests)
+        with client_for(options) as client, Progress(
+            TextColumn("uploading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=errors, transient=True,
+        ) as progress:  # fmt: skip
+            task = progress.add_task("upload", total=info.row_count)
+            dataset = client.upload(
+                digests, dataset_id=dataset_id, progress=lambda rows: progress.advance(task, rows)
+            )
+        console.print(f"uploaded {dataset.name}: {dataset.row_count:,} rows")
+        for stats in dataset.identifier_stats:
+            console.print(
+                f"  {stats.identifier_type}: {stats.present_count:,} digests,"
+                f" {stats.duplicate_count:,} repeats dropped by the server"
+            )
+
+
+@click.group()
+def datasets() -> None:
+    """List, show and delete your brand's datasets."""
+
+
+@datasets.command(name="list")
+@click.option("--collaboration", required=True)
+@click.option("--json", "as_json", is_flag=True)
+@connection_options
+def datasets_list(collaboration: str, as_json: bool, **options: Any) -> None:
+    """List your brand's datasets in a collaboration."""
+    with reported_errors(), client_for(options) as client:
+        items = list(client.list_datasets(f"collaborations/{collaboration}"))
+        if as_json:
+            click.echo(render.as_json(items))
+        else:
+            console.print(render.datasets_table(items))
+
+
+@datasets.command(name="show")
+@click.argument("dataset")
+@click.option("--collaboration", default="", help="Needed when DATASET is a short id.")
+@connection_options
+def datasets_show(dataset: str, collaboration: str, **options: Any) -> None:
+    """Show one dataset (a full name, or an id with --collaboration) as JSON."""
+    with reported_errors(), client_for(options) as client:
+        click.echo(
+            render.as_json(client.get_dataset(resource_name(collaboration, "datasets", dataset)))
+        )
+
+
+@datasets.command(name="delete")
+@click.argument("dataset")
+@click.option("--collaboration", default="", help="Needed when DATASET is a short id.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@connection_options
+def datasets_delete(dataset: str, collaboration: str, yes: bool, **options: Any) -> None:
+    """Delete one of your datasets and its data, for good."""
+    name = resource_name(collaboration, "datasets", dataset)
+    if not yes:
+        click.confirm(f"Delete {name} and all its data?", abort=True)
+    with reported_errors(), client_for(options) as client:
+        client.delete_dataset(name)
+        console.print(f"deleted {name}")
