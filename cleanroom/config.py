@@ -42,6 +42,34 @@ class TlsConfig:
     client_ca: Path
 
 
+ENGINE_KINDS = ("memory", "spark")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The matching engine (`[server.engine]`): in memory, or Spark with its copies' location.
+
+    Attributes:
+        kind: "memory" (the default) or "spark".
+        master: The Spark master URL: local[N], spark://host:port, k8s://https://host:port.
+        settings: Spark settings (`spark.*` keys), passed to the session as they are.
+        location: Where the datasets' prefix-range copies go, read by the executors: a
+            path or a URI (README, "Scaling"). Default: `ranges/` in the data directory.
+        ranges: Prefix ranges per copy, a power of two; fixed for a location's life.
+        probe_seconds: How long a start-up probe job may wait for an executor.
+        driver_rows: Questions over fewer rows (all their datasets together) are matched
+            on the server by the in-memory engine, faster than any Spark job.
+    """
+
+    kind: str = "memory"
+    master: str = "local[*]"
+    settings: Mapping[str, str] = field(default_factory=dict)
+    location: str = ""
+    ranges: int = 64
+    probe_seconds: float = 60.0
+    driver_rows: int = 1_000_000
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Where the server listens and keeps its data, and the key that signs its logs."""
@@ -54,6 +82,7 @@ class ServerConfig:
     max_upload_message_bytes: int = 4 * 1024 * 1024
     upload_idle_timeout_seconds: float = 60.0
     retention_sweep_seconds: float = 3600.0
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
 
 @dataclass(frozen=True)
@@ -253,7 +282,9 @@ _SERVER_KEYS = {
     "max_upload_message_bytes",
     "upload_idle_timeout_seconds",
     "retention_sweep_seconds",
+    "engine",
 }
+_ENGINE_KEYS = {"kind", "master", "settings", "location", "ranges", "probe_seconds", "driver_rows"}
 _TLS_KEYS = {"certificate", "private_key", "client_ca"}
 _AUDIT_KEYS = {"signing_key"}
 _PARTNER_KEYS = {"id", "display_name", "certificate_names", "administrator"}
@@ -308,6 +339,54 @@ def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
         max_upload_message_bytes=max_message,
         upload_idle_timeout_seconds=_seconds(table, "upload_idle_timeout_seconds", 60.0),
         retention_sweep_seconds=_seconds(table, "retention_sweep_seconds", 3600.0),
+        engine=_parse_engine(
+            _Table(table.get("engine", dict, {}), table.child("engine"), _ENGINE_KEYS),
+            base_dir,
+            path(table, "data_dir"),
+        ),
+    )
+
+
+def _parse_engine(table: _Table, base_dir: Path, data_dir: Path) -> EngineConfig:
+    kind = table.get("kind", str, "memory")
+    if kind not in ENGINE_KINDS:
+        raise ConfigError(
+            table.child("kind"), f"must be {' or '.join(map(repr, ENGINE_KINDS))}, got {kind!r}"
+        )
+    settings: dict[str, str] = {}
+    for name, value in table.get("settings", dict, {}).items():
+        if not name.startswith("spark.") or isinstance(value, dict | list):
+            raise ConfigError(
+                table.child(f"settings.{name}"),
+                "Spark settings are spark.* keys, quoted (\"spark.executor.memory\" = \"4g\"),"
+                " with a string, number or boolean value",
+            )
+        settings[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    location = table.get("location", str, "")
+    if not location:
+        location = str(data_dir / "ranges")
+    elif "://" not in location:
+        location = str(base_dir / Path(location))
+    elif location.split("://", 1)[0] not in ("file", "hdfs", "viewfs", "s3", "s3a", "gs"):
+        raise ConfigError(
+            table.child("location"), "must be a path or a file://, hdfs://, s3a:// or gs:// URI"
+        )
+    ranges = table.get("ranges", int, 64)
+    if ranges < 1 or ranges & (ranges - 1) or ranges > 65536:
+        raise ConfigError(
+            table.child("ranges"), f"must be a power of two from 1 to 65536, got {ranges}"
+        )
+    driver_rows = table.get("driver_rows", int, 1_000_000)
+    if driver_rows < 0:
+        raise ConfigError(table.child("driver_rows"), f"must be 0 or more, got {driver_rows}")
+    return EngineConfig(
+        kind=kind,
+        master=table.get("master", str, "local[*]"),
+        settings=settings,
+        location=location,
+        ranges=ranges,
+        probe_seconds=_seconds(table, "probe_seconds", 60.0),
+        driver_rows=driver_rows,
     )
 
 

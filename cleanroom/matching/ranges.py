@@ -23,7 +23,7 @@ import os
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
 import numpy as np
@@ -43,6 +43,11 @@ SEGMENTS = "segments.parquet"
 DIGEST = "digest"
 ROW = "row"
 NO_SEGMENT = -1  # the code of a row without a segment value
+
+
+def copy_key(file_name: str) -> str:
+    """The key of a dataset's range copy: its committed file's name, without suffix."""
+    return PurePosixPath(file_name).stem
 
 
 def segment_field(column: str) -> str:
