@@ -69,8 +69,9 @@ class DatasetFiles:
                 self.copies.write(
                     DatasetTable(name, table, identifier_types, segment_columns, file_name)
                 )
-            except BaseException:
-                self.delete(file_name)
+            except BaseException:  # the copy removed what it wrote; the file goes too
+                (self.datasets_dir / file_name).unlink(missing_ok=True)
+                _fsync(self.datasets_dir)
                 raise
         return file_name
 

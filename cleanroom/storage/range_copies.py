@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import logging
 
+import pyarrow as pa
+
+from cleanroom.errors import UnavailableError
 from cleanroom.matching.engine import DatasetTable
 from cleanroom.matching.ranges import RangeLocation, copy_key, write_ranges
+from cleanroom.storage.refusals import storage_refusal
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +29,32 @@ class RangeCopies:
         self.location.filesystem.create_dir(self.location.root, recursive=True)
 
     def write(self, dataset: DatasetTable) -> None:
-        """Writes the copy of a committed dataset, whole or not at all."""
+        """Writes the copy of a committed dataset, whole or not at all.
+
+        Raises:
+            UnavailableError: The location cannot be written (or ResourceExhaustedError:
+                it is full); nothing of the copy is left.
+        """
         key = copy_key(dataset.file_name)
         try:
             write_ranges(dataset, self.location, key, self.ranges)
+        except (OSError, pa.ArrowException) as error:
+            log.error("could not write the range copy of %s: %s", dataset.name, error)
+            self._delete_quietly(key)
+            raise storage_refusal(error) or UnavailableError(
+                "COPY_LOCATION_UNAVAILABLE",
+                "The server could not write the matching engine's copy of the dataset, so"
+                " nothing was stored. Try again later; the operator's log has the error.",
+            ) from None
         except BaseException:
-            self.location.delete(key)
+            self._delete_quietly(key)
             raise
+
+    def _delete_quietly(self, key: str) -> None:
+        try:
+            self.location.delete(key)
+        except (OSError, pa.ArrowException) as error:  # the location is broken: left to start
+            log.error("could not remove the partial range copy %s: %s", key, error)
 
     def has(self, file_name: str) -> bool:
         """Whether the dataset committed as `file_name` has a complete copy."""
