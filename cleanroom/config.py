@@ -358,7 +358,7 @@ def _parse_engine(table: _Table, base_dir: Path, data_dir: Path) -> EngineConfig
         if not name.startswith("spark.") or isinstance(value, dict | list):
             raise ConfigError(
                 table.child(f"settings.{name}"),
-                "Spark settings are spark.* keys, quoted (\"spark.executor.memory\" = \"4g\"),"
+                'Spark settings are spark.* keys, quoted ("spark.executor.memory" = "4g"),'
                 " with a string, number or boolean value",
             )
         settings[name] = str(value).lower() if isinstance(value, bool) else str(value)

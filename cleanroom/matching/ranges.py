@@ -24,7 +24,7 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -113,7 +113,7 @@ class RangeLocation:
         """The path of a file of the copy `key`."""
         return posixpath.join(self.root, key, *parts)
 
-    def keys(self) -> list[str]:
+    def stored_keys(self) -> list[str]:
         """The keys of every copy present, complete or not."""
         try:
             infos = self.filesystem.get_file_info(fs.FileSelector(self.root, allow_not_found=True))
@@ -160,42 +160,19 @@ def write_ranges(dataset: DatasetTable, location: RangeLocation, key: str, range
     The dataset's sorted digests are cut where each range starts: nothing is sorted again.
     """
     rows = dataset.row_count
-    row_type = pa.int32() if rows < 2**31 else pa.int64()
     codes = {s: _segment_codes(dataset.table, s) for s in dataset.segment_columns}
     location.filesystem.create_dir(location.path(key), recursive=True)
-    present: dict[str, list[int]] = {}
-    starts = range_starts(ranges)
-    for identifier_type in dataset.identifier_types:
-        index = digest_index(dataset, identifier_type)
-        held = index.row_of(np.arange(len(index), dtype=np.intp))
-        cuts = [*np.searchsorted(index.keys, starts[1:]).tolist(), len(index)]
-        location.filesystem.create_dir(location.path(key, identifier_type), recursive=True)
-        present[identifier_type] = []
-        begin = 0
-        for number, end in enumerate(cuts):
-            if end > begin:
-                columns: dict[str, pa.Array[Any]] = {
-                    DIGEST: pa.FixedSizeBinaryArray.from_buffers(
-                        pa.binary(DIGEST_BYTES),
-                        end - begin,
-                        [None, pa.py_buffer(np.ascontiguousarray(index.words[begin:end]).data)],
-                    ),
-                    ROW: pa.array(held[begin:end], row_type),
-                }
-                for segment, values in codes.items():
-                    columns[segment_field(segment)] = pa.array(values[held[begin:end]], pa.int16())
-                _write(location, location.path(key, identifier_type, f"{number:05d}.parquet"),
-                       pa.table(columns))  # fmt: skip
-                present[identifier_type].append(number)
-            begin = end
+    present = {
+        t: _write_type(dataset, t, codes, location=location, key=key, ranges=ranges)
+        for t in dataset.identifier_types
+    }
     manifest = RangeManifest(ranges=ranges, row_count=rows, present=present)
     if codes:
-        _write(location, location.path(key, SEGMENTS),
-               pa.table({segment_field(s): pa.array(v, pa.int16()) for s, v in codes.items()}))  # fmt: skip
+        segments = pa.table({segment_field(s): pa.array(v, pa.int16()) for s, v in codes.items()})
+        _write(location, location.path(key, SEGMENTS), segments)
         labels = {s: _labels(dataset.table, s) for s in codes}
         counts = {
-            s: np.bincount(v[v >= 0], minlength=len(labels[s])).tolist()
-            + [int((v < 0).sum())]
+            s: [*np.bincount(v[v >= 0], minlength=len(labels[s])).tolist(), int((v < 0).sum())]
             for s, v in codes.items()
         }
         manifest = RangeManifest(ranges, rows, present, labels, counts)
@@ -208,9 +185,46 @@ def write_ranges(dataset: DatasetTable, location: RangeLocation, key: str, range
         _fsync_dir(location.root)
 
 
+def _write_type(
+    dataset: DatasetTable,
+    identifier_type: str,
+    codes: Mapping[str, npt.NDArray[np.int16]],
+    *,
+    location: RangeLocation,
+    key: str,
+    ranges: int,
+) -> list[int]:
+    """Writes the range files of one identifier type; returns the ranges written."""
+    row_type = pa.int32() if dataset.row_count < 2**31 else pa.int64()
+    index = digest_index(dataset, identifier_type)
+    held = index.row_of(np.arange(len(index), dtype=np.intp))
+    cuts = [0, *np.searchsorted(index.keys, range_starts(ranges)[1:]).tolist(), len(index)]
+    location.filesystem.create_dir(location.path(key, identifier_type), recursive=True)
+    written = []
+    for number in range(ranges):
+        begin, end = cuts[number], cuts[number + 1]
+        if end == begin:
+            continue
+        words = np.ascontiguousarray(index.words[begin:end])
+        columns: dict[str, pa.Array[Any]] = {
+            DIGEST: pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(DIGEST_BYTES), end - begin, [None, pa.py_buffer(words.data)]
+            ),
+            ROW: pa.array(held[begin:end], row_type),
+        }
+        for segment, values in codes.items():
+            columns[segment_field(segment)] = pa.array(values[held[begin:end]], pa.int16())
+        path = location.path(key, identifier_type, f"{number:05d}.parquet")
+        _write(location, path, pa.table(columns))
+        written.append(number)
+    return written
+
+
 def _write(location: RangeLocation, path: str, table: pa.Table) -> None:
     """One Parquet file: digests neither compressed nor dictionary-encoded (they are random)."""
-    compression = {name: "none" if name == DIGEST else "snappy" for name in table.column_names}
+    compression: dict[str, Literal["gzip", "brotli", "lz4", "zstd", "snappy", "none"]] = {
+        name: "none" if name == DIGEST else "snappy" for name in table.column_names
+    }
     pq.write_table(
         table,
         path,
@@ -225,7 +239,7 @@ def _write(location: RangeLocation, path: str, table: pa.Table) -> None:
 
 def _segment_codes(table: pa.Table, column: str) -> npt.NDArray[np.int16]:
     """The code of each row's value of a segment column, NO_SEGMENT for none."""
-    array = cast("pa.DictionaryArray[Any, Any]", _dictionary(table, column))
+    array = _dictionary(table, column)
     indices = cast("pa.Array[Any]", array.indices).fill_null(NO_SEGMENT)
     return np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int16)
 
@@ -292,16 +306,15 @@ class RangePlan:
         return min(self.ranges)
 
 
-OUTPUT_SCHEMA = pa.schema(
-    [
-        ("x", pa.int32()),
-        ("y", pa.int32()),
-        ("segment", pa.int32()),
-        ("mask", pa.int32()),
-        ("count", pa.int64()),
-        ("rows", pa.binary()),
-    ]
-)
+_OUTPUT_FIELDS: list[pa.Field[Any]] = [
+    pa.field("x", pa.int32()),
+    pa.field("y", pa.int32()),
+    pa.field("segment", pa.int32()),
+    pa.field("mask", pa.int32()),
+    pa.field("count", pa.int64()),
+    pa.field("rows", pa.binary()),
+]
+OUTPUT_SCHEMA = pa.schema(_OUTPUT_FIELDS)
 OUTPUT_DDL = "x int, y int, segment int, mask int, count long, rows binary"
 CELL = -1  # `y` of a cell count
 
@@ -313,67 +326,75 @@ def range_task(plan: RangePlan, task: int) -> pa.RecordBatch:
     segment code, mask, count; masks above 0 only), or the rows of x matching y in this
     range (x, y, rows as little-endian int64).
     """
-    location = RangeLocation.parse(plan.uri)
-    types = sorted({t for shared in plan.shared.values() for t in shared})
-    loaded: dict[tuple[int, str], tuple[SortedDigests, pa.Table]] = {}
-    for d, key in enumerate(plan.keys):
-        per_task = plan.ranges[d] // plan.tasks
-        for identifier_type in types:
-            if identifier_type not in plan.present[d]:
-                continue
-            wanted = set(range(task * per_task, (task + 1) * per_task))
-            files = [r for r in plan.present[d][identifier_type] if r in wanted]
-            if not files:
-                continue
-            table = _read(location, key, identifier_type, files)
-            words, _ = digest_words(table.column(DIGEST))
-            rows = one_chunk(table.column(ROW)).to_numpy().astype(np.intp)
-            loaded[d, identifier_type] = (SortedDigests.of(words, rows), table)
+    loaded = _load(plan, task)
     # Positions (in x's index of a type) of x's digests that match y, per (x, y, type).
     found: dict[tuple[int, int, str], IndexArray] = {}
     for (x, y), shared in plan.shared.items():
         for identifier_type in shared:
-            if (x, identifier_type) not in loaded or (y, identifier_type) not in loaded:
-                continue
-            i, j = match_sorted(loaded[x, identifier_type][0], loaded[y, identifier_type][0])
-            found[x, y, identifier_type] = i
-            found[y, x, identifier_type] = j
-    out: dict[str, list[Any]] = {name: [] for name in OUTPUT_SCHEMA.names}
-
-    def emit(x: int, y: int, count: int, rows: bytes | None = None, *, segment: int = 0,
-             mask: int = 0) -> None:  # fmt: skip
-        for name, value in zip(OUTPUT_SCHEMA.names, (x, y, segment, mask, count, rows),
-                               strict=True):  # fmt: skip
-            out[name].append(value)
-
+            if (x, identifier_type) in loaded and (y, identifier_type) in loaded:
+                i, j = match_sorted(loaded[x, identifier_type][0], loaded[y, identifier_type][0])
+                found[x, y, identifier_type] = i
+                found[y, x, identifier_type] = j
+    records: list[tuple[int, int, int, int, int, bytes | None]] = []
     for x, y, leaves in plan.pairs:
         shared = plan.shared[min(x, y), max(x, y)]
-        parts = [
-            loaded[x, t][0].row_of(found[x, y, t]) for t in shared if (x, y, t) in found
-        ]
+        parts = [loaded[x, t][0].row_of(found[x, y, t]) for t in shared if (x, y, t) in found]
         if leaves:
             matched = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.intp)
-            emit(x, y, len(matched), matched.astype("<i8").tobytes())
+            records.append((x, y, 0, 0, len(matched), matched.astype("<i8").tobytes()))
         else:  # one shared type: each row of x is in one range only, so counts add up
-            emit(x, y, sum(len(p) for p in parts))
+            records.append((x, y, 0, 0, sum(len(p) for p in parts), None))
     if plan.cell_type is not None and (0, plan.cell_type) in loaded:
-        index, table = loaded[0, plan.cell_type]
-        pattern = np.zeros(len(index), dtype=np.intp)
-        for bit in range(len(plan.keys) - 1):
-            positions = found.get((0, bit + 1, plan.cell_type))
-            if positions is not None:
-                pattern[positions] |= 1 << bit
-        patterns = 1 << (len(plan.keys) - 1)
-        codes = np.zeros(len(index), dtype=np.intp)
-        if plan.segment is not None:
-            codes = one_chunk(table.column(segment_field(plan.segment))).to_numpy().astype(np.intp)
-            codes[codes < 0] = plan.segment_codes - 1
-        counts = np.bincount(codes * patterns + pattern, minlength=plan.segment_codes * patterns)
-        for cell in np.flatnonzero(counts):
-            if cell % patterns:
-                emit(0, CELL, int(counts[cell]), segment=int(cell // patterns),
-                     mask=int(cell % patterns))  # fmt: skip
-    return pa.RecordBatch.from_pydict(out, schema=OUTPUT_SCHEMA)
+        records.extend(_cells(plan, *loaded[0, plan.cell_type], found))
+    columns = list(zip(*records, strict=True)) if records else [()] * len(OUTPUT_SCHEMA)
+    return pa.RecordBatch.from_arrays(
+        [pa.array(c, f.type) for c, f in zip(columns, OUTPUT_SCHEMA, strict=True)],
+        schema=OUTPUT_SCHEMA,
+    )
+
+
+def _load(plan: RangePlan, task: int) -> dict[tuple[int, str], tuple[SortedDigests, pa.Table]]:
+    """The sorted digests of the task's range, per dataset and type that has some."""
+    location = RangeLocation.parse(plan.uri)
+    types = sorted({t for shared in plan.shared.values() for t in shared})
+    loaded = {}
+    for d, key in enumerate(plan.keys):
+        per_task = plan.ranges[d] // plan.tasks
+        wanted = range(task * per_task, (task + 1) * per_task)
+        for identifier_type in types:
+            files = [r for r in plan.present[d].get(identifier_type, ()) if r in wanted]
+            if files:
+                table = _read(location, key, identifier_type, files)
+                words, _ = digest_words(table.column(DIGEST))
+                rows = one_chunk(table.column(ROW)).to_numpy().astype(np.intp)
+                loaded[d, identifier_type] = (SortedDigests.of(words, rows), table)
+    return loaded
+
+
+def _cells(
+    plan: RangePlan,
+    index: SortedDigests,
+    table: pa.Table,
+    found: Mapping[tuple[int, int, str], IndexArray],
+) -> list[tuple[int, int, int, int, int, bytes | None]]:
+    """The base's rows in this range per (segment code, mask), for masks above 0."""
+    cell_type = cast("str", plan.cell_type)
+    pattern = np.zeros(len(index), dtype=np.intp)
+    for bit in range(len(plan.keys) - 1):
+        positions = found.get((0, bit + 1, cell_type))
+        if positions is not None:
+            pattern[positions] |= 1 << bit
+    patterns = 1 << (len(plan.keys) - 1)
+    codes = np.zeros(len(index), dtype=np.intp)
+    if plan.segment is not None:
+        codes = one_chunk(table.column(segment_field(plan.segment))).to_numpy().astype(np.intp)
+        codes[codes < 0] = plan.segment_codes - 1
+    counts = np.bincount(codes * patterns + pattern, minlength=plan.segment_codes * patterns)
+    return [
+        (0, CELL, int(cell // patterns), int(cell % patterns), int(counts[cell]), None)
+        for cell in np.flatnonzero(counts)
+        if cell % patterns
+    ]
 
 
 def _read(location: RangeLocation, key: str, identifier_type: str, files: list[int]) -> pa.Table:

@@ -23,7 +23,7 @@ import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -38,10 +38,10 @@ from cleanroom.matching.ranges import (
     CELL,
     OUTPUT_DDL,
     SEGMENTS,
-    copy_key,
     RangeLocation,
     RangeManifest,
     RangePlan,
+    copy_key,
     range_task,
     segment_field,
 )
@@ -138,7 +138,7 @@ def start_session(
     python = settings.get("spark.pyspark.python", sys.executable)
     if master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", python)
-    from pyspark.sql import SparkSession
+    from pyspark.sql import SparkSession  # noqa: PLC0415 - an optional extra, seconds to load
 
     with _quiet_pandas_warning():
         active = SparkSession.getActiveSession()
@@ -252,7 +252,9 @@ class SparkMatcher:
         plan = self._plan(datasets, manifests, pairs, segment=segment, cells=True)
         result = self._run(plan, f"overlap report of {question.base}").to_pydict()
         counts = dict.fromkeys(pairs, 0)
-        flags = {(x, y): np.zeros(datasets[x].row_count, np.bool_) for x, y, out in plan.pairs if out}
+        flags = {
+            (x, y): np.zeros(datasets[x].row_count, np.bool_) for x, y, out in plan.pairs if out
+        }
         cell_counts: dict[tuple[int, int], int] = {}
         for x, y, code, mask, count, rows in zip(*result.values(), strict=True):
             if y == CELL:
@@ -281,11 +283,11 @@ class SparkMatcher:
         cells: dict[tuple[str | None, int], int] = {}
         order = sorted(range(len(labels)), key=lambda i: (labels[i] is not None, labels[i] or ""))
         for code in order:
-            matched = 0
+            some = 0  # the code's rows that match some other dataset
             for mask in range(1, patterns):
                 cells[labels[code], mask] = cell_counts.get((code, mask), 0)
-                matched += cells[labels[code], mask]
-            cells[labels[code], 0] = totals[code] - matched
+                some += cells[labels[code], mask]
+            cells[labels[code], 0] = totals[code] - some
         cells = {(labels[c], m): cells[labels[c], m] for c in order for m in range(patterns)}
         return ExactOverlap(
             question=question,
@@ -368,7 +370,7 @@ class SparkMatcher:
             with cancellation.stopping_with(lambda: context.cancelJobGroup(group)):
                 frame = self.session.range(0, plan.tasks, 1, numPartitions=partitions)
                 with _quiet_pandas_warning():
-                    result = frame.mapInArrow(
+                    result: pa.Table = frame.mapInArrow(
                         functools.partial(run_range_tasks, plan), OUTPUT_DDL
                     ).toArrow()
         except Exception as error:
@@ -387,7 +389,11 @@ class SparkMatcher:
                 job_group=group,
             ) from None
         finally:
-            for name in ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
+            for name in (
+                "spark.jobGroup.id",
+                "spark.job.description",
+                "spark.job.interruptOnCancel",
+            ):
                 context.setLocalProperty(name, None)
         _log_job(context, group, description, started, failed=False)
         return result
@@ -397,10 +403,12 @@ def run_range_tasks(plan: RangePlan, batches: Iterator[pa.RecordBatch]) -> Itera
     """The body of a Spark task: runs `range_task` for each range number it is given."""
     for batch in batches:
         for task in batch.column(0).to_pylist():
-            yield range_task(plan, int(task))
+            yield range_task(plan, int(cast("int", task)))
 
 
-def _segment_labels(manifest: RangeManifest, segment: str | None) -> tuple[list[str | None], list[int]]:
+def _segment_labels(
+    manifest: RangeManifest, segment: str | None
+) -> tuple[list[str | None], list[int]]:
     """The base's labels by code (None last, for rows without a value) and rows per code."""
     if segment is None:
         return [None], [manifest.row_count]
@@ -422,6 +430,7 @@ def _log_job(context: Any, group: str, description: str, started: float, *, fail
             try:
                 data = store.lastStageAttempt(stage)
             except Exception:  # a stage not yet in the store: nothing to say of it
+                log.debug("no status of stage %d of job %d", stage, job)
                 continue
             first, last = data.submissionTime(), data.completionTime()
             wall = (

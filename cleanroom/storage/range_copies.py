@@ -68,7 +68,7 @@ class RangeCopies:
         """Removes the copies of datasets not in `keep` (file names); returns their paths."""
         wanted = {copy_key(name) for name in keep}
         removed = []
-        for key in self.location.keys():
+        for key in self.location.stored_keys():
             if key not in wanted:
                 self.location.delete(key)
                 removed.append(self.location.path(key))

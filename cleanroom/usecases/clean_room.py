@@ -63,7 +63,9 @@ class CleanRoom:
     def _copy_missing(self, copies: RangeCopies) -> None:
         """Writes the range copies that datasets committed before the Spark engine lack."""
         for collaboration in self.config.collaborations.values():
-            for record in self.catalog.datasets(collaboration.id, owner=None, after="", limit=1 << 30):
+            for record in self.catalog.datasets(
+                collaboration.id, owner=None, after="", limit=1 << 30
+            ):
                 if not copies.has(record.file_name):
                     table = self.files.open(record.file_name)
                     copies.write(
@@ -79,7 +81,7 @@ class CleanRoom:
 
     def _spark_matcher(self, engine: EngineConfig) -> Matcher:
         # Imported here: pyspark is an optional extra, loaded only with kind = "spark".
-        from cleanroom.matching.spark import SparkMatcher, start_session
+        from cleanroom.matching.spark import SparkMatcher, start_session  # noqa: PLC0415
 
         session, owned = start_session(
             engine.master, engine.settings, probe_seconds=engine.probe_seconds

@@ -51,7 +51,9 @@ def random_dataset(
         picks = rng.integers(0, len(pools[t]), size=rows)  # with repeats: dropped at upload
         present = rng.random(rows) < 0.75
         present_any |= present
-        columns[t] = [bytes(pools[t][p]) if k else None for p, k in zip(picks, present, strict=True)]
+        columns[t] = [
+            bytes(pools[t][p]) if k else None for p, k in zip(picks, present, strict=True)
+        ]
     keep = np.flatnonzero(present_any)
     table = pa.table(
         {
@@ -72,14 +74,20 @@ def brute_force(question: OverlapQuestion, tables: dict[DatasetName, DatasetTabl
             for d, cols in values.items()}  # fmt: skip
 
     def matched(x: DatasetName, row: int, y: DatasetName) -> bool:
-        return any(v[row] is not None and v[row] in sets[y].get(t, ()) for t, v in values[x].items())
+        return any(
+            v[row] is not None and v[row] in sets[y].get(t, ()) for t, v in values[x].items()
+        )
 
     pairwise = {
         (x, y): sum(matched(x, r, y) for r in range(tables[x].row_count))
         for x, y in itertools.permutations(question.datasets, 2)
     }
     tiers = tables[question.base].table.column("tier").to_pylist()
-    labels = sorted(set(tiers), key=lambda v: (v is not None, v or "")) if question.segment_column else [None]
+    labels = (
+        sorted(set(tiers), key=lambda v: (v is not None, v or ""))
+        if question.segment_column
+        else [None]
+    )
     cells = {(label, mask): 0 for label in labels for mask in range(1 << len(question.others))}
     for row in range(tables[question.base].row_count):
         mask = sum(matched(question.base, row, o) << i for i, o in enumerate(question.others))
@@ -117,7 +125,10 @@ def test_spark_equals_memory_and_brute_force(matcher: SparkMatcher, seed: int) -
         assert spark == ArrowMatcher(workers=1).overlap(question, tables)
         assert spark == brute_force(question, tables)
     flags = matcher.matches(tables[names[1]], tables[names[0]])
-    assert flags.tolist() == ArrowMatcher(workers=1).matches(tables[names[1]], tables[names[0]]).tolist()
+    assert (
+        flags.tolist()
+        == ArrowMatcher(workers=1).matches(tables[names[1]], tables[names[0]]).tolist()
+    )
 
 
 def test_a_copy_holds_each_range_in_its_own_file(tmp_path: Path) -> None:
@@ -127,11 +138,14 @@ def test_a_copy_holds_each_range_in_its_own_file(tmp_path: Path) -> None:
     location = RangeLocation.parse(tmp_path)
     write_ranges(dataset, location, "one", 4)
     manifest = location.manifest("one")
-    assert manifest is not None and manifest.ranges == 4 and manifest.row_count == dataset.row_count
+    assert manifest is not None
+    assert (manifest.ranges, manifest.row_count) == (4, dataset.row_count)
     starts = [int(s) for s in range_starts(4)] + [1 << 64]
     total = 0
     for number in manifest.present["email"]:
-        digests = pa.parquet.read_table(tmp_path / "one" / "email" / f"{number:05d}.parquet").column("digest")
+        digests = pa.parquet.read_table(
+            tmp_path / "one" / "email" / f"{number:05d}.parquet"
+        ).column("digest")
         prefixes = [int.from_bytes(d[:8], "big") for d in digests.to_pylist()]
         assert prefixes == sorted(prefixes)
         assert all(starts[number] <= p < starts[number + 1] for p in prefixes)
@@ -175,3 +189,15 @@ class socket_closed:  # noqa: N801 - used as a context manager
 
     def __exit__(self, *_: object) -> None:
         return None
+
+
+def test_a_server_whose_master_is_unreachable_does_not_start(pki: Any, tmp_path: Path) -> None:
+    from tests.support import running_server
+
+    with socket_closed() as port:
+        engine = {"kind": "spark", "master": f"spark://127.0.0.1:{port}"}
+        with pytest.raises(ConfigError) as refused:
+            running_server(pki, tmp_path / "data", server={"engine": engine}).__enter__()
+    assert refused.value.key == "server.engine.master"
+    with running_server(pki, tmp_path / "data"):  # the data directory was released
+        pass

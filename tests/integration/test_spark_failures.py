@@ -34,9 +34,7 @@ def faults(spark_faults: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def server(
-    pki: DemoPki, tmp_path: Path, spark_engine: dict[str, Any]
-) -> Iterator[RunningServer]:
+def server(pki: DemoPki, tmp_path: Path, spark_engine: dict[str, Any]) -> Iterator[RunningServer]:
     """A Spark server with noisy reports, so that a report spends epsilon."""
     engine = {**spark_engine, "location": str(tmp_path / "ranges"), "ranges": 8, "driver_rows": 0}
     with running_server(pki, tmp_path / "data", server={"engine": engine}, noise=True) as running:

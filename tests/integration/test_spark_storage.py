@@ -106,7 +106,7 @@ def test_copies_are_written_for_datasets_of_the_memory_engine_and_orphans_remove
         assert len(list((tmp_path / "copies").iterdir())) == 2
         # The other brand's question over the same datasets, now computed on Spark.
         after = server.client("brightmart").create_report(PARENT, base=theirs, others=[mine])
-        assert not after.name == before.name
+        assert after.name != before.name
         assert pairs(after) == pairs(before) == {(mine, theirs): 150, (theirs, mine): 150}
 
 
