@@ -14,6 +14,7 @@ from cleanroom.audit.check import check_logs
 from cleanroom.config import Config, load_config
 from cleanroom.demo.run import run_demo
 from cleanroom.errors import CleanRoomError
+from cleanroom.matching.spark import check_java, check_master
 from cleanroom.names import SERVER_LOG
 from cleanroom.proofs.signed_note import NoteError, NoteSigner, NoteVerifier
 from cleanroom.service.server import serve as run_server
@@ -64,10 +65,16 @@ def check_config(config_path: Path) -> None:
     try:
         read_tls(config.server.tls)
         load_signer(config.server.audit_signing_key)
+        if config.server.engine.kind == "spark":  # what start would refuse, without a JVM
+            check_java()
+            check_master(config.server.engine.master)
     except CleanRoomError as error:
         errors.print(f"[bold red]error:[/] {error.message}")
         sys.exit(2)
     console.print(f"listen {config.server.listen}; data in {config.server.data_dir}")
+    if config.server.engine.kind == "spark":
+        engine = config.server.engine
+        console.print(f"matching on Spark {engine.master}; range copies at {engine.location}")
     for partner in config.partners.values():
         role = " (administrator)" if partner.administrator else ""
         console.print(f"partner {partner.id}{role}: {', '.join(partner.certificate_names)}")

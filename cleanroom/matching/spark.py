@@ -148,7 +148,6 @@ def start_session(
         defaults = {
             "spark.ui.showConsoleProgress": "false",
             "spark.pyspark.python": python,
-            "spark.sql.execution.arrow.maxRecordsPerBatch": "1000000",
         }
         for name, value in {**defaults, **settings}.items():
             builder = builder.config(name, value)
