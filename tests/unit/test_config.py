@@ -66,10 +66,10 @@ def test_a_good_config_loads_with_defaults(tmp_path: Path) -> None:
     ("path", "value", "key", "words"),
     [
         ("collaborations.0.policy.minimum_threshold", 9, "collaborations[0].policy.minimum_threshold", "at least 10"),
-        ("collaborations.0.policy.minimum_threshold", "50", "collaborations[0].policy.minimum_threshold", "must be a int"),
+        ("collaborations.0.policy.minimum_threshold", "50", "collaborations[0].policy.minimum_threshold", "must be an integer"),
         ("collaborations.0.policy.minimum_dataset_size", 5, "collaborations[0].policy.minimum_dataset_size", "at least minimum_threshold"),
         ("collaborations.0.policy.epsilon", 1, "collaborations[0].policy.epsilon", "unknown key"),
-        ("collaborations.0.policy.noise", "yes", "collaborations[0].policy.noise", "must be a bool"),
+        ("collaborations.0.policy.noise", "yes", "collaborations[0].policy.noise", "must be true or false"),
         ("collaborations.0.policy.epsilon_budget", 0, "collaborations[0].policy.epsilon_budget", "above 0"),
         ("collaborations.0.policy.epsilon_per_report", 20, "collaborations[0].policy.epsilon_per_report", "at most epsilon_budget"),
         ("collaborations.0.policy.match_rate_cap", 1.5, "collaborations[0].policy.match_rate_cap", "between 0 and 1"),
