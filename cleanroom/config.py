@@ -425,7 +425,7 @@ def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
     files = {name: path(tls, name) for name in ("certificate", "private_key", "client_ca")}
     if tls is None or None in files.values() or None in values.values():
         raise _SkipError("server")
-    return ServerConfig(tls=TlsConfig(**files), **values)
+    return ServerConfig(tls=TlsConfig(**cast("dict[str, Path]", files)), **values)
 
 
 def _listen(table: _Table, name: str, default: str) -> str:
