@@ -122,5 +122,5 @@ def _pump(read_end: int) -> None:
             core.log(
                 _NATIVE_LEVELS[match["severity"]],
                 match["text"],
-                extra={"source": match["source"], "thread": int(match["thread"])},
+                extra={"source": match["source"], "native_thread": int(match["thread"])},
             )

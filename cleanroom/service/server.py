@@ -194,7 +194,11 @@ def _serve(clean_room: CleanRoom, tls: ServedTls, config_path: Path | None) -> N
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
     while True:
-        wake.wait()
+        # The kernel may deliver a signal to any of gRPC's threads, which does not wake
+        # a main thread blocked on a lock; Python runs the handler once the main thread
+        # runs again, so it wakes up often.
+        if not wake.wait(0.25):
+            continue
         wake.clear()
         pending, requests[:] = list(requests), []
         if any(s != signal.SIGHUP for s in pending):
