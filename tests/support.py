@@ -78,6 +78,8 @@ def config_data(
                 "client_ca": str(pki.ca.certificate),
             },
             "audit": {"signing_key": str(log_signing_key(pki))},
+            # Any free port: many test servers run at once, each with its ops listener.
+            "ops": {"listen": "127.0.0.1:0"},
             **(server or {}),
         },
         "partners": [
