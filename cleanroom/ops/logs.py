@@ -71,6 +71,7 @@ def configure_logging(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            _inert,
             renderer,
         ],
     )
@@ -88,6 +89,24 @@ def configure_logging(
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _inert(
+    _logger: object, _name: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Control characters escaped in every text value: no line can rewrite the terminal.
+
+    A certificate subject or a line of gRPC's C core may hold any character; JSON escapes
+    them anyway, and the text format must not print them raw either. Tracebacks keep
+    their newlines.
+    """
+    for key, value in event.items():
+        if isinstance(value, str) and _CONTROL.search(value):
+            event[key] = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+    return event
 
 
 def capture_native_stderr() -> TextIO:

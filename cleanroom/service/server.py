@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cleanroom.config import Config, TlsConfig
-from cleanroom.errors import ConfigError
+from cleanroom.errors import ConfigError, ConfigProblemsError
 from cleanroom.ops.checks import check_files
 from cleanroom.ops.listener import OpsListener
 from cleanroom.ops.metrics import CallMetrics
@@ -147,7 +147,7 @@ def serve(config: Config, *, config_path: Path | None = None) -> None:
     os.umask(0o077)
     files = check_files(config)
     if files.problems or files.tls is None:
-        raise files.problems[0]
+        raise ConfigProblemsError(files.problems)
     for warning in files.warnings:
         log.warning("certificate expires soon", extra={"problem": warning})
     clean_room = CleanRoom(config)
