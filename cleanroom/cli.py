@@ -123,7 +123,8 @@ def audit_keygen(name: str, out: Path) -> None:
         sys.exit(2)
     write_private_file(out, signer.key_text() + "\n")
     console.print(f"signing key written to {out}; set server.audit.signing_key to it")
-    console.print(f"verifier key for auditors to pin: [bold]{signer.verifier_key}[/]")
+    console.print("verifier key for auditors to pin (the next line, whole):")
+    click.echo(signer.verifier_key)  # never wrapped: auditors copy it as it is
 
 
 @audit.command(name="verifier-key")
