@@ -122,3 +122,23 @@ def test_keygen_prints_the_verifier_key_whole_on_its_own_line(tmp_path: Path) ->
     )  # fmt: skip
     verifier_key = NoteSigner.from_key((tmp_path / "k").read_text()).verifier_key
     assert verifier_key in done.stdout.splitlines()
+
+
+def test_every_operator_command_reads_cleanroom_config(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "cleanroom.toml", server.pki, server.data_dir)
+    runner = CliRunner()
+    env = {"CLEANROOM_CONFIG": str(config)}
+    for command in (["check-config"], ["audit", "verifier-key"], ["audit", "check"]):
+        result = runner.invoke(operator_main, command, env=env)
+        assert result.exit_code == 0, (command, result.output)
+        help_text = runner.invoke(operator_main, [*command, "--help"]).output
+        assert "CLEANROOM_CONFIG" in help_text, command
+
+
+def test_the_partner_help_lists_its_environment_variables() -> None:
+    help_text = CliRunner().invoke(partner_main, ["--help"]).output
+    for variable in ("CLEANROOM_SERVER", "CLEANROOM_CERT", "CLEANROOM_KEY", "CLEANROOM_CA"):
+        assert variable in help_text
+    assert "export CLEANROOM_SERVER=" in help_text
