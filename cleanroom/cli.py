@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
@@ -29,15 +28,6 @@ from cleanroom.usecases.clean_room import load_signer
 
 console = Console()
 errors = Console(stderr=True)
-
-
-def config_option(function: Any) -> Any:
-    """`--config`, which every command that reads the configuration takes the same way."""
-    return click.option(
-        "--config", "config_path", required=True, envvar="CLEANROOM_CONFIG",
-        type=click.Path(path_type=Path, dir_okay=False),
-        help="The server's TOML configuration [env: CLEANROOM_CONFIG].",
-    )(function)  # fmt: skip
 
 
 def _problems(error: CleanRoomError) -> list[str]:
@@ -62,10 +52,31 @@ def _config(path: Path) -> Config:
         raise  # not reached: _fail exits
 
 
+# Every command that reads the server's configuration takes it from --config or from
+# CLEANROOM_CONFIG, and says so in its help.
+config_option = click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    envvar="CLEANROOM_CONFIG",
+    show_envvar=True,
+    help="The server's TOML configuration, e.g. cleanroom.toml.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cleanroom")
 def main() -> None:
-    """Run and operate the clean room server."""
+    r"""Run and operate the clean room server.
+
+    Commands that read the configuration take --config or CLEANROOM_CONFIG, for example:
+
+    \b
+        export CLEANROOM_CONFIG=cleanroom.toml
+        cleanroom check-config
+        cleanroom serve
+    """
 
 
 @main.command()
@@ -184,7 +195,8 @@ def audit_keygen(name: str, out: Path) -> None:
         sys.exit(2)
     write_private_file(out, signer.key_text() + "\n")
     console.print(f"signing key written to {out}; set server.audit.signing_key to it")
-    console.print(f"verifier key for auditors to pin: [bold]{signer.verifier_key}[/]")
+    console.print("verifier key for auditors to pin (the next line, whole):")
+    click.echo(signer.verifier_key)  # never wrapped: auditors copy it as it is
 
 
 @audit.command(name="verifier-key")
