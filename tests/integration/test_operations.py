@@ -23,7 +23,7 @@ from cleanroom.audit.log import AuditFilter, AuditLog
 from cleanroom.config import load_config
 from cleanroom.storage.database import DATABASE_FILE, Database
 from cleanroom.tls.pki import DemoPki, issue_certificate
-from partners.errors import NotFoundError, PrivacyRuleError
+from partners.errors import AccessDeniedError, NotFoundError, PrivacyRuleError
 from tests.served import ServedProcess, served, write_served_config
 from tests.support import (
     COLLABORATION,
@@ -311,3 +311,22 @@ def test_sighup_serves_a_replaced_server_certificate_to_new_connections(
         list(server.client("acme").list_datasets(PARENT))  # the old connection still works
         status, _ = server.ops("/readyz")
         assert status == 200
+
+
+def test_sighup_revokes_a_partner_certificate_name_even_on_an_open_connection(
+    pki: DemoPki, tmp_path: Path
+) -> None:
+    config = write_served_config(tmp_path / "c.toml", pki, tmp_path / "data")
+    with served(pki, config) as server:
+        acme = server.client("acme")
+        list(acme.list_datasets(PARENT))  # identified, and the identity cached
+        data = config_data(pki, tmp_path / "data")
+        data["server"]["ops"] = {"listen": "127.0.0.1:0"}
+        (entry,) = [p for p in data["partners"] if p["id"] == "acme"]
+        entry["certificate_names"] = ["acme-2027.partners.cleanroom.test"]  # rotated away
+        config.write_bytes(tomli_w.dumps(data).encode())
+        server.signal(signal.SIGHUP)
+        server.wait_for(lambda e: e.get("event") == "configuration reloaded", "the reload")
+        with pytest.raises(AccessDeniedError) as refused:
+            list(acme.list_datasets(PARENT))
+        assert refused.value.reason == "UNKNOWN_CERTIFICATE"
