@@ -9,6 +9,7 @@ each of those lines into an event of the logger `grpc.core`, so the log stays pa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -131,15 +132,21 @@ def _pump(read_end: int) -> None:
     core = logging.getLogger("grpc.core")
     with os.fdopen(read_end, "rb") as lines:
         for raw in lines:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            if not line.strip():
-                continue
-            match = _NATIVE_LINE.match(line)
-            if match is None:
-                core.warning(line, extra={"native": True})
-                continue
-            core.log(
-                _NATIVE_LEVELS[match["severity"]],
-                match["text"],
-                extra={"source": match["source"], "native_thread": int(match["thread"])},
-            )
+            # This thread must outlive any bad line: if it stopped reading, the pipe would
+            # fill and gRPC's next write to standard error would block the server.
+            with contextlib.suppress(Exception):
+                _emit(core, raw.decode("utf-8", "replace").rstrip("\n"))
+
+
+def _emit(core: logging.Logger, line: str) -> None:
+    if not line.strip():
+        return
+    match = _NATIVE_LINE.match(line)
+    if match is None:
+        core.warning(line, extra={"native": True})
+        return
+    core.log(
+        _NATIVE_LEVELS[match["severity"]],
+        match["text"],
+        extra={"source": match["source"], "native_thread": int(match["thread"])},
+    )
