@@ -67,3 +67,25 @@ def test_c_core_lines_become_events_at_their_severity(lines: io.StringIO) -> Non
     assert error["native_thread"] == 28977
     assert (warning["level"], warning["source"]) == ("warning", "log.cc:102")
     assert (other["level"], other["event"]) == ("warning", "something else entirely")
+
+
+def test_the_text_format_is_one_line_per_event_with_a_utc_time() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        logs.configure_logging("INFO", "text", stream)
+        logging.getLogger("cleanroom.calls").info(
+            "call", extra={"method": "/cleanroom.v1.ReportService/GetOverlapReport", "status": "OK"}
+        )
+        logging.getLogger("cleanroom.calls").debug("not at INFO")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.captureWarnings(False)
+    (line,) = stream.getvalue().splitlines()
+    moment, rest = line.split(" ", 1)
+    assert moment.endswith("Z")
+    assert "T" in moment
+    assert "call" in rest
+    assert "status='OK'" in rest or "status=OK" in rest
