@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, cast
 
 from cleanroom.errors import ConfigError, ConfigProblemsError
@@ -349,7 +350,12 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
         collaborations[collaboration.id] = collaboration
     if problems.found or server is None:
         raise ConfigProblemsError(problems.found)
-    return Config(server=server, partners=partners, collaborations=collaborations)
+    # Read-only views: a configuration is a snapshot that running calls share.
+    return Config(
+        server=server,
+        partners=MappingProxyType(partners),
+        collaborations=MappingProxyType(collaborations),
+    )
 
 
 _SERVER_KEYS = {
@@ -558,6 +564,6 @@ def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Coll
         key_check_value=str(kcv),
         previous_key_check_value=previous,
         identifier_types=types,
-        members=members,
+        members=MappingProxyType(members),
         policy=policy,
     )

@@ -174,6 +174,7 @@ class CallInterceptor(_ServerInterceptor):
         """One call: the caller identified, its failure mapped, its event appended at the end."""
         auth = context.auth_context()
         pem = (auth.get("x509_pem_cert") or [b""])[0]
+        pinned = self.access.pin()  # one configuration snapshot for the whole call
         call = AuditedCall(self._identify(cast(bytes, pem)), method)
         token = _CURRENT.set(call)
         with self._idle:
@@ -196,6 +197,7 @@ class CallInterceptor(_ServerInterceptor):
                 self._finish(call, context)
             finally:
                 self._record(call)
+                self.access.unpin(pinned)
                 with self._idle:
                     self._in_flight -= 1
                     self._idle.notify_all()
