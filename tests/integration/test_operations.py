@@ -165,7 +165,7 @@ def test_health_calls_are_counted_not_appended_to_the_signed_logs(
 
 
 def test_readyz_fails_once_the_server_certificate_has_expired(pki: DemoPki, tmp_path: Path) -> None:
-    expires = datetime.now(UTC) + timedelta(seconds=12)
+    expires = datetime.now(UTC) + timedelta(seconds=15)  # a start under load fits well within
     short = issue_certificate(
         pki.ca, tmp_path, "short-lived", dns_names=["localhost"], ip_addresses=["127.0.0.1"],
         server=True, not_after=expires,
