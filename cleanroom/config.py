@@ -220,10 +220,13 @@ class _Table:
         self.problems = problems
         for name in data:
             if name not in allowed:
+                hint = _did_you_mean(name, allowed)
+                expected = ", ".join(sorted(allowed))
                 problems.add(
                     self.child(name),
-                    f"unknown key{_did_you_mean(name, allowed)}; expected one of"
-                    f" {', '.join(sorted(allowed))}",
+                    f"unknown key{hint} Expected one of {expected}"
+                    if hint
+                    else f"unknown key; expected one of {expected}",
                 )
 
     def child(self, name: str) -> str:
