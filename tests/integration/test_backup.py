@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cleanroom.ops import backup
 from cleanroom.tls.pki import DemoPki
 from partners.errors import PartnerError
 from tests.served import cleanroom_command, served, write_served_config
@@ -137,3 +138,32 @@ def test_restore_refuses_a_damaged_backup(pki: DemoPki, tmp_path: Path) -> None:
     assert restored.returncode == 2
     assert "differs from the backup's manifest" in restored.stderr
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_a_dataset_deleted_between_the_snapshot_and_its_copy_makes_the_backup_start_over(
+    pki: DemoPki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_server(pki, tmp_path / "data") as server:
+        rng = np.random.default_rng(2)
+        for dataset_id in ("acme-1", "acme-2"):
+            path = write_digest_file(
+                tmp_path / f"{dataset_id}.parquet", {"email": digest_array(random_digests(rng, 30))}
+            )
+            server.client("acme").upload(path, dataset_id=dataset_id)
+        snapshots: list[Path] = []
+        take_snapshot = backup._snapshot
+
+        def snapshot_then_delete(source: Path, target: Path) -> None:
+            take_snapshot(source, target)
+            snapshots.append(target)
+            if len(snapshots) == 1:  # a deletion lands right after the first snapshot
+                server.client("acme").delete_dataset(dataset_name("acme-1"))
+
+        monkeypatch.setattr(backup, "_snapshot", snapshot_then_delete)
+        copied = backup.backup_data_dir(server.data_dir, tmp_path / "b")
+    assert len(snapshots) == 2
+    assert copied.datasets == 1
+    backup.restore_data_dir(tmp_path / "b", tmp_path / "restored")
+    with running_server(pki, tmp_path / "restored") as copy:
+        names = [d.name for d in copy.client("acme").list_datasets(PARENT)]
+    assert names == [dataset_name("acme-2")]
