@@ -33,6 +33,17 @@ from partners.preparation.normalize import ASCII_WHITESPACE, InvalidIdentifierEr
 
 _MAID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _GMAIL_SUFFIX = "@gmail.com"
+# ASCII addresses that email-validator accepts for certain (lowercased): a dot-atom local
+# part, then host labels without leading, trailing or doubled hyphens (so no Punycode), the
+# last ending with a letter. Anything else goes to the row-by-row rule, which asks it.
+_EMAIL_ATEXT = "a-z0-9!#$%&'*+/=?^_`{|}~-"
+_PLAIN_EMAIL = (
+    rf"^[{_EMAIL_ATEXT}]+(\.[{_EMAIL_ATEXT}]+)*@([a-z0-9]+(-[a-z0-9]+)*\.)+"
+    r"([a-z0-9]+-)*[a-z0-9]*[a-z]$"
+)
+_SPECIAL_USE_DOMAIN = r"\.(arpa|invalid|local|localhost|onion|test)$"
+_LONG_LABEL = "[^.@]{64}"
+_MAX_EMAIL_LENGTH = 254
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,17 @@ def _email_rule(cells: pa.StringArray, eligible: Mask) -> _FastResult:
     empty_domain = one_at & to_mask(pc.ends_with(lowered, "@"))
     gmail = one_at & to_mask(pc.ends_with(lowered, _GMAIL_SUFFIX))
     empty_local = one_at & ~empty_domain & to_mask(pc.starts_with(lowered, "@"))
+    # The syntax of what has one '@' is proven by a pattern, or left to email-validator.
+    candidates = one_at & ~empty_domain & ~empty_local
+    proven = (
+        candidates
+        & to_mask(pc.match_substring_regex(lowered, _PLAIN_EMAIL))
+        & ~to_mask(pc.match_substring_regex(lowered, _SPECIAL_USE_DOMAIN))
+        & ~to_mask(pc.match_substring_regex(lowered, _LONG_LABEL))
+        & (byte_lengths(lowered) <= _MAX_EMAIL_LENGTH)
+    )
+    undecided = candidates & ~proven
+    gmail_empty = np.zeros(len(cells), dtype=bool)
     values = lowered
     tag_removed = np.zeros(len(cells), dtype=bool)
     dots_removed = np.zeros(len(cells), dtype=bool)
@@ -179,8 +201,10 @@ def _email_rule(cells: pa.StringArray, eligible: Mask) -> _FastResult:
         values = _scatter(gmail, gmail_values, values)
         tag_removed[gmail] = tagged
         dots_removed[gmail] = dotted
-        empty_local[gmail] |= byte_lengths(undotted) == 0
-    valid = one_at & ~empty_domain & ~empty_local
+        gmail_empty[gmail] = byte_lengths(undotted) == 0
+    # A Gmail address left without a local part is refused only once its syntax is known.
+    empty_local |= proven & gmail_empty
+    valid = proven & ~gmail_empty
     invalid = Counter(
         {
             normalize.MISSING_AT_SIGN: _count(read & (at_signs == 0)),
@@ -197,7 +221,7 @@ def _email_rule(cells: pa.StringArray, eligible: Mask) -> _FastResult:
             normalize.GMAIL_DOTS_REMOVED: _count(valid & dots_removed),
         }
     )
-    return _FastResult(values, valid, _none(len(cells)), +invalid, +changes, _count(read))
+    return _FastResult(values, valid, undecided, +invalid, +changes, _count(read & ~undecided))
 
 
 def _maid_rule(cells: pa.StringArray, eligible: Mask) -> _FastResult:

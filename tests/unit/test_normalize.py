@@ -121,13 +121,49 @@ def test_email_hashing_without_normalizing_differs_as_uid2_and_euid_warn(
     assert base64.b64encode(normalized).decode() == UID2_EMAIL_BASE64["janesaoirse@gmail.com"]
 
 
-def test_email_inner_whitespace_is_kept() -> None:
+def test_email_inner_whitespace_is_refused_not_rewritten() -> None:
     # SPEC section 2 (like UID2, Google and Meta) trims only surrounding whitespace: an
-    # address with a space inside is not rewritten into another person's address.
-    assert explain_email(" jane doe@example.com\t") == Normalized(
-        "jane doe@example.com", ("trimmed",)
-    )
-    assert normalize_email("jane.doe @gmail.com") == "janedoe @gmail.com"
+    # address with a space inside is neither rewritten into another person's address nor
+    # counted as valid (issue 14: `somchai j@gmail.com` is not an address).
+    assert explain_email(" jane@example.com\t") == Normalized("jane@example.com", ("trimmed",))
+    for raw in (" jane doe@example.com\t", "jane.doe @gmail.com", "somchai j@gmail.com"):
+        with pytest.raises(InvalidIdentifierError) as caught:
+            explain_email(raw)
+        assert caught.value.reason == "contains_whitespace"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("mailto:a@example.com", "mailto_prefix"),
+        ('"Somchai Jaidee" <somchai@example.co.th>', "display_name"),
+        ("somchai@example.co.th>", "display_name"),
+        ("a\u200b@example.com", "unsafe_character"),
+        ("a..b@example.com", "invalid_local_part"),
+        (".a@example.com", "invalid_local_part"),
+        ("a,b@example.com", "invalid_local_part"),
+        ("a@example", "invalid_domain"),
+        ("a@example..com", "invalid_domain"),
+        ("a@-example.com", "invalid_domain"),
+        ("a@example.123", "invalid_domain"),
+        ("a@host.localhost", "invalid_domain"),
+        ("a@ab--cd.com", "invalid_domain"),
+        ("a@" + "b" * 64 + ".com", "invalid_domain"),
+        ("a" * 250 + "@b.com", "too_long"),
+    ],
+)
+def test_email_syntax_is_checked_by_email_validator(raw: str, reason: str) -> None:
+    with pytest.raises(InvalidIdentifierError) as caught:
+        explain_email(raw)
+    assert caught.value.reason == reason
+    assert raw not in str(caught.value)
+
+
+def test_email_syntax_check_keeps_uid2_normalization() -> None:
+    # email-validator's own normalization (NFC, lowercased domain, IDNA) is not applied.
+    assert normalize_email("Nguyễn.Văn@Example.VN") == "nguyễn.văn@example.vn"
+    assert normalize_email("x@xn--80ak6aa92e.com") == "x@xn--80ak6aa92e.com"
+    assert normalize_email("Jane.Doe+Promo@GMAIL.com") == "janedoe@gmail.com"
 
 
 @pytest.mark.parametrize(
@@ -192,7 +228,7 @@ def test_email_explain_reports_each_change() -> None:
         ("user@", "empty_domain"),
         ("@", "empty_domain"),
         ("+tag@gmail.com", "empty_local_part"),
-        ("...@gmail.com", "empty_local_part"),
+        ("...@gmail.com", "invalid_local_part"),
     ],
 )
 def test_email_invalid_values_give_a_reason(raw: str, reason: str) -> None:
