@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from rich.console import Group
 from rich.table import Table
@@ -30,14 +31,56 @@ def short(name: str) -> str:
 def as_json(messages: Iterable[Message] | Message) -> str:
     """Messages as JSON (an array for several), with the API's field names."""
     if isinstance(messages, Message):
-        return json_format.MessageToJson(messages, preserving_proto_field_name=True, indent=2)
-    data = [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in messages]
-    return json.dumps(data, indent=2)
+        return json.dumps(as_plain_data(messages), indent=2, ensure_ascii=False)
+    data = [as_plain_data(m) for m in messages]
+    return json.dumps(data, indent=2, ensure_ascii=False)
 
 
 def json_line(message: Message) -> str:
     """A message as one line of JSON (for JSON Lines output)."""
-    return json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True))
+    return json.dumps(as_plain_data(message), ensure_ascii=False)
+
+
+_INTEGER_TYPES = {
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED64,
+}
+
+
+def as_plain_data(message: Message) -> dict[str, Any]:
+    """A message as JSON-ready data with the API's field names, 64-bit integers as numbers.
+
+    The protobuf JSON mapping writes 64-bit integers as strings, for JavaScript's sake; row
+    counts are far below 2**53, and a pipeline wants numbers.
+    """
+    data = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    _numbers(message, data)
+    return data
+
+
+def _numbers(message: Message, data: dict[str, Any]) -> None:
+    for field in message.DESCRIPTOR.fields:
+        if field.name not in data:
+            continue
+        value = getattr(message, field.name)
+        if field.type in _INTEGER_TYPES:
+            data[field.name] = (
+                [int(item) for item in data[field.name]] if field.is_repeated
+                else int(data[field.name])
+            )  # fmt: skip
+        elif (
+            field.message_type is not None
+            and not field.message_type.full_name.startswith("google.protobuf.")
+            and not field.message_type.GetOptions().map_entry
+        ):
+            if field.is_repeated:
+                for item, item_data in zip(value, data[field.name], strict=True):
+                    _numbers(item, item_data)
+            else:
+                _numbers(value, data[field.name])
 
 
 def count_text(count: overlap_report_pb2.ReleasedCount, threshold: int) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from dataclasses import dataclass, field
-
 from typing import Any
 
 import phonenumbers
@@ -129,12 +128,10 @@ def digest_batch(plan: DigestPlan, batch: pa.RecordBatch) -> list[ColumnDigests]
     return results
 
 
-def _phones_by_region(
-    plan: DigestPlan, cells: pa.Array[Any], regions: pa.Array[Any]
-) -> NormalizedColumn:
+def _phones_by_region(plan: DigestPlan, cells: Any, regions: Any) -> NormalizedColumn:
     """Normalize phones with each row's region; the default region where it is empty."""
-    codes = pc.utf8_upper(pc.utf8_trim_whitespace(regions))
-    codes = pc.if_else(pc.equal(codes, ""), pa.scalar(None, pa.string()), codes)
+    codes: Any = pc.utf8_upper(pc.utf8_trim_whitespace(regions))
+    codes = pc.if_else(pc.equal(codes, pa.scalar("")), pa.scalar(None, pa.string()), codes)
     values: list[pa.Array[Any]] = []
     positions: list[pa.Array[Any]] = []
     values_read, invalid, changes = 0, Counter[str](), Counter[str]()
@@ -142,10 +139,12 @@ def _phones_by_region(
         rows = pc.indices_nonzero(
             pc.is_null(codes) if code is None else pc.fill_null(pc.equal(codes, code), False)
         )
-        subset = pc.take(cells, rows)
+        subset: Any = pc.take(cells, rows)
         region = plan.default_region if code is None else code
         if region is not None and region not in phonenumbers.SUPPORTED_REGIONS:
-            present = pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(subset)), 0), False)
+            present = pc.fill_null(
+                pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(subset)), pa.scalar(0)), False
+            )
             count = pc.sum(present).as_py() or 0
             values_read += count
             invalid[normalize.UNKNOWN_REGION] += count
@@ -160,7 +159,7 @@ def _phones_by_region(
     if not values:
         return NormalizedColumn(pa.nulls(0, pa.string()), 0, invalid, changes)
     order = pc.array_sort_indices(pa.concat_arrays(positions))
-    merged = pc.take(pa.concat_arrays(values), order)
+    merged: Any = pc.take(pa.concat_arrays(values), order)
     return NormalizedColumn(merged, values_read, +invalid, +changes)
 
 

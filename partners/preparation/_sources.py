@@ -195,10 +195,10 @@ class CustomerSource:
         if self.format == "table":
             yield from _gathered_as_strings(self._arrow_batches(), names)
             return
-        assert self.path is not None  # noqa: S101 (a path source has a path)
+        assert self.path is not None
         try:
             if self.format == "csv":
-                assert self.dialect is not None  # noqa: S101 (set for every CSV)
+                assert self.dialect is not None
                 yield from _csv_batches(self.path, self.dialect, names)
             elif self.format == "xlsx":
                 yield from _xlsx_batches(self.path, names)
@@ -222,7 +222,7 @@ class CustomerSource:
             return list(self._table.schema.names)
         if self._stream is not None:
             return list(self._stream.schema.names)
-        assert self.path is not None  # noqa: S101 (a path source has a path)
+        assert self.path is not None
         try:
             if self.format == "parquet":
                 return list(pq.read_schema(self.path).names)
@@ -231,7 +231,7 @@ class CustomerSource:
                     return list(ipc.open_file(mapped).schema.names)
             if self.format == "xlsx":
                 return _xlsx_header(self.path)
-            assert self.dialect is not None  # noqa: S101 (set for every CSV)
+            assert self.dialect is not None
             # Opening a CSV reader reads the header and infers types from the first block
             # only; the types are not used here, so no later block can fail to convert.
             with contextlib.closing(
@@ -249,7 +249,7 @@ class CustomerSource:
 
     def _explained(self, error: pa.ArrowInvalid, names: Sequence[str]) -> InputError:
         """Say what an Arrow error means without its text, which quotes the file's rows."""
-        assert self.path is not None  # noqa: S101 (tables raise no reader errors)
+        assert self.path is not None
         text = str(error)
         columns = _EXPECTED_COLUMNS.search(text)
         if self.format == "csv" and self.dialect is not None and columns:
@@ -326,7 +326,7 @@ def csv_dialect(
         InputError: If the encoding is unknown (UNKNOWN_ENCODING), the delimiter is not one
             character (INVALID_DELIMITER), or the file cannot be read (FILE_UNREADABLE).
     """
-    if delimiter is not None and (len(delimiter) != 1 or delimiter in "\r\n\""):
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in '\r\n"'):
         raise InputError(
             "INVALID_DELIMITER",
             f"The delimiter must be one character other than a quote or line break, got"
@@ -389,8 +389,10 @@ def sniff_delimiter(text: str) -> str:
 def unreadable(source: Path, error: Exception) -> InputError:
     """Describe a customer file that the reader could not read, without its contents."""
     # Arrow's and calamine's messages may quote cells; only the kind of error is kept.
-    kind = "it is not a readable file of its type" if not isinstance(error, OSError) else (
-        error.strerror or "it cannot be opened"
+    kind = (
+        "it is not a readable file of its type"
+        if not isinstance(error, OSError)
+        else (error.strerror or "it cannot be opened")
     )
     return InputError(
         "FILE_UNREADABLE",
@@ -528,8 +530,9 @@ def _ipc_batches(source: Path) -> Iterator[pa.RecordBatch]:
             yield reader.get_batch(index)
 
 
-def _as_strings(array: pa.Array[Any] | pa.ChunkedArray[Any], name: str) -> pa.Array[Any]:
+def _as_strings(column: pa.Array[Any] | pa.ChunkedArray[Any], name: str) -> Any:
     """Cast a column to strings, or explain that it holds no text."""
+    array: Any = column  # the stubs lack dictionary_decode and the casts' overloads
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if pa.types.is_dictionary(array.type):
@@ -553,7 +556,7 @@ def _as_strings(array: pa.Array[Any] | pa.ChunkedArray[Any], name: str) -> pa.Ar
         ) from None
 
 
-def _integral_floats_as_text(array: pa.Array[Any]) -> pa.Array[Any]:
+def _integral_floats_as_text(array: Any) -> Any:
     """Write whole floats as integers and others as Arrow writes them; NaN as null."""
     valid = pc.and_kleene(pc.is_valid(array), pc.invert(pc.is_nan(array)))
     whole = pc.and_kleene(valid, pc.equal(pc.floor(array), array))
@@ -586,8 +589,7 @@ def _xlsx_batches(path: Path, names: Sequence[str]) -> Iterator[pa.RecordBatch]:
     try:
         rows = _xlsx_rows(path)
         header = [
-            _cell_text(cell) or f"column_{index + 1}"
-            for index, cell in enumerate(next(rows, []))
+            _cell_text(cell) or f"column_{index + 1}" for index, cell in enumerate(next(rows, []))
         ]
         positions = [header.index(name) for name in names]
         pending: list[list[str | None]] = [[] for _ in names]
@@ -627,7 +629,7 @@ def _cell_text(cell: Any) -> str | None:
 
 def _sample(path: Path) -> bytes:
     opener: Callable[[Path], Any] = (
-        (lambda p: gzip.open(p, "rb")) if path.name.lower().endswith(".gz") else open_binary
+        (lambda p: gzip.open(p, "rb")) if path.name.lower().endswith(".gz") else open_binary  # noqa: SIM115 (opened in a with)
     )
     with opener(path) as file:
         data: bytes = file.read(SAMPLE_BYTES)
@@ -666,7 +668,7 @@ def _decoded(sample: bytes, encoding: str, *, strict: bool = False) -> str:
 
 def _lines(path: Path, encoding: str) -> Iterator[str]:
     """The file's lines, decoded, for finding where an error is (error paths only)."""
-    raw: Any = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
+    raw: Any = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")  # noqa: SIM115 (closed below)
     with raw, io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="") as text:
         yield from text
 
@@ -684,7 +686,7 @@ def _first_malformed_line(path: Path, dialect: CsvDialect) -> int | None:
 
 def _first_undecodable_line(path: Path, encoding: str) -> int | None:
     """The line number of the first line that is not valid text in the encoding."""
-    raw: Any = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
+    raw: Any = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")  # noqa: SIM115 (closed below)
     with raw:
         for number, line in enumerate(raw, start=1):
             try:

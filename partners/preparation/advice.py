@@ -37,9 +37,7 @@ _FIXES = {
         "are not valid numbers of their country: check that --default-region or the region"
         " column gives the right country"
     ),
-    normalize.DISPLAY_NAME: (
-        'carry a display name ("Name" <a@b.com>): export the bare addresses'
-    ),
+    normalize.DISPLAY_NAME: ('carry a display name ("Name" <a@b.com>): export the bare addresses'),
     normalize.MAILTO_PREFIX: "start with mailto: export the bare addresses",
     normalize.CONTAINS_WHITESPACE: "contain spaces or line breaks inside the address",
     normalize.UNSAFE_CHARACTER: (

@@ -334,7 +334,7 @@ def _check_email_syntax(text: str) -> None:
     """
     if text[:7].lower() == "mailto:":
         raise InvalidIdentifierError(MAILTO_PREFIX, "the address starts with mailto:")
-    if any(character in text for character in "<>\""):
+    if any(character in text for character in '<>"'):
         raise InvalidIdentifierError(DISPLAY_NAME, "the address carries a display name or quotes")
     if any(character.isspace() for character in text):
         raise InvalidIdentifierError(CONTAINS_WHITESPACE, "the address contains whitespace")

@@ -1,8 +1,9 @@
 """Turn a brand's customer file into a digests file, on the brand's own machine.
 
-`prepare` reads a customer file (CSV or TSV in any common delimiter and encoding, gzipped or
-not, XLSX, Parquet, Arrow) or an in-memory table (Arrow, pandas, Polars) batch by batch,
-normalizes and digests the identifier columns (SPEC section 2), keeps each digest in the first row that holds it (SPEC section 3),
+`prepare` reads a customer file (CSV or TSV in any common delimiter and encoding, gzipped
+or not, XLSX, Parquet, Arrow) or an in-memory table (Arrow, pandas, Polars) batch by batch,
+normalizes and digests the identifier columns (SPEC section 2), keeps each digest in the
+first row that holds it (SPEC section 3),
 and writes a Parquet digests file that is the only thing that is uploaded. No raw identifier
 leaves this module: invalid values are counted, never written.
 
@@ -343,7 +344,9 @@ def prepare(
 def _described(customers: _sources.CustomerSource) -> str:
     """Say what was read and how, for the summary."""
     if customers.dialect is not None:
-        delimiter = "tab" if customers.dialect.delimiter == "\t" else repr(customers.dialect.delimiter)
+        delimiter = (
+            "tab" if customers.dialect.delimiter == "\t" else repr(customers.dialect.delimiter)
+        )
         return (
             f"{customers.label}: CSV, delimiter {delimiter}, encoding {customers.dialect.encoding}"
         )
@@ -458,9 +461,8 @@ class _Tally:
         if raw and self.sampled < _HASH_SAMPLE_ROWS:
             sample = cells.slice(0, _HASH_SAMPLE_ROWS - self.sampled).drop_null()
             self.sampled += len(sample)
-            self.looks_hashed += pc.sum(
-                pc.match_substring_regex(sample, _HASH_LIKE)
-            ).as_py() or 0
+            matches: Any = pc.match_substring_regex(sample, _HASH_LIKE)
+            self.looks_hashed += int(pc.sum(matches).as_py() or 0)
 
     def summary(self, duplicates: int) -> TypeSummary:
         """Return the summary of the column, given how many digests repeated an earlier row."""
@@ -474,7 +476,7 @@ class _Tally:
         )
 
 
-def _first_invalid_row(cells: pa.Array[Any], digests: pa.Array[Any]) -> int | None:
+def _first_invalid_row(cells: Any, digests: Any) -> int | None:
     """The index of the first cell that holds a value but gave no digest (an invalid one)."""
     candidates = pc.and_(pc.is_valid(cells), pc.is_null(digests))
     for index in pc.indices_nonzero(candidates).to_pylist():
@@ -560,7 +562,8 @@ def _check_labels(
 ) -> None:
     """Refuse a segment label longer than the server accepts, saying where it is."""
     for column in segment_columns:
-        long = pc.greater(pc.utf8_length(batch.column(column)), MAX_SEGMENT_LABEL)
+        labels: Any = batch.column(column)
+        long = pc.greater(pc.utf8_length(labels), pa.scalar(MAX_SEGMENT_LABEL))
         rows = pc.indices_nonzero(pc.fill_null(long, False))
         if len(rows):
             raise InputError(
@@ -605,7 +608,8 @@ def _write_digest_file(
     ):
         for first_seen in batches:
             for name, seen in labels.items():
-                seen.update(pc.unique(first_seen.column(name)).drop_null().to_pylist())
+                found = pc.unique(first_seen.column(name)).drop_null().to_pylist()
+                seen.update(str(value) for value in found)
                 if len(seen) > MAX_SEGMENT_VALUES:
                     raise InputError(
                         "TOO_MANY_SEGMENT_VALUES",
