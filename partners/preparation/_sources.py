@@ -23,6 +23,7 @@ import datetime
 import gzip
 import io
 import re
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,12 @@ _SUFFIXES: dict[str, SourceFormat] = {
 _ACCEPTED = ".csv, .tsv, .txt (each also gzipped, .gz), .xlsx, .xlsm, .parquet, .arrow, .feather"
 _EXPECTED_COLUMNS = re.compile(r"Expected (\d+) columns, got (\d+)")
 _CSV_COLUMN = re.compile(r"In CSV column #(\d+)")
+# The code pages of spreadsheet exports, in the order of the markets served (Western, Thai,
+# Vietnamese, then the other Windows code pages).
+_CODE_PAGES = (
+    "cp1252", "cp874", "cp1258", "cp1250", "cp1251", "cp1253", "cp1254", "cp1255", "cp1256",
+    "cp1257",
+)  # fmt: skip
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),
     (codecs.BOM_UTF32_BE, "utf-32"),
@@ -367,8 +374,9 @@ def sniff_delimiter(text: str) -> str:
         text: The first lines of the file, decoded (a last partial line is ignored).
 
     Returns:
-        The one of `DELIMITERS` that gives the most fields (at least two) on the header and
-        as many on every other sampled line, or `,` when none does (a one-column file).
+        The one of `DELIMITERS` for which most sampled lines have as many fields as the
+        header (at least two), the most agreeing then the most fields winning; `,` when none
+        does (a one-column file).
     """
     lines = text.splitlines()
     if len(lines) > 1 and not text.endswith(("\n", "\r")):
@@ -376,13 +384,14 @@ def sniff_delimiter(text: str) -> str:
     lines = [line for line in lines[:200] if line.strip()]
     if not lines:
         return ","
-    best, best_fields = ",", 1
+    best, best_score = ",", (0.0, 1)
     for candidate in DELIMITERS:
         rows = list(csv.reader(lines, delimiter=candidate))
         fields = len(rows[0])
-        consistent = sum(len(row) == fields for row in rows)
-        if fields > best_fields and consistent >= 0.9 * len(rows):
-            best, best_fields = candidate, fields
+        consistent = sum(len(row) == fields for row in rows) / len(rows)
+        # Most lines must agree with the header; a malformed line is told later, by line.
+        if fields > 1 and consistent >= 0.5 and (consistent, fields) > best_score:
+            best, best_score = candidate, (consistent, fields)
     return best
 
 
@@ -654,10 +663,44 @@ def _detected_encoding(sample: bytes) -> str:
         pass
     else:
         return "utf-8"
+    legacy = _windows_code_page(sample)
+    if legacy is not None:
+        return legacy
     from charset_normalizer import from_bytes  # noqa: PLC0415 (only for other encodings)
 
     best = from_bytes(sample).best()
     return codecs.lookup(best.encoding).name if best is not None else "cp1252"
+
+
+def _windows_code_page(sample: bytes) -> str | None:
+    """The Windows code page in which the sample's non-ASCII text is letters of one script.
+
+    Spreadsheet programs export CSV in the system's code page. A statistical detector guesses
+    poorly on a few names (a short Thai name also decodes into plausible Latin or Cyrillic),
+    so the code pages are tried in the order of this project's markets, and the first whose
+    text is wholly letters (with their marks) of a single script wins.
+    """
+    for name in _CODE_PAGES:
+        try:
+            text = _decoded(sample, name, strict=True)
+        except UnicodeDecodeError:
+            continue
+        scripts: dict[str, int] = {}
+        others = 0
+        for character in text:
+            if character.isascii():
+                continue
+            category = unicodedata.category(character)
+            if category.startswith("M"):
+                continue  # a combining mark belongs to the letter before it
+            if category.startswith("L"):
+                script = unicodedata.name(character, "?").split(" ")[0]
+                scripts[script] = scripts.get(script, 0) + 1
+            else:
+                others += 1
+        if len(scripts) == 1 and not others:
+            return name
+    return None
 
 
 def _decoded(sample: bytes, encoding: str, *, strict: bool = False) -> str:
