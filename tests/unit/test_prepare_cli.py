@@ -18,7 +18,7 @@ import xlsxwriter
 from click.testing import CliRunner, Result
 
 from partners.cli import main
-from partners.preparation.digest import type_key, write_secret
+from partners.preparation.digest import digest_normalized, type_key, write_secret
 from partners.preparation.normalize import normalize_phone
 
 SECRET = bytes(range(32))
@@ -75,7 +75,7 @@ def test_semicolon_csv_is_sniffed_and_a_bad_row_is_named_without_its_values(
 
 
 @pytest.mark.parametrize(
-    ("name", "encoding", "delimiter", "bom"),
+    "case",
     [
         ("cp1252.csv", "cp1252", ",", b""),
         ("cp874.csv", "cp874", ";", b""),
@@ -86,8 +86,9 @@ def test_semicolon_csv_is_sniffed_and_a_bad_row_is_named_without_its_values(
     ],
 )
 def test_common_encodings_and_delimiters_are_read(
-    tmp_path: Path, secret_file: Path, name: str, encoding: str, delimiter: str, bom: bytes
+    tmp_path: Path, secret_file: Path, case: tuple[str, str, str, bytes]
 ) -> None:
+    name, encoding, delimiter, bom = case
     names = {"cp1252": "Müller", "cp874": "สมชาย", "utf-16": "Nguyễn", "utf-16-le": "Nguyễn"}
     person = names.get(encoding, "Ana")
     text = f"name{delimiter}email\r\n{person}{delimiter}A@Example.com\r\n"
@@ -237,8 +238,6 @@ def test_a_region_column_reads_each_phone_in_its_own_country(
                 "--json")
     )  # fmt: skip
     assert summary["types"]["phone"]["invalid_by_reason"] == {"unknown_region": 1}  # type: ignore[index]
-    from partners.preparation.digest import digest_normalized  # noqa: PLC0415
-
     expected = digest_normalized(key, ["+66812345678", "+84912345678", "+84912345679"])
     assert pq.read_table(tmp_path / "digests.parquet").column("phone").to_pylist() == expected
     assert normalize_phone("0912345678", "TH") == "+66912345678"  # what one region gave
