@@ -92,18 +92,18 @@ def load_profile(name: str | None, environ: Mapping[str, str] | None = None) -> 
         raise InputError(
             "UNKNOWN_PROFILE",
             f"Profile {name!r} is not in {path}"
-            + (f"; its profiles are {known}." if known else "; add a [profiles.NAME] table."),
+            + (f"; its profiles are {known}." if known else "; add a table profiles.NAME to it."),
             {"profile": name, "path": str(path)},
         )
     profile = profiles[name]
     if not isinstance(profile, dict):
-        raise _invalid(path, f"[profiles.{name}] must be a table")
+        raise _invalid(path, f"profile {name!r} must be a table")
     settings: dict[str, str] = {}
     for key, value in profile.items():
         if key not in SETTINGS:
-            raise _invalid(path, f"[profiles.{name}] has {key!r}; known are {', '.join(SETTINGS)}")
+            raise _invalid(path, f"profile {name!r} has {key!r}; known are {', '.join(SETTINGS)}")
         if not isinstance(value, str):
-            raise _invalid(path, f"[profiles.{name}] {key} must be a string")
+            raise _invalid(path, f"{key} of profile {name!r} must be a string")
         settings[key] = (
             str(path.parent / Path(value).expanduser()) if key in PATH_SETTINGS else value
         )

@@ -2,7 +2,8 @@
 
 Each group of commands is a module of this package, loaded only when one of its commands
 runs, so that `--help` and every command start without loading what they do not use. The
-command modules import the rest of the toolkit; this file imports only click.
+command modules import the rest of the toolkit; this file imports only click, and reads the
+connection profile (`partners.profiles`) when a command runs, to give its options defaults.
 """
 
 from __future__ import annotations
