@@ -28,59 +28,68 @@ def short(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
-def as_json(messages: Iterable[Message] | Message) -> str:
-    """Messages as JSON (an array for several), with the API's field names."""
-    if isinstance(messages, Message):
-        return json.dumps(as_plain_data(messages), indent=2, ensure_ascii=False)
-    data = [as_plain_data(m) for m in messages]
-    return json.dumps(data, indent=2, ensure_ascii=False)
+_INTEGERS = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+# Bytes fields that hold text (the log's canonical JSON entries); every other is a hash.
+_TEXT_BYTES = frozenset({"entry"})
 
 
-def json_line(message: Message) -> str:
-    """A message as one line of JSON (for JSON Lines output)."""
-    return json.dumps(as_plain_data(message), ensure_ascii=False)
+def message_data(message: Message) -> dict[str, Any]:
+    """A message as JSON-ready data with the API's field names, for people and scripts.
 
-
-_INTEGER_TYPES = {
-    FieldDescriptor.TYPE_INT64,
-    FieldDescriptor.TYPE_UINT64,
-    FieldDescriptor.TYPE_SINT64,
-    FieldDescriptor.TYPE_FIXED64,
-    FieldDescriptor.TYPE_SFIXED64,
-}
-
-
-def as_plain_data(message: Message) -> dict[str, Any]:
-    """A message as JSON-ready data with the API's field names, 64-bit integers as numbers.
-
-    The protobuf JSON mapping writes 64-bit integers as strings, for JavaScript's sake; row
-    counts are far below 2**53, and a pipeline wants numbers.
+    Unlike protobuf's JSON mapping, 64-bit integers stay numbers, and bytes are hashes in
+    hex (as in the audit export and the verifier's output), or the text that they hold.
     """
-    data = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    _numbers(message, data)
-    return data
+    return _typed(message, json_format.MessageToDict(message, preserving_proto_field_name=True))
 
 
-def _numbers(message: Message, data: dict[str, Any]) -> None:
+def _typed(message: Message, data: dict[str, Any]) -> dict[str, Any]:
     for field in message.DESCRIPTOR.fields:
         if field.name not in data:
             continue
         value = getattr(message, field.name)
-        if field.type in _INTEGER_TYPES:
-            data[field.name] = (
-                [int(item) for item in data[field.name]] if field.is_repeated
-                else int(data[field.name])
-            )  # fmt: skip
-        elif (
-            field.message_type is not None
-            and not field.message_type.full_name.startswith("google.protobuf.")
-            and not field.message_type.GetOptions().map_entry
-        ):
+        kind = field.message_type
+        if kind is not None:
+            if kind.full_name.startswith("google.protobuf.") or kind.GetOptions().map_entry:
+                continue  # well-known types (timestamps) keep their JSON form; maps as they are
             if field.is_repeated:
-                for item, item_data in zip(value, data[field.name], strict=True):
-                    _numbers(item, item_data)
+                data[field.name] = [
+                    _typed(v, d) for v, d in zip(value, data[field.name], strict=True)
+                ]
             else:
-                _numbers(value, data[field.name])
+                data[field.name] = _typed(value, data[field.name])
+        elif field.type in _INTEGERS:
+            data[field.name] = [int(v) for v in value] if field.is_repeated else int(value)
+        elif field.type == FieldDescriptor.TYPE_BYTES:
+            data[field.name] = (
+                [_bytes(field.name, v) for v in value]
+                if field.is_repeated
+                else (_bytes(field.name, value))
+            )
+    return data
+
+
+def _bytes(name: str, value: bytes) -> str:
+    return value.decode("utf-8", "replace") if name in _TEXT_BYTES else value.hex()
+
+
+def as_json(messages: Iterable[Message] | Message) -> str:
+    """Messages as JSON (an array for several), with the API's field names."""
+    if isinstance(messages, Message):
+        return json.dumps(message_data(messages), indent=2, ensure_ascii=False)
+    return json.dumps([message_data(m) for m in messages], indent=2, ensure_ascii=False)
+
+
+def json_line(message: Message) -> str:
+    """A message as one line of JSON (for JSON Lines output)."""
+    return json.dumps(message_data(message), ensure_ascii=False)
 
 
 def count_text(count: overlap_report_pb2.ReleasedCount, threshold: int) -> str:
