@@ -77,18 +77,43 @@ class ColumnFindings:
     looks_hashed: int = 0
 
 
-def hints(columns: list[ColumnFindings], *, rows_read: int, rows_written: int) -> list[str]:
+COUNTRY_COLUMNS = frozenset(
+    {"country", "country_code", "countrycode", "country code", "region", "nation", "ประเทศ",
+     "quốc gia", "quoc gia", "quoc_gia"}
+)  # fmt: skip
+"""Column names (lowercased) that usually give each row's country."""
+
+
+def hints(
+    columns: list[ColumnFindings],
+    *,
+    rows_read: int,
+    rows_written: int,
+    default_region: str | None = None,
+    country_columns: list[str] | None = None,
+) -> list[str]:
     """Explain every large drop of a preparation, with its fix.
 
     Args:
         columns: What was found in each identifier column.
         rows_read: Rows of the source.
         rows_written: Rows of the digests file.
+        default_region: The one region phones were read with, when no region column was.
+        country_columns: Columns of the source that look like each row's country.
 
     Returns:
         Sentences for people, the most important first; none if nothing is worth saying.
     """
     found: list[str] = []
+    raw_phones = any(c.identifier_type == "phone" and not c.hashed for c in columns)
+    if raw_phones and default_region and country_columns:
+        country = country_columns[0]
+        found.append(
+            f"Every phone number without a country code was read as a {default_region}"
+            f" number, but column {country!r} seems to give each row's country: if the file"
+            f" mixes countries, pass --region-column {country!r} (region_column= in Python),"
+            f" or national numbers of other countries become wrong {default_region} numbers."
+        )
     for column in columns:
         label = f"{column.identifier_type} values of column {column.column!r}"
         if column.sampled and column.looks_hashed >= LOOKS_HASHED * column.sampled:

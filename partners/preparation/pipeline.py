@@ -335,7 +335,17 @@ def prepare(
             )
         },
         hints=tuple(
-            advice.hints(findings, rows_read=digested.rows_read, rows_written=rows_written)
+            advice.hints(
+                findings,
+                rows_read=digested.rows_read,
+                rows_written=rows_written,
+                default_region=None if region_column else default_region,
+                country_columns=[
+                    name
+                    for name in customers.names
+                    if name.strip().lower() in advice.COUNTRY_COLUMNS
+                ],
+            )
         ),
         source=_described(customers),
     )

@@ -241,6 +241,12 @@ def test_a_region_column_reads_each_phone_in_its_own_country(
     expected = digest_normalized(key, ["+66812345678", "+84912345678", "+84912345679"])
     assert pq.read_table(tmp_path / "digests.parquet").column("phone").to_pylist() == expected
     assert normalize_phone("0912345678", "TH") == "+66912345678"  # what one region gave
+    # Without the region column, the country column is pointed at.
+    one_region = prepare(source, secret_file, "--column=mobile=phone", "--default-region=TH")
+    assert one_region.exit_code == 0, one_region.output
+    flat = " ".join(one_region.output.split())
+    assert "column 'country' seems to give each row's country" in flat
+    assert "--region-column 'country'" in flat
 
 
 def test_meta_style_phone_hashes_are_refused_with_the_reason(
