@@ -140,12 +140,8 @@ def _full_name(collaboration: str | None, collection: str, value: str) -> str:
 
 
 def _parent(collaboration: str) -> str:
-    """`collaborations/ID` from an id or that name itself."""
-    return (
-        collaboration
-        if collaboration.startswith("collaborations/")
-        else (f"collaborations/{collaboration}")
-    )
+    """`collaborations/ID` from an id; a name (anything with a `/`) is kept as it is."""
+    return collaboration if "/" in collaboration else f"collaborations/{collaboration}"
 
 
 class CleanRoomClient:
