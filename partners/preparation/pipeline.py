@@ -3,9 +3,10 @@
 `prepare` reads a customer file (CSV or TSV in any common delimiter and encoding, gzipped
 or not, XLSX, Parquet, Arrow) or an in-memory table (Arrow, pandas, Polars) batch by batch,
 normalizes and digests the identifier columns (SPEC section 2), keeps each digest in the
-first row that holds it (SPEC section 3),
-and writes a Parquet digests file that is the only thing that is uploaded. No raw identifier
-leaves this module: invalid values are counted, never written.
+first row that holds it (SPEC section 3), and writes a Parquet digests file that is the only
+thing that is uploaded. No raw identifier leaves this module: invalid values are counted,
+never written. Before anything is written, it refuses an output with no row, invalid values
+when strict, and segments that the server would refuse; the summary explains large drops.
 
 It works in two passes, so that memory stays bounded however large the file: the first digests
 every batch (on all cores) into a work file, spilling each digest with its row to disk; the
