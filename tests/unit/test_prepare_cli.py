@@ -308,3 +308,26 @@ def test_progress_is_logged_in_lines_when_not_on_a_terminal(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "preparing: 1 rows done" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("body", "options", "reason"),
+    [
+        ("email,tier\nzq1@x.zq,zqa\nzq2@x.zq,zqb,zqc\n", [], "MALFORMED_ROW"),
+        ("email,tier\nzq1@x.zq,zqa\nzq\xff2@x.zq,zqb\n", ["--encoding=utf-8"], "UNDECODABLE_TEXT"),
+        ("email,tier\nzq1@x.zq,zqa\nzq2 zq,zqb\n", ["--strict"], "INVALID_VALUES"),
+        ("email,tier\nzqzq,zqa\n", [], "NO_ROWS_WRITTEN"),
+        (f"email,tier\nzq1@x.zq,{'zq' * 40}\n", [], "SEGMENT_VALUE_TOO_LONG"),
+        ("email,tier\n" + "".join(f"zq{i}@x.zq,zq{i}\n" for i in range(101)), [],
+         "TOO_MANY_SEGMENT_VALUES"),
+    ],
+)  # fmt: skip
+def test_no_message_quotes_a_value_of_the_file(
+    tmp_path: Path, secret_file: Path, body: str, options: list[str], reason: str
+) -> None:
+    source = tmp_path / "customers.csv"
+    source.write_bytes(body.encode("utf-8", "surrogateescape").replace(b"\xc3\xbf", b"\xff"))
+    result = prepare(source, secret_file, "--column=email=email", "--segment=tier", *options)
+    assert result.exit_code == 2, result.output
+    assert reason in result.output
+    assert "zq" not in result.output.replace(str(tmp_path), "")
