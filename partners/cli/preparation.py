@@ -50,8 +50,9 @@ from partners.preparation.resolve import (
 @click.option("--default-region", default=None, metavar="CC",
               help="Region of phone numbers without a country code, e.g. TH or VN.")  # fmt: skip
 @click.option("--region-column", default=None, metavar="COLUMN",
-              help="A column with each row's region (TH, VN...) for its phone number; the"
-                   " default region applies where it is empty.")  # fmt: skip
+              help="A column with each row's region (TH, VN, or a country name such as"
+                   " Thailand or Việt Nam) for its phone number; the default region applies"
+                   " where it is empty.")  # fmt: skip
 @click.option("--delimiter", default=None, metavar="CHAR",
               help="The CSV delimiter (\\t for tab); sniffed by default.")  # fmt: skip
 @click.option("--encoding", default=None, metavar="NAME",

@@ -12,7 +12,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import phonenumbers
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -129,8 +128,12 @@ def digest_batch(plan: DigestPlan, batch: pa.RecordBatch) -> list[ColumnDigests]
 
 
 def _phones_by_region(plan: DigestPlan, cells: Any, regions: Any) -> NormalizedColumn:
-    """Normalize phones with each row's region; the default region where it is empty."""
-    codes: Any = pc.utf8_upper(pc.utf8_trim_whitespace(regions))
+    """Normalize phones with each row's region; the default region where it is empty.
+
+    A region cell is an ISO 3166-1 code or a country name (`normalize.region_of`); one that
+    names no region makes its row's phone invalid (`unknown_region`).
+    """
+    codes: Any = pc.utf8_trim_whitespace(regions)
     codes = pc.if_else(pc.equal(codes, pa.scalar("")), pa.scalar(None, pa.string()), codes)
     values: list[pa.Array[Any]] = []
     positions: list[pa.Array[Any]] = []
@@ -140,8 +143,8 @@ def _phones_by_region(plan: DigestPlan, cells: Any, regions: Any) -> NormalizedC
             pc.is_null(codes) if code is None else pc.fill_null(pc.equal(codes, code), False)
         )
         subset: Any = pc.take(cells, rows)
-        region = plan.default_region if code is None else code
-        if region is not None and region not in phonenumbers.SUPPORTED_REGIONS:
+        region = plan.default_region if code is None else normalize.region_of(code)
+        if code is not None and region is None:
             present = pc.fill_null(
                 pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(subset)), pa.scalar(0)), False
             )

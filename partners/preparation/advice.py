@@ -29,8 +29,8 @@ _FIXES = {
         " one country, or --region-column with each row's country"
     ),
     normalize.UNKNOWN_REGION: (
-        "have a region that is not an ISO 3166-1 alpha-2 code (such as TH or VN) in the"
-        " region column: write the codes there"
+        "have a region cell that names no country (use ISO 3166-1 alpha-2 codes such as TH"
+        " or VN, or English, Thai or Vietnamese country names)"
     ),
     normalize.UNKNOWN_COUNTRY_CODE: "start with a country code that does not exist",
     normalize.INVALID_PHONE: (

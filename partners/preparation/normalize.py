@@ -14,6 +14,7 @@ Arrow columns for speed, and is tested to agree with them value for value.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Collection
 from typing import NamedTuple
@@ -397,6 +398,45 @@ def checked_phone_region(default_region: str | None) -> str | None:
             {"default_region": default_region},
         )
     return region
+
+
+REGION_NAME_LANGUAGES = ("en", "th", "vi")
+"""The languages whose country names a region column may use, beside ISO 3166-1 codes."""
+
+
+def region_of(value: str) -> str | None:
+    """The phone region a brand's country cell names, or None if it names none.
+
+    Accepts an ISO 3166-1 alpha-2 code in any case (`TH`, `vn`) or a country name as the
+    phone library's own geocoder writes it in English, Thai or Vietnamese (`Thailand`,
+    `ประเทศไทย`, `Việt Nam`), in any case.
+
+    Args:
+        value: The cell, trimmed or not.
+
+    Returns:
+        The region in upper case, or None.
+    """
+    text = value.strip()
+    if text.upper() in phonenumbers.SUPPORTED_REGIONS:
+        return text.upper()
+    return _region_names().get(text.casefold())
+
+
+@functools.cache
+def _region_names() -> dict[str, str]:
+    """Country name (casefolded) to region, from the phone library's geocoder data."""
+    from phonenumbers import geocoder  # noqa: PLC0415 (loaded only for country names)
+
+    found: dict[str, set[str]] = {}
+    for language in REGION_NAME_LANGUAGES:
+        for region in phonenumbers.SUPPORTED_REGIONS:
+            example = phonenumbers.example_number(region)
+            name = geocoder.country_name_for_number(example, language) if example else ""
+            if name:
+                found.setdefault(name.casefold(), set()).add(region)
+    # A name shared by regions (none today) would be ambiguous: it is left out.
+    return {name: next(iter(regions)) for name, regions in found.items() if len(regions) == 1}
 
 
 def _explain_phone(value: str, region: str | None) -> Normalized:

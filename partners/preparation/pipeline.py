@@ -227,8 +227,9 @@ def prepare(
             labels and distinct values are checked against the server's rules
             (`partners.preparation.segments`) before the digests file is written.
         default_region: The region of phone numbers written without a country code.
-        region_column: A column giving each row's region (ISO 3166-1 alpha-2, such as TH or
-            VN) for its phone number; where it is empty, `default_region` applies.
+        region_column: A column giving each row's region for its phone number: an ISO
+            3166-1 alpha-2 code (TH, VN) or a country name (`normalize.region_of`); where
+            it is empty, `default_region` applies.
         declared_types: Extra identifier types the collaboration declared.
         delimiter: For CSV, the delimiter; sniffed from the start of the file by default.
         encoding: For CSV, the encoding; told from the start of the file by default.

@@ -31,6 +31,7 @@ from partners.preparation.normalize import (
     normalize_maid,
     normalize_phone,
     normalizer_for,
+    region_of,
 )
 
 # The examples UID2 publishes in "Normalization and Encoding", with the SHA-256 of each
@@ -677,3 +678,13 @@ def test_phone_column_decides_common_formats_without_the_library() -> None:
     # One number of a rare country code is left to the library, which is exact but slower.
     alone = PhoneFastPath("US").normalize(pa.array(["+44 20 7946 0958"]), pa.array([True]))
     assert alone.valid.to_pylist() == alone.invalid.to_pylist() == [False]
+
+
+@pytest.mark.parametrize(
+    ("cell", "region"),
+    [("TH", "TH"), (" vn ", "VN"), ("Thailand", "TH"), ("THAILAND", "TH"),
+     ("ประเทศไทย", "TH"), ("Việt Nam", "VN"), ("vietnam", "VN"), ("Singapore", "SG"),
+     ("XX", None), ("Siam", None), ("", None)],
+)  # fmt: skip
+def test_region_cells_are_codes_or_country_names(cell: str, region: str | None) -> None:
+    assert region_of(cell) == region

@@ -231,14 +231,22 @@ def test_a_region_column_reads_each_phone_in_its_own_country(
 ) -> None:
     # One region per file turns Vietnamese national numbers into valid Thai numbers.
     source = tmp_path / "mixed.csv"
-    source.write_text("mobile,country\n0812345678,TH\n0912345678,VN\n0912345679, vn \n0123,XX\n")
+    source.write_text(
+        "mobile,country\n0812345678,TH\n0912345678,VN\n0912345679, vn \n0123,XX\n"
+        "0812345679,Thailand\n0912345670,Việt Nam\n0812345670,ประเทศไทย\n",
+        encoding="utf-8",
+    )
     key = type_key(SECRET, COLLABORATION, "phone")
     summary = summary_of(
         prepare(source, secret_file, "--column=mobile=phone", "--region-column=country",
                 "--json")
     )  # fmt: skip
     assert summary["types"]["phone"]["invalid_by_reason"] == {"unknown_region": 1}  # type: ignore[index]
-    expected = digest_normalized(key, ["+66812345678", "+84912345678", "+84912345679"])
+    expected = digest_normalized(
+        key,
+        ["+66812345678", "+84912345678", "+84912345679", "+66812345679", "+84912345670",
+         "+66812345670"],
+    )  # fmt: skip
     assert pq.read_table(tmp_path / "digests.parquet").column("phone").to_pylist() == expected
     assert normalize_phone("0912345678", "TH") == "+66912345678"  # what one region gave
     # Without the region column, the country column is pointed at.
