@@ -32,6 +32,7 @@ def readme_example() -> str:
     return block
 
 
+@pytest.mark.slow
 def test_the_readme_pipeline_runs_as_written(
     server: RunningServer,
     tmp_path: Path,
