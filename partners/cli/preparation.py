@@ -58,6 +58,8 @@ from partners.preparation.resolve import (
 @click.option("--encoding", default=None, metavar="NAME",
               help="The CSV encoding (utf-8, cp1252, cp874, utf-16...); detected by default."
               )  # fmt: skip
+@click.option("--sheet", default=None, metavar="NAME",
+              help="The sheet of an XLSX file to read; the first by default.")  # fmt: skip
 @click.option("--strict", is_flag=True,
               help="Fail (and write nothing) if any value is invalid, instead of dropping it."
               )  # fmt: skip
@@ -78,6 +80,7 @@ def prepare_command(
     region_column: str | None,
     delimiter: str | None,
     encoding: str | None,
+    sheet: str | None,
     strict: bool,
     declared: tuple[str, ...],
     as_json: bool,
@@ -103,6 +106,7 @@ def prepare_command(
                 declared_types=declared,
                 delimiter="\t" if delimiter in ("\\t", "tab", "TAB") else delimiter,
                 encoding=encoding,
+                sheet=sheet,
                 strict=strict,
                 hashed_phone_form="digits" if hashed_phone_form == "digits" else "e164",
                 progress=advance,

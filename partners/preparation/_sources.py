@@ -108,18 +108,26 @@ class CustomerSource:
             frame with the Arrow stream interface (pandas, Polars).
         delimiter: For CSV, the delimiter; sniffed from the start of the file if None.
         encoding: For CSV, the encoding; told from the start of the file if None.
+        sheet: For XLSX, the sheet to read; the first if None.
 
     Raises:
         InputError: If the path is missing (FILE_NOT_FOUND), its type is not one read here
             (UNSUPPORTED_FILE_TYPE), it cannot be read (FILE_UNREADABLE), the encoding is
-            unknown (UNKNOWN_ENCODING) or the object is no table (UNSUPPORTED_SOURCE).
+            unknown (UNKNOWN_ENCODING), the workbook has no such sheet (UNKNOWN_SHEET) or
+            the object is no table (UNSUPPORTED_SOURCE).
     """
 
     def __init__(
-        self, source: Any, *, delimiter: str | None = None, encoding: str | None = None
+        self,
+        source: Any,
+        *,
+        delimiter: str | None = None,
+        encoding: str | None = None,
+        sheet: str | None = None,
     ) -> None:
         self.path: Path | None = None
         self.dialect: CsvDialect | None = None
+        self.sheet = sheet
         self._table: pa.Table | None = None
         self._stream: pa.RecordBatchReader | None = None
         if isinstance(source, str | Path):
@@ -146,7 +154,11 @@ class CustomerSource:
         if self.format == "csv":
             return f"line {row + 2}"
         if self.format == "xlsx":
-            return f"row {row + 2} of the first sheet"
+            return (
+                f"row {row + 2} of sheet {self.sheet!r}"
+                if self.sheet
+                else (f"row {row + 2} of the first sheet")
+            )
         return f"row {row + 1}"
 
     def check_columns(self, wanted: Sequence[str]) -> None:
@@ -208,7 +220,7 @@ class CustomerSource:
                 assert self.dialect is not None
                 yield from _csv_batches(self.path, self.dialect, names)
             elif self.format == "xlsx":
-                yield from _xlsx_batches(self.path, names)
+                yield from _xlsx_batches(self.path, names, self.sheet)
             elif self.format == "arrow":
                 yield from _gathered_as_strings(_ipc_batches(self.path), names)
             else:
@@ -237,7 +249,7 @@ class CustomerSource:
                 with pa.memory_map(str(self.path)) as mapped:
                     return list(ipc.open_file(mapped).schema.names)
             if self.format == "xlsx":
-                return _xlsx_header(self.path)
+                return _xlsx_header(self.path, self.sheet)
             assert self.dialect is not None
             # Opening a CSV reader reads the header and infers types from the first block
             # only; the types are not used here, so no later block can fail to convert.
@@ -577,26 +589,37 @@ def _integral_floats_as_text(array: Any) -> Any:
 # XLSX ---------------------------------------------------------------------------------------
 
 
-def _xlsx_rows(path: Path) -> Iterator[list[Any]]:
+def _xlsx_rows(path: Path, sheet: str | None) -> Iterator[list[Any]]:
     from python_calamine import CalamineWorkbook  # noqa: PLC0415 (only for spreadsheets)
 
     workbook = CalamineWorkbook.from_path(str(path))
-    sheet = workbook.get_sheet_by_index(0)
-    yield from sheet.iter_rows()
+    if sheet is None:
+        yield from workbook.get_sheet_by_index(0).iter_rows()
+        return
+    names = list(workbook.sheet_names)
+    if sheet not in names:
+        raise InputError(
+            "UNKNOWN_SHEET",
+            f"{path} has no sheet {sheet!r}; its sheets are {', '.join(names)}.",
+            {"path": str(path), "sheet": sheet, "sheets": ",".join(names)},
+        )
+    yield from workbook.get_sheet_by_name(sheet).iter_rows()
 
 
-def _xlsx_header(path: Path) -> list[str]:
+def _xlsx_header(path: Path, sheet: str | None) -> list[str]:
     try:
-        header = next(iter(_xlsx_rows(path)), [])
+        header = next(iter(_xlsx_rows(path, sheet)), [])
+    except InputError:
+        raise
     except Exception as error:  # calamine raises its own types; its messages quote cells
         raise unreadable(path, error) from None
     return [_cell_text(cell) or f"column_{index + 1}" for index, cell in enumerate(header)]
 
 
-def _xlsx_batches(path: Path, names: Sequence[str]) -> Iterator[pa.RecordBatch]:
-    """Stream the first sheet's named columns as text, the first row being the header."""
+def _xlsx_batches(path: Path, names: Sequence[str], sheet: str | None) -> Iterator[pa.RecordBatch]:
+    """Stream a sheet's named columns as text, its first row being the header."""
     try:
-        rows = _xlsx_rows(path)
+        rows = _xlsx_rows(path, sheet)
         header = [
             _cell_text(cell) or f"column_{index + 1}" for index, cell in enumerate(next(rows, []))
         ]

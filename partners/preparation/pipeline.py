@@ -201,6 +201,7 @@ def prepare(
     declared_types: Collection[str] = (),
     delimiter: str | None = None,
     encoding: str | None = None,
+    sheet: str | None = None,
     strict: bool = False,
     hashed_phone_form: PhoneHashForm = "e164",
     progress: Callable[[int], None] | None = None,
@@ -233,6 +234,7 @@ def prepare(
         declared_types: Extra identifier types the collaboration declared.
         delimiter: For CSV, the delimiter; sniffed from the start of the file by default.
         encoding: For CSV, the encoding; told from the start of the file by default.
+        sheet: For XLSX, the sheet to read; the first by default.
         strict: Refuse the file (and write nothing) if any value is invalid.
         hashed_phone_form: How hashed phone columns were made. Only `e164` (SHA-256 of `+`
             and digits) gives digests that match; `digits` (Meta's form, without `+`) is
@@ -273,7 +275,7 @@ def prepare(
     segments = segment_mapping(segment_columns)
     _check_segments(list(segments), input_columns, [])
     check_segment_names(segments, identifier_types)
-    customers = _sources.CustomerSource(source, delimiter=delimiter, encoding=encoding)
+    customers = _sources.CustomerSource(source, delimiter=delimiter, encoding=encoding, sheet=sheet)
     if customers.path is not None:
         _check_destination(customers.path, destination)
     extra = [region_column] if region_column and region_column not in input_columns else []

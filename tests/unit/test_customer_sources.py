@@ -128,3 +128,20 @@ def test_a_report_frame_is_tidy_and_never_estimates_a_suppressed_count() -> None
     assert hidden["suppression_reason"] == "below_threshold"
     assert pd.isna(hidden["rate"])  # the segment's total is not released: no share
     assert cells["rate"].isna().all()
+
+
+def test_arrow_ipc_files_are_read(tmp_path: Path) -> None:
+    from pyarrow import feather
+
+    feather.write_feather(pa.table({"email": EMAILS, "n": [1, 2, 3, 4]}), tmp_path / "c.feather")
+    expected = run(pa.table({"email": EMAILS}), tmp_path)
+    assert run(tmp_path / "c.feather", tmp_path) == expected
+
+
+def test_gzipped_tsv_in_a_code_page_is_read(tmp_path: Path) -> None:
+    import gzip
+
+    text = "ชื่อ\temail\nสมชาย\ta@example.com\nสมหญิง\tb@example.com\n"
+    (tmp_path / "c.tsv.gz").write_bytes(gzip.compress(text.encode("cp874")))
+    table = run(tmp_path / "c.tsv.gz", tmp_path, segment_columns={"ชื่อ": "name"})
+    assert table.column("name").to_pylist() == ["สมชาย", "สมหญิง"]

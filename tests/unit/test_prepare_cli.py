@@ -134,6 +134,28 @@ def test_xlsx_first_sheet_with_numbers_read_as_text(tmp_path: Path, secret_file:
     assert pq.read_table(tmp_path / "digests.parquet").column("tier").to_pylist() == ["Gold", "3"]
 
 
+def test_xlsx_sheet_can_be_chosen(tmp_path: Path, secret_file: Path) -> None:
+    workbook = xlsxwriter.Workbook(str(tmp_path / "crm.xlsx"))
+    workbook.add_worksheet("Notes").write_row(0, 0, ["exported by the CRM"])
+    customers = workbook.add_worksheet("Khách hàng")
+    customers.write_row(0, 0, ["Email"])
+    customers.write_row(1, 0, ["a@example.com"])
+    customers.write_row(2, 0, ["not an email"])
+    workbook.close()
+    source = tmp_path / "crm.xlsx"
+    first = prepare(source, secret_file, "--column=Email=email")
+    assert first.exit_code == 2
+    assert "UNKNOWN_COLUMN" in first.output
+    missing = prepare(source, secret_file, "--column=Email=email", "--sheet=Customers")
+    assert missing.exit_code == 2
+    assert "its sheets are Notes, Khách hàng" in " ".join(missing.output.split())
+    summary = summary_of(
+        prepare(source, secret_file, "--column=Email=email", "--sheet=Khách hàng", "--json")
+    )
+    assert summary["rows_written"] == 1
+    assert summary["types"]["email"]["first_invalid"] == "row 3 of sheet 'Khách hàng'"  # type: ignore[index]
+
+
 @pytest.mark.parametrize("name", ["customers.xls", "customers.json", "customers.ods"])
 def test_unsupported_file_types_are_refused(tmp_path: Path, secret_file: Path, name: str) -> None:
     source = tmp_path / name
