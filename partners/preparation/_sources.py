@@ -227,6 +227,8 @@ class CustomerSource:
                 yield from _parquet_batches(self.path, names)
         except pa.ArrowInvalid as error:
             raise self._explained(error, names) from None
+        except UnicodeDecodeError:  # from the transcoding of a code page: no column known
+            raise self._undecodable("") from None
         except (pa.ArrowException, OSError) as error:
             raise unreadable(self.path, error) from None
 
@@ -263,6 +265,8 @@ class CustomerSource:
                 return list(reader.schema.names)
         except pa.ArrowInvalid as error:
             raise self._explained(error, []) from None
+        except UnicodeDecodeError:
+            raise self._undecodable("") from None
         except (pa.ArrowException, OSError) as error:
             raise unreadable(self.path, error) from None
 
@@ -286,18 +290,23 @@ class CustomerSource:
         column = _CSV_COLUMN.search(text)
         if self.format == "csv" and self.dialect is not None and "UTF8" in text:
             index = int(column.group(1)) if column else -1
-            name = names[index] if 0 <= index < len(names) else ""
-            line = _first_undecodable_line(self.path, self.dialect.encoding)
-            return InputError(
-                "UNDECODABLE_TEXT",
-                f"Cannot read {self.path}: "
-                + (f"column {name!r} " if name else "a value ")
-                + (f"on line {line} " if line else "")
-                + f"is not valid {self.dialect.encoding} text. Give the file's encoding with"
-                " --encoding (for example cp1252, cp874, utf-16).",
-                {"path": str(self.path), "column": name, "line": str(line or "")},
-            )
+            return self._undecodable(names[index] if 0 <= index < len(names) else "")
         return unreadable(self.path, error)
+
+    def _undecodable(self, column: str) -> InputError:
+        """Say that a CSV file holds bytes that are not text in its encoding, and where."""
+        assert self.path is not None
+        assert self.dialect is not None
+        line = _first_undecodable_line(self.path, self.dialect.encoding)
+        return InputError(
+            "UNDECODABLE_TEXT",
+            f"Cannot read {self.path}: "
+            + (f"column {column!r} " if column else "a value ")
+            + (f"on line {line} " if line else "")
+            + f"is not valid {self.dialect.encoding} text. Give the file's encoding with"
+            " --encoding (for example cp1252, cp874, utf-16).",
+            {"path": str(self.path), "column": column, "line": str(line or "")},
+        )
 
 
 def source_format(source: Path) -> SourceFormat:

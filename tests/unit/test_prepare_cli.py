@@ -112,6 +112,12 @@ def test_encoding_and_delimiter_can_be_given(tmp_path: Path, secret_file: Path) 
     )  # fmt: skip
     assert summary["rows_written"] == 1
     assert pq.read_table(tmp_path / "digests.parquet").column("name").to_pylist() == ["สมชาย"]
+    with source.open("ab") as file:
+        file.write(b"x\xff:b@example.com\n")  # no character of cp874
+    result = prepare(source, secret_file, "--column=email=email", "--encoding=cp874")
+    assert result.exit_code == 2
+    assert "UNDECODABLE_TEXT" in result.output
+    assert "line 3" in result.output
     result = prepare(source, secret_file, "--column=email=email", "--encoding=klingon")
     assert result.exit_code == 2
     assert "UNKNOWN_ENCODING" in result.output
