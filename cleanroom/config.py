@@ -17,6 +17,8 @@ from typing import Any, cast
 
 from cleanroom.errors import ConfigError
 from cleanroom.names import ID_PATTERN, ID_RULE
+from cleanroom.proofs.cosignature import WitnessVerifier
+from cleanroom.proofs.signed_note import NoteError, NoteVerifier
 
 BUILTIN_IDENTIFIER_TYPES = ("email", "phone", "maid")
 THRESHOLD_FLOOR = 10
@@ -54,6 +56,7 @@ class ServerConfig:
     max_upload_message_bytes: int = 4 * 1024 * 1024
     upload_idle_timeout_seconds: float = 60.0
     retention_sweep_seconds: float = 3600.0
+    audit_previous_verifier_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,8 @@ class Collaboration:
     members: Mapping[str, frozenset[Role]]
     policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
     retention_days: int | None = None
+    witnesses: tuple[str, ...] = ()
+    witness_quorum: int = 0
 
     def roles_of(self, partner: Partner) -> frozenset[Role]:
         """The partner's roles here: its member roles, plus admin for administrators."""
@@ -255,7 +260,7 @@ _SERVER_KEYS = {
     "retention_sweep_seconds",
 }
 _TLS_KEYS = {"certificate", "private_key", "client_ca"}
-_AUDIT_KEYS = {"signing_key"}
+_AUDIT_KEYS = {"signing_key", "previous_verifier_keys"}
 _PARTNER_KEYS = {"id", "display_name", "certificate_names", "administrator"}
 _COLLABORATION_KEYS = {
     "id",
@@ -265,6 +270,8 @@ _COLLABORATION_KEYS = {
     "identifier_types",
     "members",
     "policy",
+    "witnesses",
+    "witness_quorum",
 }
 _MEMBER_KEYS = {"partner", "roles"}
 _POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -308,7 +315,41 @@ def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
         max_upload_message_bytes=max_message,
         upload_idle_timeout_seconds=_seconds(table, "upload_idle_timeout_seconds", 60.0),
         retention_sweep_seconds=_seconds(table, "retention_sweep_seconds", 3600.0),
+        audit_previous_verifier_keys=_previous_keys(audit),
     )
+
+
+def _previous_keys(audit: _Table) -> tuple[str, ...]:
+    """The verifier keys of retired signing keys, oldest first, each checked."""
+    keys = audit.get_strings("previous_verifier_keys", ())
+    for key in keys:
+        try:
+            NoteVerifier(key)
+        except NoteError as error:
+            raise ConfigError(audit.child("previous_verifier_keys"), f"{key!r}: {error}") from None
+    return tuple(key.strip() for key in keys)
+
+
+def _witnesses(table: _Table) -> tuple[tuple[str, ...], int]:
+    """The witnesses' public keys and how many must cosign a checkpoint for auditors."""
+    keys = table.get_strings("witnesses", ())
+    ids = set()
+    for key in keys:
+        try:
+            ids.add(WitnessVerifier(key).key_id)
+        except NoteError as error:
+            raise ConfigError(
+                table.child("witnesses"),
+                f"{key!r}: {error}; use what `cleanroom-partner audit witness-keygen` prints",
+            ) from None
+    if len(ids) != len(keys):
+        raise ConfigError(table.child("witnesses"), "list each witness key once")
+    quorum = table.get("witness_quorum", int, len(keys))
+    if not 0 <= quorum <= len(keys):
+        raise ConfigError(
+            table.child("witness_quorum"), f"must be 0 to {len(keys)} (the witnesses), got {quorum}"
+        )
+    return tuple(key.strip() for key in keys), quorum
 
 
 def _listen(table: _Table) -> str:
@@ -387,9 +428,12 @@ def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Coll
     retention = table.get("retention_days", int, None)
     if retention is not None and not 1 <= retention <= 36500:
         raise ConfigError(table.child("retention_days"), f"must be 1 to 36500, got {retention}")
+    witnesses, quorum = _witnesses(table)
     return Collaboration(
         id=collaboration_id,
         retention_days=retention,
+        witnesses=witnesses,
+        witness_quorum=quorum,
         display_name=table.get("display_name", str, collaboration_id),
         key_check_value=kcv,
         identifier_types=types,

@@ -324,6 +324,27 @@ class CleanRoomClient:
         with _mapped_errors():
             return self._audit.GetAuditCheckpoint(request, timeout=self.timeout).signed_note
 
+    def get_cosigned_checkpoint(
+        self, parent: str, *, tree_size: int = 0, min_cosignatures: int = 0
+    ) -> str:
+        """The checkpoint with the witnesses' cosignatures the server holds appended.
+
+        With `min_cosignatures`, the latest checkpoint that many witnesses cosigned.
+        """
+        request = audit_service_pb2.GetAuditCheckpointRequest(
+            parent=parent, tree_size=tree_size, min_cosignatures=min_cosignatures
+        )
+        with _mapped_errors():
+            return self._audit.GetAuditCheckpoint(request, timeout=self.timeout).cosigned_note
+
+    def add_cosignature(self, parent: str, tree_size: int, cosignature: str) -> str:
+        """Gives the server a witness's cosignature line; returns the cosigned checkpoint."""
+        request = audit_service_pb2.AddAuditCosignatureRequest(
+            parent=parent, tree_size=tree_size, cosignature=cosignature
+        )
+        with _mapped_errors():
+            return self._audit.AddAuditCosignature(request, timeout=self.timeout).cosigned_note
+
     def inclusion_proof(self, parent: str, index: int, tree_size: int) -> list[bytes]:
         """The RFC 9162 audit path of event `index` in the log of `tree_size` events."""
         request = audit_service_pb2.GetAuditInclusionProofRequest(

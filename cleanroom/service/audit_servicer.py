@@ -6,15 +6,18 @@ import grpc
 
 from cleanroom.audit.log import AuditLog
 from cleanroom.config import Role
-from cleanroom.errors import InvalidArgumentError, PermissionDeniedError
+from cleanroom.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from cleanroom.names import SERVER_LOG, CollaborationName
 from cleanroom.paging import decode_token, next_page, page_size
+from cleanroom.proofs.cosignature import WitnessVerifier
 from cleanroom.proofs.signed_note import Checkpoint
 from cleanroom.service import convert
 from cleanroom.service.calls import AuditedCall, current_call
 from cleanroom.usecases.access import AccessPolicy
 from cleanroom.v1 import audit_service_pb2 as pb
 from cleanroom.v1 import audit_service_pb2_grpc as pb_grpc
+
+MAX_COSIGNATURE_CHARS = 1000
 
 
 class AuditServicer(pb_grpc.AuditServiceServicer):
@@ -77,14 +80,61 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
                 f"`tree_size` must not be negative, got {request.tree_size}.",
                 field="tree_size",
             )
-        note = self.audit_log.checkpoint(log, request.tree_size or None)
+        if request.min_cosignatures < 0:
+            raise InvalidArgumentError(
+                "NEGATIVE_VALUE",
+                f"`min_cosignatures` must not be negative, got {request.min_cosignatures}.",
+                field="min_cosignatures",
+            )
+        tree_size = request.tree_size or None
+        if tree_size is None and request.min_cosignatures:
+            call.summarize(min_cosignatures=request.min_cosignatures)
+            tree_size = self.audit_log.latest_cosigned(log, request.min_cosignatures)
+            if not tree_size:
+                raise NotFoundError(
+                    "COSIGNED_CHECKPOINT_NOT_FOUND",
+                    f"No checkpoint of {request.parent} has {request.min_cosignatures}"
+                    " cosignatures yet: its witnesses must run `cleanroom-partner audit"
+                    " witness` first.",
+                    log=request.parent,
+                    min_cosignatures=request.min_cosignatures,
+                )
+        note = self.audit_log.checkpoint(log, tree_size)
         checkpoint = Checkpoint.parse(note.partition("\n\n")[0] + "\n")
         return pb.GetAuditCheckpointResponse(
             signed_note=note,
             origin=checkpoint.origin,
             tree_size=checkpoint.tree_size,
             root_hash=checkpoint.root_hash,
+            cosigned_note=self.audit_log.cosigned_note(log, checkpoint.tree_size),
         )
+
+    def AddAuditCosignature(  # noqa: N802 - gRPC's method name
+        self, request: pb.AddAuditCosignatureRequest, context: grpc.ServicerContext
+    ) -> pb.AddAuditCosignatureResponse:
+        """Stores a witness's cosignature of one checkpoint: auditors and brands witness."""
+        call = current_call()
+        call.summarize(tree_size=request.tree_size)
+        name = CollaborationName.parse(request.parent)
+        call.names(name, collaboration=name)
+        collaboration = self.access.require(
+            call.caller,
+            name,
+            [Role.AUDITOR, Role.ANALYST, Role.UPLOADER, Role.ADMIN],
+            "witness the query log",
+        )
+        if len(request.cosignature) > MAX_COSIGNATURE_CHARS:
+            raise InvalidArgumentError(
+                "COSIGNATURE_TOO_LONG",
+                f"`cosignature` is {len(request.cosignature)} characters; one signature line"
+                f" has at most {MAX_COSIGNATURE_CHARS}.",
+                field="cosignature",
+            )
+        witnesses = [WitnessVerifier(key) for key in collaboration.witnesses]
+        note = self.audit_log.add_cosignature(
+            name.collaboration, request.tree_size, request.cosignature, witnesses
+        )
+        return pb.AddAuditCosignatureResponse(cosigned_note=note)
 
     def GetAuditInclusionProof(  # noqa: N802 - gRPC's method name
         self, request: pb.GetAuditInclusionProofRequest, context: grpc.ServicerContext

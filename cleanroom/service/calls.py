@@ -7,6 +7,7 @@ appends exactly one event to the query log when the call ends, however it ends.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import logging
@@ -24,6 +25,7 @@ from cleanroom.errors import (
     CleanRoomError,
     InvalidArgumentError,
     ResourceExhaustedError,
+    UnavailableError,
     clip,
 )
 from cleanroom.names import SERVER_LOG, CollaborationName
@@ -49,6 +51,8 @@ class AuditedCall:
         self.caller = caller
         self.collaboration: CollaborationName | None = None
         self.event = AuditEvent(method=method, caller=caller.label)
+        # Refuses the call before any work when the collaboration's log is unsound.
+        self.guard: Callable[[CollaborationName], None] = lambda _: None
 
     def names(self, *resources: object, collaboration: CollaborationName | None = None) -> None:
         """Records the resources the call names, and the collaboration whose log gets it."""
@@ -56,6 +60,7 @@ class AuditedCall:
         self.event.resources.extend(clip(str(r), MAX_VALUE_CHARS) for r in resources[:room])
         if collaboration is not None and self.collaboration is None:
             self.collaboration = collaboration
+            self.guard(collaboration)
 
     def summarize(self, **summary: Any) -> None:
         """Adds request parameters to the event: never data, never identifiers.
@@ -156,6 +161,7 @@ class CallInterceptor(_ServerInterceptor):
         auth = context.auth_context()
         pem = (auth.get("x509_pem_cert") or [b""])[0]
         call = AuditedCall(self._identify(pem), method)
+        call.guard = functools.partial(self._guard, call.caller)
         token = _CURRENT.set(call)
         with self._idle:
             self._in_flight += 1
@@ -179,6 +185,14 @@ class CallInterceptor(_ServerInterceptor):
                 with self._idle:
                     self._in_flight -= 1
                     self._idle.notify_all()
+
+    def _guard(self, caller: Caller, collaboration: CollaborationName) -> None:
+        """UNAVAILABLE for a member naming a collaboration whose log the server refuses.
+
+        Only members learn it: the others are refused for who they are, as before.
+        """
+        if self.access.collaboration(collaboration) and self.access.roles(caller, collaboration):
+            self.audit_log.require_consistent(collaboration.collaboration)
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one interceptor per server, few certificates
     def _identify(self, pem: bytes) -> Caller:
@@ -229,8 +243,20 @@ class CallInterceptor(_ServerInterceptor):
             event.caller_roles = tuple(sorted(self.access.roles(call.caller, call.collaboration)))
         else:
             event.log = SERVER_LOG
+        if self.audit_log.inconsistency(event.log) is not None:
+            event.log = SERVER_LOG  # never extended: the refusal goes to the server log
         try:
             self.audit_log.append(event)
+        except UnavailableError as error:
+            # The log turned out unsound just now: refused, and the refusal logged beside.
+            if event.log != SERVER_LOG:
+                event.outcome.status_code = grpc.StatusCode.UNAVAILABLE.name
+                event.outcome.reason, event.outcome.message = error.reason, error.message
+                event.log = SERVER_LOG
+                with contextlib.suppress(CleanRoomError):  # refused either way
+                    self.audit_log.append(event)
+            if context.is_active():
+                context.abort_with_status(to_status(error))
         except Exception as error:
             # No call may succeed unlogged: fail it, and tell the operator why.
             log.exception("could not append to query log %s", event.log)
