@@ -126,6 +126,14 @@ class PrivacyPolicy:
 
 
 @dataclass(frozen=True)
+class Witness:
+    """A member that cosigns the collaboration's checkpoints, and its public key."""
+
+    partner: str
+    public_key: str
+
+
+@dataclass(frozen=True)
 class Collaboration:
     """One clean room: its members and their roles, its key check value and its policy."""
 
@@ -136,8 +144,12 @@ class Collaboration:
     members: Mapping[str, frozenset[Role]]
     policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
     retention_days: int | None = None
-    witnesses: tuple[str, ...] = ()
+    witnesses: tuple[Witness, ...] = ()
     witness_quorum: int = 0
+
+    def witness_keys(self, partner: Partner) -> tuple[str, ...]:
+        """The public keys with which this partner witnesses the collaboration's log."""
+        return tuple(w.public_key for w in self.witnesses if w.partner == partner.id)
 
     def roles_of(self, partner: Partner) -> frozenset[Role]:
         """The partner's roles here: its member roles, plus admin for administrators."""
@@ -330,26 +342,33 @@ def _previous_keys(audit: _Table) -> tuple[str, ...]:
     return tuple(key.strip() for key in keys)
 
 
-def _witnesses(table: _Table) -> tuple[tuple[str, ...], int]:
-    """The witnesses' public keys and how many must cosign a checkpoint for auditors."""
-    keys = table.get_strings("witnesses", ())
+def _witnesses(table: _Table, members: Mapping[str, frozenset[Role]]) -> tuple[tuple[Witness, ...], int]:
+    """The witnesses (members and their public keys), and how many must cosign."""
+    witnesses: list[Witness] = []
     ids = set()
-    for key in keys:
+    for key, item in table.tables("witnesses"):
+        entry = _Table(item, key, {"partner", "public_key"})
+        partner = entry.get("partner", str)
+        if partner not in members:
+            raise ConfigError(f"{key}.partner", f"{partner!r} is not a member")
+        public_key = entry.get("public_key", str).strip()
         try:
-            ids.add(WitnessVerifier(key).key_id)
+            ids.add(WitnessVerifier(public_key).key_id)
         except NoteError as error:
             raise ConfigError(
-                table.child("witnesses"),
-                f"{key!r}: {error}; use what `cleanroom-partner audit witness-keygen` prints",
+                f"{key}.public_key",
+                f"{error}; use what `cleanroom-partner audit witness-keygen` prints",
             ) from None
-    if len(ids) != len(keys):
+        witnesses.append(Witness(partner, public_key))
+    if len(ids) != len(witnesses):
         raise ConfigError(table.child("witnesses"), "list each witness key once")
-    quorum = table.get("witness_quorum", int, len(keys))
-    if not 0 <= quorum <= len(keys):
+    quorum = table.get("witness_quorum", int, len(witnesses))
+    if not 0 <= quorum <= len(witnesses):
         raise ConfigError(
-            table.child("witness_quorum"), f"must be 0 to {len(keys)} (the witnesses), got {quorum}"
+            table.child("witness_quorum"),
+            f"must be 0 to {len(witnesses)} (the witnesses), got {quorum}",
         )
-    return tuple(key.strip() for key in keys), quorum
+    return tuple(witnesses), quorum
 
 
 def _listen(table: _Table) -> str:
@@ -428,7 +447,7 @@ def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Coll
     retention = table.get("retention_days", int, None)
     if retention is not None and not 1 <= retention <= 36500:
         raise ConfigError(table.child("retention_days"), f"must be 1 to 36500, got {retention}")
-    witnesses, quorum = _witnesses(table)
+    witnesses, quorum = _witnesses(table, members)
     return Collaboration(
         id=collaboration_id,
         retention_days=retention,

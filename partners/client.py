@@ -324,18 +324,12 @@ class CleanRoomClient:
         with _mapped_errors():
             return self._audit.GetAuditCheckpoint(request, timeout=self.timeout).signed_note
 
-    def get_cosigned_checkpoint(
-        self, parent: str, *, tree_size: int = 0, min_cosignatures: int = 0
-    ) -> str:
-        """The checkpoint with the witnesses' cosignatures the server holds appended.
-
-        With `min_cosignatures`, the latest checkpoint that many witnesses cosigned.
-        """
-        request = audit_service_pb2.GetAuditCheckpointRequest(
-            parent=parent, tree_size=tree_size, min_cosignatures=min_cosignatures
-        )
+    def get_witnessed_checkpoints(self, parent: str) -> tuple[str, list[str]]:
+        """The latest checkpoint, and for each witness the latest one it cosigned."""
+        request = audit_service_pb2.GetAuditCheckpointRequest(parent=parent)
         with _mapped_errors():
-            return self._audit.GetAuditCheckpoint(request, timeout=self.timeout).cosigned_note
+            response = self._audit.GetAuditCheckpoint(request, timeout=self.timeout)
+        return response.signed_note, list(response.witnessed_notes)
 
     def add_cosignature(self, parent: str, tree_size: int, cosignature: str) -> str:
         """Gives the server a witness's cosignature line; returns the cosigned checkpoint."""

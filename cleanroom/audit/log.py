@@ -413,6 +413,25 @@ class AuditLog:
             ).fetchone()
         return int(row[0]) if row else 0
 
+    def witnessed_notes(self, log: str) -> list[str]:
+        """For each witness, the latest checkpoint it cosigned, with its cosignature line."""
+        with self.database.reading() as db:
+            rows = db.execute(
+                "SELECT c.tree_size, c.signature_line FROM audit_cosignatures c"
+                " JOIN (SELECT witness_key_id, MAX(tree_size) AS size FROM audit_cosignatures"
+                "       WHERE log = ? GROUP BY witness_key_id) latest"
+                " ON c.witness_key_id = latest.witness_key_id AND c.tree_size = latest.size"
+                " WHERE c.log = ? ORDER BY c.witness_key_id",
+                (log, log),
+            ).fetchall()
+        notes = []
+        for tree_size, line in rows:
+            try:
+                notes.append(f"{self.checkpoint(log, int(tree_size))}{line}\n")
+            except NotFoundError:
+                continue  # a checkpoint gone from the store: the auditor counts one fewer
+        return notes
+
     def _leaves(self, log: str, tree_size: int) -> list[bytes]:
         with self.database.reading() as db:
             rows = db.execute(

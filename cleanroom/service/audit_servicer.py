@@ -6,7 +6,7 @@ import grpc
 
 from cleanroom.audit.log import AuditLog
 from cleanroom.config import Role
-from cleanroom.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
+from cleanroom.errors import InvalidArgumentError, PermissionDeniedError
 from cleanroom.names import SERVER_LOG, CollaborationName
 from cleanroom.paging import decode_token, next_page, page_size
 from cleanroom.proofs.cosignature import WitnessVerifier
@@ -27,8 +27,11 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         self.access = access
         self.audit_log = audit_log
 
-    def _log(self, call: AuditedCall, parent: str) -> str:
-        """The log `parent` names, if the caller may read it: auditors' and administrators'."""
+    def _log(self, call: AuditedCall, parent: str, *, witnessing: bool = False) -> str:
+        """The log `parent` names, if the caller may read it: auditors' and administrators'.
+
+        With `witnessing`, the collaboration's witnesses too (checkpoints and proofs only).
+        """
         if parent == f"collaborations/{SERVER_LOG}":
             call.names(parent)
             partner = call.caller.known_partner()
@@ -41,6 +44,10 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             return SERVER_LOG
         name = CollaborationName.parse(parent)
         call.names(name, collaboration=name)
+        collaboration = self.access.collaboration(name)
+        partner = call.caller.partner
+        if witnessing and collaboration and partner and collaboration.witness_keys(partner):
+            return name.collaboration  # a witness reads checkpoints and their proofs
         self.access.require(call.caller, name, [Role.AUDITOR, Role.ADMIN], "read the query log")
         return name.collaboration
 
@@ -73,32 +80,14 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         """Returns the latest signed checkpoint, or the one of a given size."""
         call = current_call()
         call.summarize(tree_size=request.tree_size)
-        log = self._log(call, request.parent)
+        log = self._log(call, request.parent, witnessing=True)
         if request.tree_size < 0:
             raise InvalidArgumentError(
                 "NEGATIVE_VALUE",
                 f"`tree_size` must not be negative, got {request.tree_size}.",
                 field="tree_size",
             )
-        if request.min_cosignatures < 0:
-            raise InvalidArgumentError(
-                "NEGATIVE_VALUE",
-                f"`min_cosignatures` must not be negative, got {request.min_cosignatures}.",
-                field="min_cosignatures",
-            )
         tree_size = request.tree_size or None
-        if tree_size is None and request.min_cosignatures:
-            call.summarize(min_cosignatures=request.min_cosignatures)
-            tree_size = self.audit_log.latest_cosigned(log, request.min_cosignatures)
-            if not tree_size:
-                raise NotFoundError(
-                    "COSIGNED_CHECKPOINT_NOT_FOUND",
-                    f"No checkpoint of {request.parent} has {request.min_cosignatures}"
-                    " cosignatures yet: its witnesses must run `cleanroom-partner audit"
-                    " witness` first.",
-                    log=request.parent,
-                    min_cosignatures=request.min_cosignatures,
-                )
         note = self.audit_log.checkpoint(log, tree_size)
         checkpoint = Checkpoint.parse(note.partition("\n\n")[0] + "\n")
         return pb.GetAuditCheckpointResponse(
@@ -107,6 +96,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             tree_size=checkpoint.tree_size,
             root_hash=checkpoint.root_hash,
             cosigned_note=self.audit_log.cosigned_note(log, checkpoint.tree_size),
+            witnessed_notes=self.audit_log.witnessed_notes(log),
         )
 
     def AddAuditCosignature(  # noqa: N802 - gRPC's method name
@@ -123,6 +113,15 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             [Role.AUDITOR, Role.ANALYST, Role.UPLOADER, Role.ADMIN],
             "witness the query log",
         )
+        partner = call.caller.known_partner()
+        keys = collaboration.witness_keys(partner)
+        if not keys:
+            raise PermissionDeniedError(
+                "WITNESS_REQUIRED",
+                f"Partner {partner.id!r} is no witness of {request.parent}: the operator names"
+                " witnesses and their public keys in the collaboration's `witnesses`.",
+                partner=partner.id,
+            )
         if len(request.cosignature) > MAX_COSIGNATURE_CHARS:
             raise InvalidArgumentError(
                 "COSIGNATURE_TOO_LONG",
@@ -130,7 +129,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
                 f" has at most {MAX_COSIGNATURE_CHARS}.",
                 field="cosignature",
             )
-        witnesses = [WitnessVerifier(key) for key in collaboration.witnesses]
+        witnesses = [WitnessVerifier(key) for key in keys]
         note = self.audit_log.add_cosignature(
             name.collaboration, request.tree_size, request.cosignature, witnesses
         )
@@ -153,6 +152,6 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         call = current_call()
         first, second = request.first_tree_size, request.second_tree_size
         call.summarize(first_tree_size=first, second_tree_size=second)
-        log = self._log(call, request.parent)
+        log = self._log(call, request.parent, witnessing=True)
         proof = self.audit_log.consistency_proof(log, first, second)
         return pb.GetAuditConsistencyProofResponse(hashes=proof)

@@ -118,25 +118,19 @@ class GetAuditCheckpointRequest(_message.Message):
 
     PARENT_FIELD_NUMBER: _builtins.int
     TREE_SIZE_FIELD_NUMBER: _builtins.int
-    MIN_COSIGNATURES_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """The collaboration: `collaborations/{collaboration}` (`collaborations/-`: the server log)."""
     tree_size: _builtins.int
     """The tree size of the checkpoint, or 0 for the latest."""
-    min_cosignatures: _builtins.int
-    """With `tree_size` 0: the latest checkpoint that at least this many witnesses have
-    cosigned, instead of the latest (0: the latest).
-    """
     def __init__(
         self,
         *,
         parent: _builtins.str = ...,
         tree_size: _builtins.int = ...,
-        min_cosignatures: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_cosignatures", b"min_cosignatures", "parent", b"parent", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -153,6 +147,7 @@ class GetAuditCheckpointResponse(_message.Message):
     TREE_SIZE_FIELD_NUMBER: _builtins.int
     ROOT_HASH_FIELD_NUMBER: _builtins.int
     COSIGNED_NOTE_FIELD_NUMBER: _builtins.int
+    WITNESSED_NOTES_FIELD_NUMBER: _builtins.int
     signed_note: _builtins.str
     """The checkpoint as a C2SP signed note (c2sp.org/tlog-checkpoint): origin, tree size and
     base64 root hash, then the server's Ed25519 signature. Verify it with the pinned key.
@@ -167,6 +162,14 @@ class GetAuditCheckpointResponse(_message.Message):
     """The same checkpoint with every cosignature the server holds for it appended as
     further signature lines: a C2SP signed note. Check each with the witness's key.
     """
+    @_builtins.property
+    def witnessed_notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For each witness that has cosigned, the latest checkpoint it cosigned (the server's
+        signed note with that witness's cosignature line). The log grows with every call,
+        witnesses' own included, so witnesses cosign different sizes: an auditor trusts the
+        events up to a size that a quorum of them cosigned or extended.
+        """
+
     def __init__(
         self,
         *,
@@ -175,10 +178,11 @@ class GetAuditCheckpointResponse(_message.Message):
         tree_size: _builtins.int = ...,
         root_hash: _builtins.bytes = ...,
         cosigned_note: _builtins.str = ...,
+        witnessed_notes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosigned_note", b"cosigned_note", "origin", b"origin", "root_hash", b"root_hash", "signed_note", b"signed_note", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosigned_note", b"cosigned_note", "origin", b"origin", "root_hash", b"root_hash", "signed_note", b"signed_note", "tree_size", b"tree_size", "witnessed_notes", b"witnessed_notes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -125,10 +125,10 @@ def verify_log(
     Args:
         client: A connection as an auditor (or administrator).
         parent: The collaboration's resource name.
-        keys: The log's verifier keys: the current one and those it replaced.
+        keys: The log's verifier keys: the current one and those it replaced, oldest first.
         state: Where the previous run's checkpoint is kept.
         witnesses: The witnesses' public keys.
-        quorum: How many of them must have cosigned the checkpoint trusted (0: none).
+        quorum: How many of them must have cosigned (or extended) the events trusted.
     """
     ring = keys if isinstance(keys, KeyRing) else KeyRing([keys])
     origin = f"{ring.name}/{parent}"
@@ -150,12 +150,9 @@ def verify_log(
         return Verdict(origin, checked, checkpoint, previous_size, found[0], found[1], **more)
 
     try:
-        if quorum:
-            note = client.get_cosigned_checkpoint(parent, min_cosignatures=quorum)
-        else:
-            note = client.get_checkpoint(parent)
+        note, witnessed = client.get_witnessed_checkpoints(parent)
     except ServerError as error:
-        if error.reason in ("CHECKPOINT_NOT_FOUND", "COSIGNED_CHECKPOINT_NOT_FOUND"):
+        if error.reason == "CHECKPOINT_NOT_FOUND":
             return _without_checkpoint(client, parent, origin, previous_size, quorum)
         if error.reason == "AUDIT_LOG_INCONSISTENT":
             index = error.metadata.get("first_bad_index")
@@ -163,49 +160,121 @@ def verify_log(
             return fail(None, 0, (bad, f"the server refuses its own log: {error.message}"))
         raise
     checkpoint, found, signer = _open(ring, note, origin)
-    if found:
-        return fail(checkpoint, 0, found)
-    assert checkpoint is not None and signer is not None
-    cosigners, found = _quorum(note, checkpoint, witnesses, quorum)
-    if found:
-        return fail(checkpoint, 0, found)
-    found = _key_order(ring, signer, checkpoint.tree_size, ranges, previous)
-    if found:
-        return fail(checkpoint, 0, found)
+    if checkpoint is None or signer is None:
+        return fail(None, 0, found or (None, "no checkpoint"))
+    if found is None:
+        found = _key_order(ring, signer, checkpoint.tree_size, ranges, previous)
     size = checkpoint.tree_size
-    if previous and size < previous.tree_size:
+    if found is None and previous and size < previous.tree_size:
         shrunk = f"the log has {size} events, fewer than the {previous.tree_size} of the saved"
-        return fail(checkpoint, 0, (size, shrunk + " checkpoint: truncated or rolled back"))
+        found = size, shrunk + " checkpoint: truncated or rolled back"
+    if found is not None:
+        return fail(checkpoint, 0, found)
     entries, leaves, found = _download(client, parent)
     listed = len(entries)
     if found is None and listed < size:
         found = listed, f"the checkpoint covers {size} events; the server lists {listed}"
-    if found is None:
-        found = _compare(leaves, saved_leaves)
-    if found is None:
-        found = _locate(client, parent, ring, leaves, checkpoint)
-    if found is None and previous:
-        proof = client.consistency_proof(parent, previous.tree_size, size)
-        if not merkle.verify_consistency(
-            previous.tree_size, size, previous.root_hash, checkpoint.root_hash, proof
-        ):
-            found = previous.tree_size - 1, "the log does not extend the saved checkpoint"
-    if found is None and size:
-        proof = client.inclusion_proof(parent, size - 1, size)
-        if not merkle.verify_inclusion(
-            size - 1, size, leaves[size - 1], proof, checkpoint.root_hash
-        ):
-            found = size - 1, "the server's inclusion proof does not verify"
+    found = found or _compare(leaves, saved_leaves)
+    found = found or _locate(client, parent, ring, leaves, checkpoint)
+    found = found or _proofs(client, parent, leaves, checkpoint, previous)
+    trusted, cosigners = size, ()
+    if found is None and quorum:
+        trusted, cosigners, found = _witnessed(
+            client, parent, ring, origin, witnessed, witnesses, quorum, leaves[:size]
+        )
     if found is not None:
         return fail(checkpoint, min(listed, size), found, events_listed=listed)
     first, last = ranges.get(signer.key_id, [size, size])
     ranges[signer.key_id] = [min(first, size), max(last, size)]
     state.save(note, leaves[:size], ranges)
     return Verdict(
-        origin, size, checkpoint, previous_size,
+        origin, trusted, checkpoint, previous_size,
         events_listed=listed, witnesses=cosigners, signed_by=signer.key_id,
-        entries=tuple(entries[:size]),
+        entries=tuple(entries[:trusted]),
     )  # fmt: skip
+
+
+def _proofs(
+    client: CleanRoomClient,
+    parent: str,
+    leaves: list[bytes],
+    checkpoint: Checkpoint,
+    previous: Checkpoint | None,
+) -> Finding | None:
+    """The server's own proofs: consistency with the saved checkpoint, the last inclusion."""
+    size = checkpoint.tree_size
+    if previous:
+        proof = client.consistency_proof(parent, previous.tree_size, size)
+        if not merkle.verify_consistency(
+            previous.tree_size, size, previous.root_hash, checkpoint.root_hash, proof
+        ):
+            return previous.tree_size - 1, "the log does not extend the saved checkpoint"
+    if size:
+        proof = client.inclusion_proof(parent, size - 1, size)
+        root = checkpoint.root_hash
+        if not merkle.verify_inclusion(size - 1, size, leaves[size - 1], proof, root):
+            return size - 1, "the server's inclusion proof does not verify"
+    return None
+
+
+def _witnessed(  # noqa: PLR0913 - the parts of one check
+    client: CleanRoomClient,
+    parent: str,
+    ring: KeyRing,
+    origin: str,
+    notes: Sequence[str],
+    witnesses: Sequence[WitnessVerifier],
+    quorum: int,
+    leaves: list[bytes],
+) -> tuple[int, tuple[str, ...], Finding | None]:
+    """How many events a quorum of witnesses vouch for, who, or what is wrong.
+
+    Each witness vouches for the tree it cosigned and every prefix of it; the events
+    trusted are those up to the size that `quorum` witnesses each cosigned or extended,
+    after checking that every cosigned root is that of the events listed.
+    """
+    sizes: dict[str, int] = {}
+    bad: list[tuple[int | None, str]] = []
+    for note in notes:
+        try:
+            checkpoint, _ = ring.open_checkpoint(note)
+        except NoteError as error:
+            bad.append((_claimed_size(note), f"a cosigned checkpoint: {error}"))
+            continue
+        if checkpoint.origin != origin:
+            continue
+        for witness in witnesses:
+            try:
+                found = witness.find(note)
+            except NoteError as error:
+                bad.append((checkpoint.tree_size, str(error)))
+                continue
+            if found is None:
+                continue
+            if checkpoint.tree_size > len(leaves):
+                return 0, (), (
+                    len(leaves),
+                    f"{witness.name} cosigned {checkpoint.tree_size} events; the log now has"
+                    f" {len(leaves)}: truncated or rolled back",
+                )  # fmt: skip
+            mismatch = _locate(client, parent, ring, leaves, checkpoint)
+            if mismatch is not None:
+                return 0, (), (
+                    mismatch[0],
+                    f"the checkpoint of size {checkpoint.tree_size} that {witness.name}"
+                    f" cosigned does not match the events: history rewritten ({mismatch[1]})",
+                )  # fmt: skip
+            sizes[witness.name] = max(sizes.get(witness.name, 0), checkpoint.tree_size)
+    if len(sizes) < quorum:
+        detail = "".join(f"; {problem}" for _, problem in bad)
+        where = min((s for s, _ in bad if s), default=None)
+        return 0, (), (
+            where - 1 if where else None,
+            f"valid cosignatures of {len(sizes)} of the witnesses"
+            f" ({', '.join(sorted(sizes)) or 'none'}); the quorum is {quorum}{detail}",
+        )  # fmt: skip
+    trusted = sorted(sizes.values(), reverse=True)[quorum - 1]
+    return trusted, tuple(name for name in sizes), None
 
 
 def _without_checkpoint(
@@ -249,28 +318,6 @@ def _open(
 def _claimed_size(note: str) -> int | None:
     lines = note.split("\n")
     return int(lines[1]) if len(lines) > 2 and lines[1].isdigit() else None
-
-
-def _quorum(
-    note: str, checkpoint: Checkpoint, witnesses: Sequence[WitnessVerifier], quorum: int
-) -> tuple[tuple[str, ...], Finding | None]:
-    """The witnesses whose cosignature verifies, and a finding if fewer than the quorum."""
-    valid: list[str] = []
-    bad: list[str] = []
-    for witness in witnesses:
-        try:
-            if witness.find(note) is not None:
-                valid.append(witness.name)
-        except NoteError as error:
-            bad.append(str(error))
-    if len(valid) >= quorum:
-        return tuple(valid), None
-    detail = f"; {'; '.join(bad)}" if bad else ""
-    return tuple(valid), (
-        checkpoint.tree_size - 1 if checkpoint.tree_size else None,
-        f"checkpoint {checkpoint.tree_size} carries valid cosignatures of {len(valid)} of the"
-        f" witnesses ({', '.join(valid) or 'none'}); the quorum is {quorum}{detail}",
-    )
 
 
 def _key_order(

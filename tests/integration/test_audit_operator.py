@@ -280,4 +280,5 @@ def test_a_bad_signature_on_the_latest_checkpoint_says_so(pki: DemoPki, tmp_path
     with running_server(pki, data_dir) as server:
         verdict = verify_log(server.client("ledger"), PARENT, VERIFIER, AuditorState(tmp_path))
     assert verdict.first_bad_index == size - 1
+    assert "server refuses its own log" in (verdict.problem or "")
     assert "does not verify" in (verdict.problem or "")
