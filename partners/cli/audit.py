@@ -160,7 +160,7 @@ def audit_verify(
         parent = f"collaborations/{collaboration}"
         state = AuditorState((state_dir or _default_state_dir()) / collaboration)
         with client_for(options) as client:
-            budget = client.get_budget(f"{parent}/privacyBudget") if privacy else None
+            budget = client.get_budget(parent) if privacy else None
             verdict = verify_log(client, parent, ring, state, witnesses=witnesses, quorum=needed)
         _print_verdict(verdict, ring)
         problems: list[str] = []
