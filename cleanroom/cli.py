@@ -79,6 +79,9 @@ def check_config(config_path: Path) -> None:
         )
         for partner_id, roles in sorted(c.members.items()):
             console.print(f"  {partner_id}: {', '.join(sorted(roles))}")
+        if c.witnesses:
+            names = ", ".join(w.partner for w in c.witnesses)
+            console.print(f"  witnesses {names}; quorum {c.witness_quorum}")
     console.print("[green]configuration is valid[/]")
 
 

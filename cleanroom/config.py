@@ -342,7 +342,9 @@ def _previous_keys(audit: _Table) -> tuple[str, ...]:
     return tuple(key.strip() for key in keys)
 
 
-def _witnesses(table: _Table, members: Mapping[str, frozenset[Role]]) -> tuple[tuple[Witness, ...], int]:
+def _witnesses(
+    table: _Table, members: Mapping[str, frozenset[Role]]
+) -> tuple[tuple[Witness, ...], int]:
     """The witnesses (members and their public keys), and how many must cosign."""
     witnesses: list[Witness] = []
     ids = set()

@@ -102,23 +102,29 @@ def _event_problem(position: int, row: tuple[Any, ...]) -> str | None:
     index, event_time, caller, method, entry, stored_leaf = row
     if index != position:
         return f"event {position} is missing (the next stored is {index})"
-    if not isinstance(entry, bytes):
-        return f"event {position} is not stored as bytes"
-    try:
-        data = json.loads(entry)
-    except (ValueError, UnicodeDecodeError):
-        return f"event {position} is not JSON"
-    if not isinstance(data, dict):
-        return f"event {position} is not a JSON object"
+    data = parse_entry(entry)
+    if isinstance(data, str):
+        return f"event {position} {data}"
     if data.get("index") != position:
         return f"event {position} holds the bytes of another position"
     if not isinstance(stored_leaf, bytes) or merkle.leaf_hash(entry) != stored_leaf:
         return f"event {position} was changed after it was logged"
     columns = {"event_time": event_time, "caller": caller, "method": method}
-    for name, value in columns.items():
-        if data.get(name) != value:
-            return f"event {position}'s {name} column differs from its hashed entry"
+    changed = [name for name, value in columns.items() if data.get(name) != value]
+    if changed:
+        return f"event {position}'s {changed[0]} column differs from its hashed entry"
     return None
+
+
+def parse_entry(entry: object) -> dict[str, Any] | str:
+    """A stored entry's JSON object, or what is wrong with it."""
+    if not isinstance(entry, bytes):
+        return "is not stored as bytes"
+    try:
+        data = json.loads(entry)
+    except (ValueError, UnicodeDecodeError):
+        return "is not JSON"
+    return data if isinstance(data, dict) else "is not a JSON object"
 
 
 def _checkpoints_problem(
@@ -129,18 +135,10 @@ def _checkpoints_problem(
     every_checkpoint: bool,
 ) -> Finding | None:
     """The first signed size that is missing, forged or over other events, if any."""
-    replayed = len(roots) - 1
     sizes = [int(size) for size, _ in notes]
-    if sizes != list(range(1, len(sizes) + 1)):
-        missing = next(s for s, want in zip([*sizes, 0], range(1, len(sizes) + 2)) if s != want)
-        return Finding(missing - 1, f"the signed checkpoint of size {missing} is missing")
-    if len(sizes) > replayed:
-        return Finding(replayed, f"checkpoints cover {len(sizes)} events; {replayed} are stored")
-    if len(sizes) < replayed:
-        return Finding(
-            len(sizes),
-            f"events {len(sizes)} to {replayed - 1} are under no signed checkpoint",
-        )
+    uncovered = _coverage_problem(sizes, len(roots) - 1)
+    if uncovered is not None:
+        return uncovered
     if not notes:
         return None
 
@@ -169,6 +167,21 @@ def _checkpoints_problem(
         middle = (low + high) // 2
         low, high = (middle + 1, high) if problem(middle) is None else (low, middle)
     return Finding(low - 1, problem(low) or latest)
+
+
+def _coverage_problem(sizes: list[int], replayed: int) -> Finding | None:
+    """A finding unless there is one checkpoint per size, for exactly the stored events."""
+    if sizes != list(range(1, len(sizes) + 1)):
+        expected = range(1, len(sizes) + 2)
+        missing = next(s for s, want in zip([*sizes, 0], expected, strict=False) if s != want)
+        return Finding(missing - 1, f"the signed checkpoint of size {missing} is missing")
+    if len(sizes) > replayed:
+        return Finding(replayed, f"checkpoints cover {len(sizes)} events; {replayed} are stored")
+    if len(sizes) < replayed:
+        return Finding(
+            len(sizes), f"events {len(sizes)} to {replayed - 1} are under no signed checkpoint"
+        )
+    return None
 
 
 def _mismatch(

@@ -263,8 +263,10 @@ class AuditLog:
         return event
 
     def _changed(self, db: Any, log: str, head: Frontier) -> int | None:
-        """None if the stored head and latest checkpoint are those this server left;
-        else the stored tree size."""
+        """The stored tree size if the store is not as this server left it, else None.
+
+        As left: the stored head is the server's own, and so is the latest checkpoint.
+        """
         row = db.execute(
             "SELECT tree_size, frontier FROM audit_logs WHERE log = ?", (log,)
         ).fetchone()

@@ -1,10 +1,11 @@
 """Witness cosignatures of checkpoints: the Ed25519 `cosignature/v1` of C2SP tlog-cosignature.
 
 A witness that has checked a checkpoint against the last one it cosigned (RFC 9162
-consistency) signs `cosignature/v1\\ntime {t}\\n` followed by the checkpoint body. The
-signature line reads `— {witness name} base64(key id || u64 timestamp || signature)`,
-with the key id `SHA-256(name || "\\n" || 0x04 || public key)[:4]`. It is one more line of
-the checkpoint's signed note, so that the note with cosignatures is still a C2SP note.
+consistency) signs the line `cosignature/v1`, the line `time {t}`, then the checkpoint
+body. The signature line reads `— {witness name} base64(key id || u64 timestamp ||
+signature)`, with the key id `SHA-256(name || newline || 0x04 || public key)[:4]`. It is
+one more line of the checkpoint's signed note, so that the note with cosignatures is
+still a C2SP note.
 """
 
 from __future__ import annotations

@@ -45,8 +45,8 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         name = CollaborationName.parse(parent)
         call.names(name, collaboration=name)
         collaboration = self.access.collaboration(name)
-        partner = call.caller.partner
-        if witnessing and collaboration and partner and collaboration.witness_keys(partner):
+        member = call.caller.partner
+        if witnessing and collaboration and member and collaboration.witness_keys(member):
             return name.collaboration  # a witness reads checkpoints and their proofs
         self.access.require(call.caller, name, [Role.AUDITOR, Role.ADMIN], "read the query log")
         return name.collaboration

@@ -248,15 +248,7 @@ class CallInterceptor(_ServerInterceptor):
         try:
             self.audit_log.append(event)
         except UnavailableError as error:
-            # The log turned out unsound just now: refused, and the refusal logged beside.
-            if event.log != SERVER_LOG:
-                event.outcome.status_code = grpc.StatusCode.UNAVAILABLE.name
-                event.outcome.reason, event.outcome.message = error.reason, error.message
-                event.log = SERVER_LOG
-                with contextlib.suppress(CleanRoomError):  # refused either way
-                    self.audit_log.append(event)
-            if context.is_active():
-                context.abort_with_status(to_status(error))
+            self._refuse_unsound_log(event, context, error)
         except Exception as error:
             # No call may succeed unlogged: fail it, and tell the operator why.
             log.exception("could not append to query log %s", event.log)
@@ -269,6 +261,19 @@ class CallInterceptor(_ServerInterceptor):
                     "The query log could not be written, so the call was refused; the"
                     " operator's log has the details.",
                 )
+
+    def _refuse_unsound_log(
+        self, event: AuditEvent, context: grpc.ServicerContext, error: UnavailableError
+    ) -> None:
+        """The log turned out unsound just now: the call refused, its event in the server log."""
+        if event.log != SERVER_LOG:
+            event.outcome.status_code = grpc.StatusCode.UNAVAILABLE.name
+            event.outcome.reason, event.outcome.message = error.reason, error.message
+            event.log = SERVER_LOG
+            with contextlib.suppress(CleanRoomError):  # refused either way
+                self.audit_log.append(event)
+        if context.is_active():
+            context.abort_with_status(to_status(error))
 
 
 class _Undecodable:

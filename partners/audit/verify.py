@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 
 from cleanroom.proofs import merkle
 from cleanroom.proofs.cosignature import WitnessVerifier
@@ -154,22 +154,14 @@ def verify_log(
     except ServerError as error:
         if error.reason == "CHECKPOINT_NOT_FOUND":
             return _without_checkpoint(client, parent, origin, previous_size, quorum)
-        if error.reason == "AUDIT_LOG_INCONSISTENT":
-            index = error.metadata.get("first_bad_index")
-            bad = int(index) if index and index.isdigit() else None
-            return fail(None, 0, (bad, f"the server refuses its own log: {error.message}"))
-        raise
+        return fail(None, 0, _refusal(error))
     checkpoint, found, signer = _open(ring, note, origin)
-    if checkpoint is None or signer is None:
-        return fail(None, 0, found or (None, "no checkpoint"))
-    if found is None:
+    if found is None and checkpoint is not None and signer is not None:
         found = _key_order(ring, signer, checkpoint.tree_size, ranges, previous)
+        found = found or _shrunk(checkpoint, previous)
+    if found is not None or checkpoint is None or signer is None:
+        return fail(checkpoint, 0, found or (None, "no checkpoint"))
     size = checkpoint.tree_size
-    if found is None and previous and size < previous.tree_size:
-        shrunk = f"the log has {size} events, fewer than the {previous.tree_size} of the saved"
-        found = size, shrunk + " checkpoint: truncated or rolled back"
-    if found is not None:
-        return fail(checkpoint, 0, found)
     entries, leaves, found = _download(client, parent)
     listed = len(entries)
     if found is None and listed < size:
@@ -177,11 +169,13 @@ def verify_log(
     found = found or _compare(leaves, saved_leaves)
     found = found or _locate(client, parent, ring, leaves, checkpoint)
     found = found or _proofs(client, parent, leaves, checkpoint, previous)
-    trusted, cosigners = size, ()
+    trusted = size
+    cosigners: tuple[str, ...] = ()
     if found is None and quorum:
         trusted, cosigners, found = _witnessed(
-            client, parent, ring, origin, witnessed, witnesses, quorum, leaves[:size]
-        )
+            client, parent, ring=ring, origin=origin, notes=witnessed,
+            witnesses=witnesses, quorum=quorum, leaves=leaves[:size],
+        )  # fmt: skip
     if found is not None:
         return fail(checkpoint, min(listed, size), found, events_listed=listed)
     first, last = ranges.get(signer.key_id, [size, size])
@@ -192,6 +186,25 @@ def verify_log(
         events_listed=listed, witnesses=cosigners, signed_by=signer.key_id,
         entries=tuple(entries[:trusted]),
     )  # fmt: skip
+
+
+def _refusal(error: ServerError) -> Finding:
+    """The finding of a server that refuses its own log; other errors go on up."""
+    if error.reason != "AUDIT_LOG_INCONSISTENT":
+        raise error
+    index = error.metadata.get("first_bad_index")
+    bad = int(index) if index and index.isdigit() else None
+    return bad, f"the server refuses its own log: {error.message}"
+
+
+def _shrunk(checkpoint: Checkpoint, previous: Checkpoint | None) -> Finding | None:
+    size = checkpoint.tree_size
+    if previous is None or size >= previous.tree_size:
+        return None
+    return size, (
+        f"the log has {size} events, fewer than the {previous.tree_size} of the saved"
+        " checkpoint: truncated or rolled back"
+    )
 
 
 def _proofs(
@@ -217,9 +230,10 @@ def _proofs(
     return None
 
 
-def _witnessed(  # noqa: PLR0913 - the parts of one check
+def _witnessed(
     client: CleanRoomClient,
     parent: str,
+    *,
     ring: KeyRing,
     origin: str,
     notes: Sequence[str],
@@ -360,25 +374,30 @@ def _download(
 
 def _event_problem(position: int, event: audit_event_pb2.AuditEvent) -> str | None:
     """What is wrong with one listed event: its bytes, or fields shown beside them."""
-    try:
-        data = json.loads(event.entry)
-    except (ValueError, UnicodeDecodeError):
-        return f"event {position} is not JSON"
-    if not isinstance(data, dict):
-        return f"event {position} is not a JSON object"
+    data = _parsed(event.entry)
+    if isinstance(data, str):
+        return f"event {position} {data}"
     if data.get("index") != position:
         return f"event {position} holds the bytes of another position"
     if event.leaf_hash and event.leaf_hash != merkle.leaf_hash(event.entry):
         return f"event {position}'s leaf hash is not that of its bytes"
     try:
-        shown = _shown_fields(event)
-        hashed = _hashed_fields(data)
+        shown, hashed = _shown_fields(event), _hashed_fields(data)
     except (ValueError, KeyError, TypeError, OverflowError) as error:
         return f"event {position} lacks a field of an event ({error})"
-    for name, value in shown.items():
-        if hashed[name] != value:
-            return f"event {position}'s {name} as the server shows it differs from its hashed bytes"
+    differ = [name for name, value in shown.items() if hashed[name] != value]
+    if differ:
+        return f"event {position}'s {differ[0]} as the server shows it differs from its bytes"
     return None
+
+
+def _parsed(entry: bytes) -> dict[str, Any] | str:
+    """An entry's JSON object, or what is wrong with it."""
+    try:
+        data = json.loads(entry)
+    except (ValueError, UnicodeDecodeError):
+        return "is not JSON"
+    return data if isinstance(data, dict) else "is not a JSON object"
 
 
 def _shown_fields(event: audit_event_pb2.AuditEvent) -> dict[str, Any]:
@@ -408,12 +427,19 @@ def _hashed_fields(data: dict[str, Any]) -> dict[str, Any]:
         "caller_roles": list(data["caller_roles"]),
         "method": data["method"],
         "resources": list(data["resources"]),
-        "request_summary": data["request_summary"],
+        "request_summary": _as_struct(data["request_summary"]),
         "outcome": [
             outcome["status_code"], outcome["reason"], outcome["message"],
             outcome["released_count"], outcome["suppressed_count"], epsilon,
         ],
     }  # fmt: skip
+
+
+def _as_struct(summary: Any) -> dict[str, Any]:
+    """The summary as the API's Struct shows it (numbers as doubles), for comparison."""
+    struct = struct_pb2.Struct()
+    struct.update(summary)
+    return json_format.MessageToDict(struct)
 
 
 def _compare(leaves: list[bytes], saved: list[bytes]) -> Finding | None:

@@ -72,7 +72,7 @@ def rows(db: sqlite3.Connection) -> list[tuple[int, bytes]]:
 
 def store(db: sqlite3.Connection, index: int, entry: bytes) -> None:
     """Rewrites one event, its leaf hash and filter columns, as the server would have."""
-    data = json.loads(entry) if entry.startswith(b"{\"") else {}
+    data = json.loads(entry) if entry.startswith(b'{"') else {}
     db.execute(
         "UPDATE audit_events SET entry = ?, leaf_hash = ?, event_time = ?, caller = ?, method = ?"
         " WHERE log = ? AND log_index = ?",
@@ -212,7 +212,9 @@ def test_tampering_is_caught_offline_at_start_and_by_a_new_auditor(
         assert refused.value.code == "UNAVAILABLE"
         assert refused.value.reason == "AUDIT_LOG_INCONSISTENT"
         assert refused.value.metadata["first_bad_index"] == str(bad_index)
-        verdict = verify_log(server.client("ledger"), PARENT, VERIFIER, AuditorState(tmp_path / "s"))
+        verdict = verify_log(
+            server.client("ledger"), PARENT, VERIFIER, AuditorState(tmp_path / "s")
+        )
         assert server.clean_room.audit_log.size(COLLABORATION) == before
         # The refusals are in the server log instead, as every call is logged somewhere.
         server_log = server.clean_room.audit_log.events("-", AuditFilter(), after=-1, limit=100)

@@ -165,6 +165,8 @@ def test_rotation_refuses_a_log_that_does_not_verify(pki: DemoPki, tmp_path: Pat
 def test_previous_keys_must_keep_the_name(pki: DemoPki, tmp_path: Path) -> None:
     other = NoteSigner.generate("another.name").verifier_key
     audit = {"signing_key": str(log_signing_key(pki)), "previous_verifier_keys": [other]}
-    with pytest.raises(ConfigError, match="keeps its name"):
-        with running_server(pki, tmp_path / "d", server={"audit": audit}):
-            pass
+    with (
+        pytest.raises(ConfigError, match="keeps its name"),
+        running_server(pki, tmp_path / "d", server={"audit": audit}),
+    ):
+        pass
