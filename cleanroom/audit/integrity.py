@@ -60,11 +60,12 @@ def replay(
 ) -> Replay:
     """Replays a stored log; `every_checkpoint` checks every signature, not only the latest.
 
-    The events are read one at a time, so memory grows with the number of checkpoints to
-    locate a bad root (32 bytes per event), never with the entries' size.
+    The events are read one at a time and only their leaf hashes kept (32 bytes each, to
+    locate a bad root), never their entries. Roots of other sizes than the latest are
+    computed only to check every checkpoint or to locate a mismatch.
     """
     result = Replay(log)
-    roots = [merkle.root([])]
+    leaves: list[bytes] = []
     cursor = db.execute(
         "SELECT log_index, event_time, caller, method, entry, leaf_hash FROM audit_events"
         " WHERE log = ? ORDER BY log_index",
@@ -76,15 +77,17 @@ def replay(
             result.finding = Finding(position, problem)
             cursor.close()
             break
-        result.frontier.append(bytes(row[5]))
-        roots.append(result.frontier.root())
-    size = len(roots) - 1
+        leaves.append(bytes(row[5]))
+        result.frontier.append(leaves[-1])
+    size = len(leaves)
     notes = db.execute(
         "SELECT tree_size, signed_note FROM audit_checkpoints WHERE log = ? ORDER BY tree_size",
         (log,),
     ).fetchall()
     result.checkpoints = len(notes)
-    checkpoint_finding = _checkpoints_problem(notes, roots, keys, origin, every_checkpoint)
+    checkpoint_finding = _checkpoints_problem(
+        notes, leaves, result.frontier, keys, origin, every_checkpoint
+    )
     if checkpoint_finding is not None and (
         result.finding is None or checkpoint_finding.index < result.finding.index
     ):
@@ -127,46 +130,50 @@ def parse_entry(entry: object) -> dict[str, Any] | str:
     return data if isinstance(data, dict) else "is not a JSON object"
 
 
-def _checkpoints_problem(
+def _checkpoints_problem(  # noqa: PLR0917 - the parts of one replay
     notes: list[tuple[Any, ...]],
-    roots: list[bytes],
+    leaves: list[bytes],
+    frontier: Frontier,
     keys: KeyRing,
     origin: str,
     every_checkpoint: bool,
 ) -> Finding | None:
     """The first signed size that is missing, forged or over other events, if any."""
     sizes = [int(size) for size, _ in notes]
-    uncovered = _coverage_problem(sizes, len(roots) - 1)
+    uncovered = _coverage_problem(sizes, len(leaves))
     if uncovered is not None:
         return uncovered
     if not notes:
         return None
 
-    def problem(tree_size: int) -> str | None:
+    def problem(tree_size: int, root: bytes) -> tuple[str | None, int]:
+        """What is wrong with the checkpoint of a size, and its key's place in the ring."""
         try:
-            checkpoint, _ = keys.open_checkpoint(str(notes[tree_size - 1][1]))
+            checkpoint, verifier = keys.open_checkpoint(str(notes[tree_size - 1][1]))
         except NoteError as error:
-            return f"checkpoint {tree_size}: {error}"
-        return _mismatch(checkpoint, tree_size, roots, origin)
+            return f"checkpoint {tree_size}: {error}", -1
+        return _mismatch(checkpoint, tree_size, root, origin), keys.position(verifier)
 
     if every_checkpoint:
-        position = -1
+        position, growing = -1, Frontier()
         for tree_size in sizes:
-            found = problem(tree_size)
-            if found is None:
-                found = _key_order_problem(keys, str(notes[tree_size - 1][1]), position)
-                position = keys.position(keys.open_checkpoint(str(notes[tree_size - 1][1]))[1])
+            growing.append(leaves[tree_size - 1])
+            found, place = problem(tree_size, growing.root())
+            if found is None and place < position:
+                found = f"checkpoint {tree_size} is signed by a retired key after its successor"
             if found is not None:
                 return Finding(tree_size - 1, found)
+            position = place
         return None
-    latest = problem(sizes[-1])
+    latest, _ = problem(sizes[-1], frontier.root())
     if latest is None:
         return None
     low, high = 1, sizes[-1]  # the smallest signed size that does not hold
     while low < high:
         middle = (low + high) // 2
-        low, high = (middle + 1, high) if problem(middle) is None else (low, middle)
-    return Finding(low - 1, problem(low) or latest)
+        found, _ = problem(middle, merkle.root(leaves[:middle]))
+        low, high = (middle + 1, high) if found is None else (low, middle)
+    return Finding(low - 1, problem(low, merkle.root(leaves[:low]))[0] or latest)
 
 
 def _coverage_problem(sizes: list[int], replayed: int) -> Finding | None:
@@ -184,22 +191,13 @@ def _coverage_problem(sizes: list[int], replayed: int) -> Finding | None:
     return None
 
 
-def _mismatch(
-    checkpoint: Checkpoint, tree_size: int, roots: list[bytes], origin: str
-) -> str | None:
+def _mismatch(checkpoint: Checkpoint, tree_size: int, root: bytes, origin: str) -> str | None:
     if checkpoint.origin != origin:
         return f"checkpoint {tree_size} is of log {checkpoint.origin!r}"
     if checkpoint.tree_size != tree_size:
         return f"checkpoint stored as size {tree_size} says size {checkpoint.tree_size}"
-    if checkpoint.root_hash != roots[tree_size]:
+    if checkpoint.root_hash != root:
         return f"checkpoint {tree_size} does not match the events stored before it"
-    return None
-
-
-def _key_order_problem(keys: KeyRing, note: str, previous: int) -> str | None:
-    position = keys.position(keys.open_checkpoint(note)[1])
-    if position < previous:
-        return "signed by a retired key after its successor took over"
     return None
 
 

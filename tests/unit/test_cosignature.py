@@ -89,7 +89,13 @@ def test_a_key_ring_opens_old_and_new_checkpoints_and_names_the_key() -> None:
 
 @pytest.mark.parametrize(
     "note",
-    ["", "no blank line\n", "a\n\nnot a signature\n", "a\n\n\u2014 x !!!\n", "a\n\n\u2014 x AAAA\n"],
+    [
+        "",
+        "no blank line\n",
+        "a\n\nnot a signature\n",
+        "a\n\n\u2014 x !!!\n",
+        "a\n\n\u2014 x AAAA\n",
+    ],
 )
 def test_malformed_notes_are_note_errors(note: str) -> None:
     with pytest.raises(NoteError):
