@@ -379,6 +379,26 @@ def _event_problem(position: int, event: audit_event_pb2.AuditEvent) -> str | No
         return f"event {position} {data}"
     if data.get("index") != position:
         return f"event {position} holds the bytes of another position"
+    return _shown_problem(position, event, data)
+
+
+def shown_problem(event: audit_event_pb2.AuditEvent) -> str | None:
+    """What differs between a listed event's fields and its hashed bytes, if anything.
+
+    `audit list` checks every event it shows this way, so that the fields printed (and
+    filtered on by the server) are those the log's hashes cover.
+    """
+    data = _parsed(event.entry)
+    if isinstance(data, str):
+        return f"event {event.index} {data}"
+    if data.get("index") != event.index:
+        return f"event {event.index} holds the bytes of event {data.get('index')!r}"
+    return _shown_problem(event.index, event, data)
+
+
+def _shown_problem(
+    position: int, event: audit_event_pb2.AuditEvent, data: dict[str, Any]
+) -> str | None:
     if event.leaf_hash and event.leaf_hash != merkle.leaf_hash(event.entry):
         return f"event {position}'s leaf hash is not that of its bytes"
     try:

@@ -17,7 +17,7 @@ from cleanroom.proofs.signed_note import KeyRing, NoteError, NoteVerifier
 from partners import render
 from partners.audit.export import FORMATS, export_events
 from partners.audit.privacy import compare_budget, recompute
-from partners.audit.verify import AuditorState, Verdict, verify_log
+from partners.audit.verify import AuditorState, Verdict, shown_problem, verify_log
 from partners.audit.witness import WitnessState, parse_interval, witness_once
 from partners.cli._common import (
     client_for,
@@ -60,11 +60,17 @@ def audit_list(
             method=method,
             caller=caller,
         )
+        shown = list(events)
         if as_json:
-            for event in events:
+            for event in shown:
                 click.echo(render.json_line(event))
         else:
-            console.print(render.audit_table(events))
+            console.print(render.audit_table(shown))
+        problems = [p for p in (shown_problem(event) for event in shown) if p]
+        for problem in problems:
+            errors.print(f"[bold red]FAILED[/]: {escape(problem)}")
+        if problems:
+            sys.exit(1)
 
 
 def _key_text(value: str, option: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from cleanroom.audit.check import check_logs
 from cleanroom.audit.log import AuditFilter
@@ -25,7 +26,9 @@ from cleanroom.proofs import merkle
 from cleanroom.proofs.signed_note import NoteVerifier
 from cleanroom.tls.pki import DemoPki
 from partners.audit.verify import AuditorState, verify_log
+from partners.cli import main as partner_main
 from partners.errors import AccessDeniedError, ServerError
+from tests.integration.test_partner_cli import env_for
 from tests.support import (
     COLLABORATION,
     LOG_SIGNER,
@@ -284,3 +287,22 @@ def test_a_bad_signature_on_the_latest_checkpoint_says_so(pki: DemoPki, tmp_path
     assert verdict.first_bad_index == size - 1
     assert "server refuses its own log" in (verdict.problem or "")
     assert "does not verify" in (verdict.problem or "")
+
+
+def test_audit_list_checks_what_it_shows_against_the_hashed_bytes(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    make_events(server, tmp_path, 6)
+    listing = ["audit", "list", f"--collaboration={COLLABORATION}"]
+    result = CliRunner().invoke(partner_main, listing, env=env_for(server, "ledger"))
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(server.data_dir / "cleanroom.sqlite3") as db:
+        db.execute(
+            "UPDATE audit_events SET entry = ? WHERE log = ? AND log_index = 2",
+            (b"\xffnot json", COLLABORATION),
+        )
+    db.close()
+    result = CliRunner().invoke(partner_main, listing, env=env_for(server, "ledger"))
+    assert result.exit_code == 1
+    assert "FAILED: event 2 is not JSON" in result.output
+    assert "Traceback" not in result.output
