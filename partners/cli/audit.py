@@ -26,7 +26,7 @@ from partners.cli._common import (
     errors,
     reported_errors,
 )
-from partners.errors import InputError
+from partners.errors import InputError, ServerError
 
 
 @click.group()
@@ -292,7 +292,15 @@ def audit_witness(
         state = WitnessState((state_dir or _default_state_dir("witness")) / collaboration)
         with client_for(options) as client:
             while True:
-                result = witness_once(client, parent, ring, signer, state)
+                try:
+                    result = witness_once(client, parent, ring, signer, state)
+                except ServerError as error:
+                    if interval is None:
+                        raise
+                    # A server restarting or busy: the next round tries again.
+                    errors.print(f"[yellow]skipped[/]: {error.code} {escape(error.message)}")
+                    time.sleep(interval)
+                    continue
                 if not result.ok:
                     errors.print(f"[bold red]REFUSED[/]: {escape(result.problem or '')}")
                     sys.exit(1)
