@@ -282,10 +282,16 @@ def _witnessed(
     if len(sizes) < quorum:
         detail = "".join(f"; {problem}" for _, problem in bad)
         where = min((s for s, _ in bad if s), default=None)
+        rewritten = (
+            f": the history up to event {where - 1} is not the one they cosigned, or their"
+            " cosignatures were altered"
+            if where
+            else ""
+        )
         return 0, (), (
             where - 1 if where else None,
             f"valid cosignatures of {len(sizes)} of the witnesses"
-            f" ({', '.join(sorted(sizes)) or 'none'}); the quorum is {quorum}{detail}",
+            f" ({', '.join(sorted(sizes)) or 'none'}); the quorum is {quorum}{detail}{rewritten}",
         )  # fmt: skip
     trusted = sorted(sizes.values(), reverse=True)[quorum - 1]
     return trusted, tuple(name for name in sizes), None

@@ -23,11 +23,18 @@ from cleanroom.audit.check import check_logs
 from cleanroom.audit.log import AuditFilter
 from cleanroom.names import DatasetName
 from cleanroom.proofs import merkle
-from cleanroom.proofs.signed_note import NoteVerifier
+from cleanroom.proofs.signed_note import Checkpoint, NoteVerifier
 from cleanroom.tls.pki import DemoPki
 from partners.audit.verify import AuditorState, verify_log
 from partners.cli import main as partner_main
 from partners.errors import AccessDeniedError, ServerError
+from tests.integration.test_audit_witnesses import (
+    BRAND_WITNESS,
+    WITNESSED,
+    both_witness,
+    new_auditor,
+    witness,
+)
 from tests.integration.test_partner_cli import env_for
 from tests.support import (
     COLLABORATION,
@@ -199,15 +206,16 @@ def test_tampering_is_caught_offline_at_start_and_by_a_new_auditor(
     pki: DemoPki, tmp_path: Path, attack: Attack
 ) -> None:
     data_dir = tmp_path / "data"
-    with running_server(pki, data_dir) as server:
+    with running_server(pki, data_dir, collaboration=WITNESSED) as server:
         make_events(server, tmp_path, EVENTS)
+        both_witness(server, tmp_path)
     bad_index = tamper(data_dir, attack)
 
     offline = {r.log: r for r in check_logs(data_dir, VERIFIER)}[COLLABORATION]
     assert not offline.ok
     assert offline.first_bad_index == bad_index, offline.problem
 
-    with running_server(pki, data_dir) as server:
+    with running_server(pki, data_dir, collaboration=WITNESSED) as server:
         before = server.clean_room.audit_log.size(COLLABORATION)
         # A member is refused; the server signs nothing more over the rewritten log.
         with pytest.raises(ServerError) as refused:
@@ -215,9 +223,7 @@ def test_tampering_is_caught_offline_at_start_and_by_a_new_auditor(
         assert refused.value.code == "UNAVAILABLE"
         assert refused.value.reason == "AUDIT_LOG_INCONSISTENT"
         assert refused.value.metadata["first_bad_index"] == str(bad_index)
-        verdict = verify_log(
-            server.client("ledger"), PARENT, VERIFIER, AuditorState(tmp_path / "s")
-        )
+        verdict = new_auditor(server, tmp_path / "auditor")  # witnesses' quorum of 2
         assert server.clean_room.audit_log.size(COLLABORATION) == before
         # The refusals are in the server log instead, as every call is logged somewhere.
         server_log = server.clean_room.audit_log.events("-", AuditFilter(), after=-1, limit=100)
@@ -227,6 +233,54 @@ def test_tampering_is_caught_offline_at_start_and_by_a_new_auditor(
             server.client("outsider").get_dataset(dataset_name("acme-log"))
     assert not verdict.ok
     assert verdict.first_bad_index == bad_index, verdict.problem
+
+
+def resign(db: sqlite3.Connection) -> None:
+    """What an operator holding the signing key adds: every checkpoint signed anew."""
+    frontier = merkle.Frontier()
+    db.execute("DELETE FROM audit_checkpoints WHERE log = ?", (COLLABORATION,))
+    for (leaf,) in db.execute(
+        "SELECT leaf_hash FROM audit_events WHERE log = ? ORDER BY log_index", (COLLABORATION,)
+    ).fetchall():
+        frontier.append(bytes(leaf))
+        body = Checkpoint(f"{LOG_SIGNER.name}/{PARENT}", frontier.size, frontier.root()).body()
+        db.execute(
+            "INSERT INTO audit_checkpoints VALUES (?, ?, ?)",
+            (COLLABORATION, frontier.size, LOG_SIGNER.sign(body)),
+        )
+
+
+REWRITES = [rewrite_one_event, swap_and_reindex, rewrite_tail]
+
+
+@pytest.mark.parametrize("attack", REWRITES, ids=[a.__name__ for a in REWRITES])
+def test_a_rewrite_signed_with_the_key_is_caught_by_the_witness_quorum(
+    pki: DemoPki, tmp_path: Path, attack: Attack
+) -> None:
+    data_dir = tmp_path / "data"
+    with running_server(pki, data_dir, collaboration=WITNESSED) as server:
+        make_events(server, tmp_path, EVENTS)
+        both_witness(server, tmp_path)
+
+    def rewrite_and_resign(db: sqlite3.Connection) -> int:
+        bad_index = attack(db)
+        resign(db)
+        return bad_index
+
+    bad_index = tamper(data_dir, rewrite_and_resign)
+    # Signed anew, the store is consistent: neither the offline check nor the server can tell.
+    assert all(r.ok for r in check_logs(data_dir, VERIFIER))
+    with running_server(pki, data_dir, collaboration=WITNESSED) as server:
+        verdict = new_auditor(server, tmp_path / "auditor")
+        refused = witness(server, "brightmart", BRAND_WITNESS, tmp_path / "brightmart")
+    assert not verdict.ok
+    # The witnesses' signatures no longer fit the checkpoints the server shows; one root
+    # cannot tell which event changed, only that one up to the witnessed size did.
+    assert "does not verify" in (verdict.problem or "")
+    assert verdict.first_bad_index is not None
+    assert bad_index <= verdict.first_bad_index < EVENTS + 6, verdict.problem
+    assert not refused.ok  # type: ignore[attr-defined]
+    assert "a fork" in refused.problem  # type: ignore[attr-defined]
 
 
 def test_a_relabelled_column_hides_nothing_from_a_filtered_listing(
