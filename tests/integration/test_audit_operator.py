@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,12 +24,14 @@ from click.testing import CliRunner
 
 from cleanroom.audit.check import check_logs
 from cleanroom.audit.log import AuditFilter
+from cleanroom.demo.deployment import free_loopback_port, loopback_connection
 from cleanroom.names import DatasetName
 from cleanroom.proofs import merkle
 from cleanroom.proofs.signed_note import Checkpoint, NoteVerifier
 from cleanroom.tls.pki import DemoPki
 from partners.audit.verify import AuditorState, verify_log
 from partners.cli import main as partner_main
+from partners.client import CleanRoomClient
 from partners.errors import AccessDeniedError, ServerError
 from tests.integration.test_audit_witnesses import (
     BRAND_WITNESS,
@@ -44,6 +49,7 @@ from tests.support import (
     digest_array,
     random_digests,
     running_server,
+    write_config,
     write_digest_file,
 )
 
@@ -360,3 +366,33 @@ def test_audit_list_checks_what_it_shows_against_the_hashed_bytes(
     assert result.exit_code == 1
     assert "FAILED: event 2 is not JSON" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_a_server_process_names_the_first_bad_index_in_its_own_log(
+    pki: DemoPki, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    with running_server(pki, data_dir) as server:
+        make_events(server, tmp_path, 12)
+    bad_index = tamper(data_dir, rewrite_one_event)
+    port = free_loopback_port()
+    config = write_config(tmp_path / "cleanroom.toml", pki, data_dir, listen=f"127.0.0.1:{port}")
+    with (tmp_path / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cleanroom", "serve", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with CleanRoomClient(loopback_connection(pki, "acme", port), timeout=30) as acme:
+            acme.wait_until_ready(60)
+            with pytest.raises(ServerError) as refused:
+                acme.get_dataset(dataset_name("acme-log"))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert refused.value.reason == "AUDIT_LOG_INCONSISTENT"
+    text = (tmp_path / "server.log").read_text()
+    assert f"first bad index {bad_index}" in " ".join(text.split())
+    assert "Traceback" not in text
