@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 REPORT_METHOD = "/cleanroom.v1.ReportService/CreateOverlapReport"
+BUDGET_METHOD = "/cleanroom.v1.ReportService/GetPrivacyBudget"
 THRESHOLD_FLOOR = 10  # SPEC section 5: k is never below 10
 MICRO = 1_000_000
 
@@ -140,6 +141,22 @@ def recompute(entries: Iterable[bytes], rules: Iterable[Rule] = RULES) -> Privac
             if problem:
                 account.problems.append((release.index, f"release {release.index} {problem}"))
     return account
+
+
+def until_budget_read(entries: Sequence[bytes]) -> Sequence[bytes]:
+    """The events up to the latest GetPrivacyBudget call, which the budget read reflects.
+
+    An auditor reads the budget, then the log: releases logged after that read are not in
+    the figures it got, so they are left out of the comparison (and checked next time).
+    """
+    for position in range(len(entries) - 1, -1, -1):
+        try:
+            data = json.loads(entries[position])
+        except ValueError:
+            continue
+        if isinstance(data, dict) and data.get("method") == BUDGET_METHOD:
+            return entries[: position + 1]
+    return entries
 
 
 def compare_budget(

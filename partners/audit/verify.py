@@ -49,7 +49,7 @@ class Verdict:
             are not yet under the trusted checkpoint.
         witnesses: The witnesses whose cosignature of the checkpoint verified.
         signed_by: The id of the log key that signed the checkpoint.
-        entries: The canonical bytes of the proved events, oldest first.
+        entries: The canonical bytes of the events under the checkpoint, oldest first.
     """
 
     log: str
@@ -184,7 +184,7 @@ def verify_log(
     return Verdict(
         origin, trusted, checkpoint, previous_size,
         events_listed=listed, witnesses=cosigners, signed_by=signer.key_id,
-        entries=tuple(entries[:trusted]),
+        entries=tuple(entries[:size]),
     )  # fmt: skip
 
 

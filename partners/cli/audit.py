@@ -16,7 +16,7 @@ from cleanroom.proofs.cosignature import WitnessSigner, WitnessVerifier
 from cleanroom.proofs.signed_note import KeyRing, NoteError, NoteVerifier
 from partners import render
 from partners.audit.export import FORMATS, export_events
-from partners.audit.privacy import compare_budget, recompute
+from partners.audit.privacy import compare_budget, recompute, until_budget_read
 from partners.audit.verify import AuditorState, Verdict, shown_problem, verify_log
 from partners.audit.witness import WitnessState, parse_interval, witness_once
 from partners.cli._common import (
@@ -224,7 +224,7 @@ def _print_verdict(verdict: Verdict, ring: KeyRing) -> None:
 def _print_privacy(verdict: Verdict, spent: float, released: int) -> list[str]:
     """Prints the log's privacy accounting; returns what contradicts it."""
     try:
-        account = recompute(verdict.entries)
+        account = recompute(until_budget_read(verdict.entries))
     except (ValueError, KeyError, TypeError) as error:
         return [f"an event lacks a field the accounting needs ({error})"]
     console.print(
