@@ -96,6 +96,14 @@ def test_events_before_and_after_a_rotation_verify_with_the_key_set(
     results = check_logs(data_dir, ring)
     assert all(r.ok for r in results), [r.problem for r in results]
     assert not all(r.ok for r in check_logs(data_dir, KeyRing.of(new.verifier_key)))
+    # The operator's command takes the key ring from the configuration.
+    rotated = config_data(pki, data_dir)
+    rotated["server"]["audit"] = audit
+    config = tmp_path / "rotated.toml"
+    config.write_bytes(tomli_w.dumps(rotated).encode())
+    checked = CliRunner().invoke(operator_main, ["audit", "check", "--config", str(config)])
+    assert checked.exit_code == 0, checked.output
+    assert f"ok collaborations/{COLLABORATION}" in checked.output
 
 
 def test_a_checkpoint_signed_by_an_unknown_key_fails(pki: DemoPki, tmp_path: Path) -> None:
