@@ -63,6 +63,7 @@ def config_toml(
     administrators: Sequence[str] = (),
     server: Mapping[str, object] | None = None,
     comment: str = "",
+    witnesses: Mapping[str, str] | None = None,
 ) -> str:
     """The TOML text; paths are relative to `root`, where the file goes."""
 
@@ -98,4 +99,8 @@ def config_toml(
     lines += _table("[collaborations.policy]", policy)
     for partner, roles in members.items():
         lines += _table("[[collaborations.members]]", {"partner": partner, "roles": list(roles)})
+    for partner, public_key in (witnesses or {}).items():
+        lines += _table(
+            "[[collaborations.witnesses]]", {"partner": partner, "public_key": public_key}
+        )
     return "\n".join(lines) + "\n"

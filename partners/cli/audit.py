@@ -210,9 +210,15 @@ def _print_verdict(verdict: Verdict, ring: KeyRing) -> None:
         )
     if verdict.witnesses:
         console.print(f"  cosigned by: {escape(', '.join(verdict.witnesses))}")
-    if verdict.ok and verdict.events_listed > verdict.events_checked:
+    signed = checkpoint.tree_size if checkpoint else 0
+    if verdict.ok and signed > verdict.events_checked:
         console.print(
-            f"  not yet under the checkpoint: events {verdict.events_checked:,} to"
+            f"  signed, not yet cosigned by the quorum: events {verdict.events_checked:,} to"
+            f" {signed - 1:,}"
+        )
+    if verdict.ok and verdict.events_listed > signed:
+        console.print(
+            f"  not yet under the checkpoint: events {signed:,} to"
             f" {verdict.events_listed - 1:,} (verify again later)"
         )
     if verdict.previous_size is None:
