@@ -5,7 +5,15 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ("bench.startup", "bench.server", "bench.prepare", "bench.load", "bench.spark")
+MODULES = (
+    "bench.startup",
+    "bench.server",
+    "bench.prepare",
+    "bench.load",
+    "bench.operations",
+    "bench.audit",
+    "bench.spark",
+)
 
 
 def main() -> int:
