@@ -201,3 +201,28 @@ def test_a_server_whose_master_is_unreachable_does_not_start(pki: Any, tmp_path:
     assert refused.value.key == "server.engine.master"
     with running_server(pki, tmp_path / "data"):  # the data directory was released
         pass
+
+
+def test_check_config_checks_the_spark_engine_without_starting_it(
+    pki: Any, tmp_path: Path
+) -> None:
+    import tomli_w
+    from click.testing import CliRunner
+
+    from cleanroom.cli import main
+    from tests.support import config_data
+
+    with socket_closed() as port:
+        data = config_data(pki, tmp_path / "data")
+        data["server"]["engine"] = {"kind": "spark", "master": f"spark://127.0.0.1:{port}"}
+        config = tmp_path / "cleanroom.toml"
+        config.write_bytes(tomli_w.dumps(data).encode())
+        refused = CliRunner().invoke(main, ["check-config", "--config", str(config)])
+    assert refused.exit_code == 2
+    assert "server.engine.master" in refused.output
+    assert "unreachable" in refused.output
+    data["server"]["engine"] = {"kind": "spark", "master": "local[2]"}
+    config.write_bytes(tomli_w.dumps(data).encode())
+    accepted = CliRunner().invoke(main, ["check-config", "--config", str(config)])
+    assert accepted.exit_code == 0, accepted.output
+    assert "matching on Spark local[2]" in accepted.output
