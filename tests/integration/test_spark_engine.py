@@ -203,9 +203,7 @@ def test_a_server_whose_master_is_unreachable_does_not_start(pki: Any, tmp_path:
         pass
 
 
-def test_check_config_checks_the_spark_engine_without_starting_it(
-    pki: Any, tmp_path: Path
-) -> None:
+def test_check_config_checks_the_spark_engine_without_starting_it(pki: Any, tmp_path: Path) -> None:
     import tomli_w
     from click.testing import CliRunner
 
