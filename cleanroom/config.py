@@ -60,7 +60,7 @@ class EngineConfig:
         settings: Spark settings (`spark.*` keys), passed to the session as they are.
         location: Where the datasets' prefix-range copies go, read by the executors: a
             path or a URI (README, "Scaling"). Default: `ranges/` in the data directory.
-        ranges: Prefix ranges per copy, a power of two; fixed for a location's life.
+        ranges: Prefix ranges per new copy, a power of two (copies keep theirs).
         probe_seconds: How long a start-up probe job may wait for an executor.
         driver_rows: Questions over fewer rows (all their datasets together) are matched
             on the server by the in-memory engine, faster than any Spark job.
