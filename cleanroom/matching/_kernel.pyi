@@ -1,0 +1,28 @@
+"""Types of the compiled matching kernel (`_kernel.c`); `memory` is its one caller."""
+
+from collections.abc import Buffer, Sequence
+
+# keys, words, rows (or None), row width (0, 4 or 8), start, stop, bit, masks, mask width
+Side = tuple[Buffer, Buffer, Buffer | None, int, int, int, int, Buffer, int]
+
+def mark(sides: Sequence[Side], /) -> None:
+    """Merge-joins the sorted lists' [start, stop) and ORs each matched row's mask with the
+    bits of the other lists holding its digest."""
+
+def pairs(
+    x_keys: Buffer,
+    x_words: Buffer,
+    x_start: int,
+    x_stop: int,
+    y_keys: Buffer,
+    y_words: Buffer,
+    y_start: int,
+    y_stop: int,
+    out_i: Buffer,
+    out_j: Buffer,
+    /,
+) -> int:
+    """Writes every (i, j) holding the same digest while they fit; returns how many there are."""
+
+def bit_counts(masks: Buffer, width: int, bits: int, /) -> list[int]:
+    """For each of the first `bits` bits, the rows whose mask has it set."""
