@@ -13,7 +13,8 @@
  *       (keys, words, rows, row_width, start, stop, bit, masks, mask_width)
  *   pairs(x_keys, x_words, x_start, x_stop, y_keys, y_words, y_start, y_stop, out_i, out_j)
  *       -> number of pairs (written while they fit; call again with more room if larger)
- *   bit_counts(masks, mask_width, bits) -> list of the rows with each bit set
+ *   histogram(masks, mask_width, codes, code_width, start, stop, values, out) -> None:
+ *       out[code * values + mask] += 1 for each row in [start, stop) (codes None: code 0)
  *
  * Every length and row number is checked against its buffer before it is used.
  */
@@ -328,54 +329,71 @@ static PyObject *kernel_pairs(PyObject *Py_UNUSED(module), PyObject *args) {
     return PyLong_FromSsize_t(found);
 }
 
-static PyObject *kernel_bit_counts(PyObject *Py_UNUSED(module), PyObject *args) {
-    PyObject *masks_o;
-    int width, bits;
-    if (!PyArg_ParseTuple(args, "Oii", &masks_o, &width, &bits))
+static inline uint64_t load_unsigned(const void *p, Py_ssize_t r, int width) {
+    switch (width) {
+    case 1: return ((const uint8_t *)p)[r];
+    case 2: return ((const uint16_t *)p)[r];
+    case 4: return ((const uint32_t *)p)[r];
+    default: return ((const uint64_t *)p)[r];
+    }
+}
+
+static inline int64_t load_signed(const void *p, Py_ssize_t r, int width) {
+    switch (width) {
+    case 1: return ((const int8_t *)p)[r];
+    case 2: return ((const int16_t *)p)[r];
+    case 4: return ((const int32_t *)p)[r];
+    default: return ((const int64_t *)p)[r];
+    }
+}
+
+static PyObject *kernel_histogram(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *masks_o, *codes_o, *out_o;
+    int width, code_width;
+    Py_ssize_t start, stop, values;
+    if (!PyArg_ParseTuple(args, "OiOinnnO", &masks_o, &width, &codes_o, &code_width, &start,
+                          &stop, &values, &out_o))
         return NULL;
-    if (!width_ok(width, 0) || bits < 0 || bits > 8 * width)
-        return PyErr_Format(PyExc_ValueError, "bit_counts: bad width or bits");
+    if (!width_ok(width, 0) || !width_ok(code_width, 1) || start < 0 || stop < start ||
+        values < 1)
+        return PyErr_Format(PyExc_ValueError, "histogram: bad widths or range");
     Views views;
     views.held = 0;
-    Py_ssize_t rows = 0;
-    const void *masks = view(&views, masks_o, 0, 0, width, &rows, "masks");
-    if (masks == NULL) {
+    Py_ssize_t cells = 0;
+    const void *masks = view(&views, masks_o, 0, stop, width, NULL, "masks");
+    const void *codes = NULL;
+    if (masks != NULL && code_width)
+        codes = view(&views, codes_o, 0, stop, code_width, NULL, "codes");
+    int64_t *out = (masks != NULL && (codes != NULL || !code_width))
+                       ? (int64_t *)view(&views, out_o, 1, values, 8, &cells, "out")
+                       : NULL;
+    if (out == NULL) {
         release(&views);
         return NULL;
     }
-    Py_ssize_t counts[64] = {0};
+    int bad = 0;
     Py_BEGIN_ALLOW_THREADS;
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        uint64_t m;
-        switch (width) {
-        case 1: m = ((const uint8_t *)masks)[r]; break;
-        case 2: m = ((const uint16_t *)masks)[r]; break;
-        case 4: m = ((const uint32_t *)masks)[r]; break;
-        default: m = ((const uint64_t *)masks)[r]; break;
+    for (Py_ssize_t r = start; r < stop; r++) {
+        uint64_t m = load_unsigned(masks, r, width);
+        int64_t code = codes == NULL ? 0 : load_signed(codes, r, code_width);
+        uint64_t cell = (uint64_t)code * (uint64_t)values + m;
+        if (code < 0 || m >= (uint64_t)values || cell >= (uint64_t)cells) {
+            bad = 1;
+            break;
         }
-        for (; m; m &= m - 1)
-            counts[__builtin_ctzll(m)]++;
+        out[cell]++;
     }
     Py_END_ALLOW_THREADS;
     release(&views);
-    PyObject *out = PyList_New(bits);
-    if (out == NULL)
-        return NULL;
-    for (int b = 0; b < bits; b++) {
-        PyObject *n = PyLong_FromSsize_t(counts[b]);
-        if (n == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, b, n);
-    }
-    return out;
+    if (bad)
+        return PyErr_Format(PyExc_ValueError, "histogram: a mask or code is out of bounds");
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"mark", kernel_mark, METH_VARARGS, "Merge-joins sorted digest lists and marks matched rows."},
     {"pairs", kernel_pairs, METH_VARARGS, "Every pair of positions holding the same digest."},
-    {"bit_counts", kernel_bit_counts, METH_VARARGS, "The rows with each bit of their mask set."},
+    {"histogram", kernel_histogram, METH_VARARGS, "Rows per (code, mask) over a range of rows."},
     {NULL, NULL, 0, NULL},
 };
 

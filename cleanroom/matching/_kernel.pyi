@@ -24,5 +24,16 @@ def pairs(
 ) -> int:
     """Writes every (i, j) holding the same digest while they fit; returns how many there are."""
 
-def bit_counts(masks: Buffer, width: int, bits: int, /) -> list[int]:
-    """For each of the first `bits` bits, the rows whose mask has it set."""
+def histogram(
+    masks: Buffer,
+    mask_width: int,
+    codes: Buffer | None,
+    code_width: int,
+    start: int,
+    stop: int,
+    values: int,
+    out: Buffer,
+    /,
+) -> None:
+    """Adds one to `out[code * values + mask]` for each row in [start, stop) (code 0 when
+    `codes` is None, `code_width` then 0)."""

@@ -52,7 +52,7 @@ _PART = 1 << 21  # digests of the longest list per kernel call, about: parts eno
 _BIG_ENDIAN_WORD = np.dtype(">u8")
 RowArray = npt.NDArray[np.signedinteger[Any]]  # int32 as stored, or intp
 MaskArray = npt.NDArray[np.unsignedinteger[Any]]  # per row: one bit per dataset matched
-_MASK_TYPES = (np.uint8, np.uint16, np.uint32, np.uint64)
+MAX_DATASETS = 16  # per report: a histogram of masks has 2^16 cells at most
 
 
 # Sorted digests and the merge join -------------------------------------------------------
@@ -226,7 +226,8 @@ class ArrowMatcher:
 
     def matches(self, rows_of: DatasetTable, against: DatasetTable) -> BoolArray:
         """For each row of `rows_of`, whether some row of `against` shares a digest of a type."""
-        return self._masks([rows_of, against])[0] != 0
+        with self._pool() as pool:
+            return self._masks(pool, [rows_of, against])[0] != 0
 
     def overlap(
         self, question: OverlapQuestion, tables: Mapping[DatasetName, DatasetTable]
@@ -234,21 +235,24 @@ class ArrowMatcher:
         """The exact counts of `question` (see `ExactOverlap`)."""
         started = time.perf_counter()
         datasets = question.datasets
-        masks = self._masks([tables[d] for d in datasets])
-        # Bit k of a row's mask: it matched dataset k. The base (0) never marks itself, so
-        # its masks shifted by one are the patterns over the others, bit i for others[i].
-        pattern = masks[0] >> masks[0].dtype.type(1)
+        values = 1 << len(datasets)
+        with self._pool() as pool:
+            masks = self._masks(pool, [tables[d] for d in datasets])
+            labels, codes, label_of = _segment_codes(tables[question.base], question.segment_column)
+            # Bit k of a row's mask: it matched dataset k. The base (0) never marks itself,
+            # so that its masks halved are the patterns over the others (bit i: others[i]).
+            by_code = self._histogram(pool, masks[0], codes, len(label_of), values)
+            tallies = [by_code.sum(axis=0)]
+            tallies += [self._histogram(pool, m, None, 1, values)[0] for m in masks[1:]]
         patterns = 1 << len(question.others)
-        labels, codes = _segment_codes(tables[question.base], question.segment_column)
-        counts = _cell_counts(pattern, codes, patterns * len(labels), patterns)
-        cells = {
-            (label, mask): int(counts[i * patterns + mask])
-            for i, label in enumerate(labels)
-            for mask in range(patterns)
-        }
+        cells = {(label, mask): 0 for label in labels for mask in range(patterns)}
+        for code, label in enumerate(label_of):
+            for mask in range(patterns):
+                cells[label, mask] += int(by_code[code, mask << 1])
         index = {d: k for k, d in enumerate(datasets)}
-        bits = [_kernel.bit_counts(m, m.dtype.itemsize, len(datasets)) for m in masks]
-        pairwise = {(x, y): bits[index[x]][index[y]] for x, y in question.ordered_pairs()}
+        has_bit = (np.arange(values)[:, None] >> np.arange(len(datasets))) & 1
+        bits = [(tally[:, None] * has_bit).sum(axis=0).tolist() for tally in tallies]
+        pairwise = {(x, y): int(bits[index[x]][index[y]]) for x, y in question.ordered_pairs()}
         sizes = {d: tables[d].row_count for d in datasets}
         log.info(
             "matched %d datasets (%d rows) in %.3f s",
@@ -258,42 +262,76 @@ class ArrowMatcher:
         )
         return ExactOverlap(question=question, sizes=sizes, cells=cells, pairwise=pairwise)
 
-    def _masks(self, datasets: Sequence[DatasetTable]) -> list[MaskArray]:
+    def _pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(self.workers, thread_name_prefix="match")
+
+    def _masks(self, pool: ThreadPoolExecutor, datasets: Sequence[DatasetTable]) -> list[MaskArray]:
         """For each dataset, each row's mask: bit k set when it shares a digest with dataset k.
 
         One kernel pass per identifier type over every dataset holding it, split into
         ranges of prefixes run in parallel. Types run one after another: a row holds one
         digest of a type, so that the parts of one type never write the same row.
         """
-        mask_type = next((t for t in _MASK_TYPES if np.dtype(t).itemsize * 8 >= len(datasets)))
+        if len(datasets) > MAX_DATASETS:
+            raise ValueError(f"at most {MAX_DATASETS} datasets are matched at once")
+        mask_type = np.uint8 if len(datasets) <= 8 else np.uint16
         masks: list[MaskArray] = [np.zeros(d.row_count, dtype=mask_type) for d in datasets]
         types = list(dict.fromkeys(t for d in datasets for t in d.identifier_types))
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="match") as pool:
-            for identifier_type in types:
-                holders = [
-                    k for k, d in enumerate(datasets) if identifier_type in d.identifier_types
-                ]
-                if len(holders) < 2:
-                    continue
-                loading = [pool.submit(digest_index, datasets[k], identifier_type) for k in holders]
-                lists = [future.result() for future in loading]
-                longest = max(len(d) for d in lists)
-                cuts = _key_cuts(
-                    lists, 1 if longest < _PART else max(self.workers, longest // _PART)
+        for identifier_type in types:
+            holders = [k for k, d in enumerate(datasets) if identifier_type in d.identifier_types]
+            if len(holders) < 2:
+                continue
+            loading = [pool.submit(digest_index, datasets[k], identifier_type) for k in holders]
+            lists = [future.result() for future in loading]
+            longest = max(len(d) for d in lists)
+            cuts = _key_cuts(lists, self.workers if longest >= _PART else 1)
+            calls = [
+                pool.submit(
+                    _kernel.mark,
+                    [
+                        _side(lists[n], cuts[n][part], 1 << k, masks[k])
+                        for n, k in enumerate(holders)
+                    ],
                 )
-                calls = [
-                    pool.submit(
-                        _kernel.mark,
-                        [
-                            _side(lists[n], cuts[n][part], 1 << k, masks[k])
-                            for n, k in enumerate(holders)
-                        ],
-                    )
-                    for part in range(len(cuts[0]))
-                ]
-                for call in calls:
-                    call.result()
+                for part in range(len(cuts[0]))
+            ]
+            for call in calls:
+                call.result()
         return masks
+
+    def _histogram(
+        self,
+        pool: ThreadPoolExecutor,
+        masks: MaskArray,
+        codes: npt.NDArray[np.signedinteger[Any]] | None,
+        code_count: int,
+        values: int,
+    ) -> npt.NDArray[np.int64]:
+        """Rows per (code, mask value), as a (code_count, values) array; parts in parallel."""
+        rows = len(masks)
+        if not rows or not code_count:
+            return np.zeros((code_count, values), dtype=np.int64)
+        parts = self.workers if rows >= _PART else 1
+        bounds = [rows * k // parts for k in range(parts + 1)]
+        outs = [np.zeros(code_count * values, dtype=np.int64) for _ in range(parts)]
+        code_width = 0 if codes is None else codes.dtype.itemsize
+        calls = [
+            pool.submit(
+                _kernel.histogram,
+                masks,
+                masks.dtype.itemsize,
+                codes,
+                code_width,
+                bounds[k],
+                bounds[k + 1],
+                values,
+                outs[k],
+            )  # fmt: skip
+            for k in range(parts)
+        ]
+        for call in calls:
+            call.result()
+        return cast("npt.NDArray[np.int64]", sum(outs)).reshape(code_count, values)
 
 
 def _mark(
@@ -316,26 +354,13 @@ def _mark(
     )
 
 
-def _cell_counts(
-    pattern: MaskArray, codes: npt.NDArray[np.intp] | None, cells: int, patterns: int
-) -> npt.NDArray[np.intp]:
-    """Rows per (segment code, pattern), counted a block at a time to keep temporaries small."""
-    counts = np.zeros(cells, dtype=np.intp)
-    block = 1 << 20
-    for start in range(0, len(pattern), block):
-        keys = pattern[start : start + block].astype(np.intp)
-        if codes is not None:
-            keys += codes[start : start + block] * patterns
-        counts += np.bincount(keys, minlength=cells)
-    return counts
-
-
 def _segment_codes(
     base: DatasetTable, segment_column: str | None
-) -> tuple[list[str | None], npt.NDArray[np.intp] | None]:
-    """The segment labels (sorted, None for rows without a value) and each row's label index."""
+) -> tuple[list[str | None], npt.NDArray[np.signedinteger[Any]] | None, list[str | None]]:
+    """The segment labels (sorted, None for rows without a value), each row's code (its
+    dictionary index as stored: no copy but where nulls are), and the label of each code."""
     if segment_column is None:
-        return [None], None
+        return [None], None, [None]
     array = one_chunk(base.table.column(segment_column))
     if not pa.types.is_dictionary(array.type):
         array = pc.dictionary_encode(array, null_encoding="encode")
@@ -347,6 +372,5 @@ def _segment_codes(
     if encoded.null_count:
         indices = indices.fill_null(pa.scalar(len(found) - 1, indices.type))
     labels = sorted(set(found), key=lambda v: (v is not None, v or ""))
-    position = {label: i for i, label in enumerate(labels)}
-    remap = np.array([position[v] for v in found], dtype=np.intp)
-    return labels, remap[indices.to_numpy(zero_copy_only=False)]
+    codes = fixed_width_values(indices, np.dtype(indices.type.to_pandas_dtype()))
+    return labels, codes, found
