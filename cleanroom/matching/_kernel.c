@@ -10,7 +10,7 @@
  *
  * Python calls (see `cleanroom/matching/_kernel.pyi`; `memory.py` is the one caller):
  *   mark(sides)  -> None: sides is a sequence of
- *       (keys, words, rows, row_width, start, stop, bit, masks, mask_width)
+ *       (keys, words, rows, row_width, start, stop, bit, masks, mask_width, unique)
  *   pairs(x_keys, x_words, x_start, x_stop, y_keys, y_words, y_start, y_stop, out_i, out_j)
  *       -> number of pairs (written while they fit; call again with more room if larger)
  *   histogram(masks, mask_width, codes, code_width, start, stop, values, out) -> None:
@@ -36,6 +36,7 @@ typedef struct {
     void *masks;
     Py_ssize_t mask_rows;
     int mask_width; /* 1, 2, 4 or 8 bytes per row */
+    int unique;     /* no two digests of the list share a prefix */
 } Side;
 
 /* -1, 0 or 1 as digest a sorts before, with or after digest b, by bytes 8 to 31. */
@@ -113,7 +114,7 @@ static int mark_two(const Side *x, const Side *y) {
 }
 
 /* Any number of lists: a k-way merge, each digest's lists found in one step. */
-static int mark_many(const Side *sides, int k) {
+static inline __attribute__((always_inline)) int merge_many(const Side *sides, const int k) {
     Py_ssize_t at[MAX_SIDES];
     uint64_t key[MAX_SIDES];
     uint64_t alive = 0;
@@ -174,6 +175,109 @@ static int mark_many(const Side *sides, int k) {
     return 0;
 }
 
+/*
+ * The k-way merge when no list repeats a prefix and none holds the prefix 2^64 - 1 (every
+ * list of a stored dataset, but for a 2^-64 chance or a crafted upload): branch-free over
+ * a fixed number of lists. Each step takes the least prefix, checks that every list
+ * holding it holds the same digest (otherwise one generic step of `mark_many` would be
+ * needed: returns 1 there, before touching anything), marks those lists' rows with the
+ * others' bits, and moves them on. A list not holding the prefix gets an OR of nothing
+ * into a spare mask: no branch to mispredict. An exhausted list reads a dummy digest.
+ */
+static inline __attribute__((always_inline)) int mark_unique(const Side *sides, const int k,
+                                                             Py_ssize_t *at) {
+    static const uint64_t nowhere[WORDS] = {0, 0, 0, 0};
+    uint64_t key[MAX_SIDES];
+    const uint64_t *word[MAX_SIDES];
+    for (int d = 0; d < k; d++) {
+        int left = at[d] < sides[d].stop;
+        key[d] = left ? sides[d].keys[at[d]] : UINT64_MAX;
+        word[d] = left ? sides[d].words + WORDS * at[d] : nowhere;
+    }
+    for (;;) {
+        uint64_t least = key[0];
+        for (int d = 1; d < k; d++)
+            least = key[d] < least ? key[d] : least;
+        if (least == UINT64_MAX)
+            return 0;
+        uint64_t tied = 0, same = 0, bits = 0;
+        for (int d = 0; d < k; d++)
+            tied |= (uint64_t)(key[d] == least) << d;
+        const uint64_t *first = word[__builtin_ctzll(tied)];
+        for (int d = 0; d < k; d++) {
+            same |= (uint64_t)same_rest(word[d], first) << d;
+            bits |= sides[d].bit & (0 - ((tied >> d) & 1));
+        }
+        if ((same & tied) != tied)
+            return 1;
+        for (uint64_t t = tied; t; t &= t - 1) {
+            int d = __builtin_ctzll(t);
+            const Side *s = &sides[d];
+            if (mark_row(s, at[d], bits & ~s->bit) < 0)
+                return -1;
+            int left = ++at[d] < s->stop;
+            key[d] = left ? s->keys[at[d]] : UINT64_MAX;
+            word[d] = left ? s->words + WORDS * at[d] : nowhere;
+        }
+    }
+}
+
+static int mark_many(const Side *sides, int k);
+
+/* One step of the generic merge from `at`: the least digest's lists marked and moved on. */
+static int generic_step(const Side *sides, int k, Py_ssize_t *at) {
+    Side rest[MAX_SIDES];
+    uint64_t least = UINT64_MAX;
+    for (int d = 0; d < k; d++)
+        if (at[d] < sides[d].stop && sides[d].keys[at[d]] < least)
+            least = sides[d].keys[at[d]];
+    /* The lists from where they are, up to the end of the least prefix's run. */
+    for (int d = 0; d < k; d++) {
+        rest[d] = sides[d];
+        rest[d].start = at[d];
+        Py_ssize_t end = at[d];
+        while (end < sides[d].stop && sides[d].keys[end] == least)
+            end++;
+        rest[d].stop = end;
+        at[d] = end;
+    }
+    return mark_many(rest, k);
+}
+
+static int mark_fast(const Side *sides, const int k) {
+    Py_ssize_t at[MAX_SIDES];
+    for (int d = 0; d < k; d++)
+        at[d] = sides[d].start;
+    for (;;) {
+        int done;
+        switch (k) {
+        case 3: done = mark_unique(sides, 3, at); break;
+        case 4: done = mark_unique(sides, 4, at); break;
+        case 5: done = mark_unique(sides, 5, at); break;
+        case 6: done = mark_unique(sides, 6, at); break;
+        case 7: done = mark_unique(sides, 7, at); break;
+        case 8: done = mark_unique(sides, 8, at); break;
+        default: done = mark_unique(sides, k, at); break;
+        }
+        if (done <= 0)
+            return done;
+        if (generic_step(sides, k, at) < 0)
+            return -1;
+    }
+}
+
+static int mark_many(const Side *sides, int k) {
+    switch (k) { /* a fixed count unrolls the loops over the lists */
+    case 3: return merge_many(sides, 3);
+    case 4: return merge_many(sides, 4);
+    case 5: return merge_many(sides, 5);
+    case 6: return merge_many(sides, 6);
+    case 7: return merge_many(sides, 7);
+    case 8: return merge_many(sides, 8);
+    default: return merge_many(sides, k);
+    }
+}
+
 /* Buffers ---------------------------------------------------------------------------- */
 
 typedef struct {
@@ -228,9 +332,9 @@ static PyObject *kernel_mark(PyObject *Py_UNUSED(module), PyObject *args) {
         PyObject *keys, *words, *rows, *masks;
         Side *s = &sides[d];
         unsigned long long bit;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, d), "OOOinnKOi;mark: a side", &keys,
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, d), "OOOinnKOip;mark: a side", &keys,
                               &words, &rows, &s->row_width, &s->start, &s->stop, &bit, &masks,
-                              &s->mask_width)) {
+                              &s->mask_width, &s->unique)) {
             failed = 1;
             break;
         }
@@ -261,9 +365,23 @@ static PyObject *kernel_mark(PyObject *Py_UNUSED(module), PyObject *args) {
         release(&views);
         return NULL;
     }
+    /* Lists with nothing in range take no part; the fast merge needs the others unique
+       and free of the prefix it uses as the end (2^64 - 1). */
+    int unique = 1;
+    Py_ssize_t used = 0;
+    for (Py_ssize_t d = 0; d < k; d++) {
+        if (sides[d].start == sides[d].stop)
+            continue;
+        unique &= sides[d].unique && sides[d].keys[sides[d].stop - 1] != UINT64_MAX;
+        sides[used++] = sides[d];
+    }
+    k = used;
     int result = 0;
     Py_BEGIN_ALLOW_THREADS;
-    result = k < 2 ? 0 : (k == 2 ? mark_two(&sides[0], &sides[1]) : mark_many(sides, (int)k));
+    if (k == 2)
+        result = mark_two(&sides[0], &sides[1]);
+    else if (k > 2)
+        result = unique ? mark_fast(sides, (int)k) : mark_many(sides, (int)k);
     Py_END_ALLOW_THREADS;
     release(&views);
     if (result < 0)

@@ -2,8 +2,9 @@
 
 from collections.abc import Buffer, Sequence
 
-# keys, words, rows (or None), row width (0, 4 or 8), start, stop, bit, masks, mask width
-Side = tuple[Buffer, Buffer, Buffer | None, int, int, int, int, Buffer, int]
+# keys, words, rows (or None), row width (0, 4 or 8), start, stop, bit, masks, mask width,
+# whether no two keys are equal
+Side = tuple[Buffer, Buffer, Buffer | None, int, int, int, int, Buffer, int, bool]
 
 def mark(sides: Sequence[Side], /) -> None:
     """Merge-joins the sorted lists' [start, stop) and ORs each matched row's mask with the

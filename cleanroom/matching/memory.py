@@ -206,7 +206,10 @@ def _side(digests: SortedDigests, part: slice, bit: int, masks: MaskArray) -> _k
             rows = rows.astype(np.intp)
         rows = np.ascontiguousarray(rows)
         width = rows.dtype.itemsize
-    return (keys, words, rows, width, part.start, part.stop, bit, masks, masks.dtype.itemsize)
+    return (
+        keys, words, rows, width, part.start, part.stop, bit, masks, masks.dtype.itemsize,
+        digests.unique_keys,
+    )  # fmt: skip
 
 
 # The matcher ----------------------------------------------------------------------------
