@@ -1,14 +1,21 @@
 """Types of the compiled matching kernel (`_kernel.c`); `memory` is its one caller."""
 
-from collections.abc import Buffer, Sequence
+from collections.abc import Sequence
+from typing import Any
+
+from numpy.typing import NDArray
+
+Buffer = NDArray[Any]  # any C-contiguous buffer; the kernel checks sizes and alignment
 
 # keys, words, rows (or None), row width (0, 4 or 8), start, stop, bit, masks, mask width,
 # whether no two keys are equal
 Side = tuple[Buffer, Buffer, Buffer | None, int, int, int, int, Buffer, int, bool]
 
 def mark(sides: Sequence[Side], /) -> None:
-    """Merge-joins the sorted lists' [start, stop) and ORs each matched row's mask with the
-    bits of the other lists holding its digest."""
+    """Merge-joins the sorted lists' [start, stop) and marks the rows that matched.
+
+    Each matched row's mask is ORed with the bits of the other lists holding its digest.
+    """
 
 def pairs(
     x_keys: Buffer,
@@ -36,5 +43,7 @@ def histogram(
     out: Buffer,
     /,
 ) -> None:
-    """Adds one to `out[code * values + mask]` for each row in [start, stop) (code 0 when
-    `codes` is None, `code_width` then 0)."""
+    """Adds one to `out[code * values + mask]` for each row in [start, stop).
+
+    The code is 0 for every row when `codes` is None (`code_width` then 0).
+    """

@@ -10,7 +10,6 @@ dataset it matched. The pass is split over the cores by ranges of prefixes (`key
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -33,7 +32,6 @@ from cleanroom.matching.layout import (
     SORTED_BY_KEY,
     SORTED_LAYOUT,
     UNIQUE_PREFIXES_KEY,
-    WORDS,
     digest_words,
     fixed_width_values,
     one_chunk,
@@ -158,8 +156,10 @@ def key_ranges(x: SortedDigests, y: SortedDigests, parts: int) -> list[tuple[sli
 
 
 def _key_cuts(lists: Sequence[SortedDigests], parts: int) -> list[list[slice]]:
-    """For each list, `parts` consecutive ranges; range k of every list holds the same
-    prefixes (cut at prefixes of the longest list, each run of a prefix kept whole)."""
+    """For each list, `parts` consecutive ranges; range k of every list holds the same prefixes.
+
+    The cuts are at prefixes of the longest list; each run of one prefix stays whole.
+    """
     longest = max(lists, key=len)
     if parts < 2 or len(longest) < parts:
         return [[slice(0, len(d))] for d in lists]
@@ -230,7 +230,8 @@ class ArrowMatcher:
     def matches(self, rows_of: DatasetTable, against: DatasetTable) -> BoolArray:
         """For each row of `rows_of`, whether some row of `against` shares a digest of a type."""
         with self._pool() as pool:
-            return self._masks(pool, [rows_of, against])[0] != 0
+            masks = self._masks(pool, [rows_of, against])
+        return np.not_equal(masks[0], 0)
 
     def overlap(
         self, question: OverlapQuestion, tables: Mapping[DatasetName, DatasetTable]
@@ -329,7 +330,7 @@ class ArrowMatcher:
                 bounds[k + 1],
                 values,
                 outs[k],
-            )  # fmt: skip
+            )
             for k in range(parts)
         ]
         for call in calls:
@@ -360,8 +361,11 @@ def _mark(
 def _segment_codes(
     base: DatasetTable, segment_column: str | None
 ) -> tuple[list[str | None], npt.NDArray[np.signedinteger[Any]] | None, list[str | None]]:
-    """The segment labels (sorted, None for rows without a value), each row's code (its
-    dictionary index as stored: no copy but where nulls are), and the label of each code."""
+    """The segment labels, each row's code, and the label of each code.
+
+    Labels are sorted, None for rows without a value; a row's code is its dictionary index
+    as stored (no copy, but where there are nulls).
+    """
     if segment_column is None:
         return [None], None, [None]
     array = one_chunk(base.table.column(segment_column))
