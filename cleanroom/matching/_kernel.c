@@ -75,6 +75,22 @@ static inline int mark_row(const Side *s, Py_ssize_t p, uint64_t bits) {
 }
 
 /*
+ * Rows in sorted order are random rows (but for the type the rows are sorted by): the
+ * mask of the row `PREFETCH` positions ahead is asked for now, so that its cache miss
+ * overlaps the merge instead of stalling it.
+ */
+#define PREFETCH 24
+
+static inline void prefetch_ahead(const Side *s, Py_ssize_t p) {
+    if (s->row_width == 0 || p + PREFETCH >= s->stop)
+        return;
+    Py_ssize_t r = s->row_width == 4 ? ((const int32_t *)s->rows)[p + PREFETCH]
+                                     : (Py_ssize_t)((const int64_t *)s->rows)[p + PREFETCH];
+    if ((size_t)r < (size_t)s->mask_rows)
+        __builtin_prefetch((const char *)s->masks + r * s->mask_width, 1, 1);
+}
+
+/*
  * Marks, from position *p of a side on, every entry holding `digest` (one, unless the
  * list repeats digests), and moves *p past them. -1 for a row out of bounds.
  */
@@ -215,6 +231,7 @@ static inline __attribute__((always_inline)) int mark_unique(const Side *sides, 
             const Side *s = &sides[d];
             if (mark_row(s, at[d], bits & ~s->bit) < 0)
                 return -1;
+            prefetch_ahead(s, at[d]);
             int left = ++at[d] < s->stop;
             key[d] = left ? s->keys[at[d]] : UINT64_MAX;
             word[d] = left ? s->words + WORDS * at[d] : nowhere;

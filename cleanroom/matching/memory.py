@@ -32,6 +32,7 @@ from cleanroom.matching.layout import (
     SORTED_BY_KEY,
     SORTED_LAYOUT,
     UNIQUE_PREFIXES_KEY,
+    WORDS,
     digest_words,
     fixed_width_values,
     one_chunk,
@@ -127,13 +128,21 @@ def digest_index(dataset: DatasetTable, identifier_type: str) -> SortedDigests:
     )
     rows: RowArray | None
     if metadata[SORTED_BY_KEY] == identifier_type.encode():
-        words, _ = digest_words(table.column(identifier_type))
+        words = _stored_words(table.column(identifier_type))
         rows = None
     else:
-        words, _ = digest_words(table.column(sorted_column(identifier_type)))
+        words = _stored_words(table.column(sorted_column(identifier_type)))
         column = one_chunk(table.column(row_column(identifier_type)))
         rows = fixed_width_values(column, np.dtype(column.type.to_pandas_dtype()))[:present]
     return SortedDigests(words[:present], keys[:present], rows, unique)
+
+
+def _stored_words(column: pa.ChunkedArray[Any]) -> WordArray:
+    """A stored digest column's values as (n, 4) words, its validity not read.
+
+    The first `present` values are the digests; the nulls after them pad the column.
+    """
+    return fixed_width_values(one_chunk(column), np.dtype(np.uint64), WORDS).reshape(-1, WORDS)
 
 
 def match_sorted(x: SortedDigests, y: SortedDigests) -> tuple[IndexArray, IndexArray]:
