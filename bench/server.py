@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from bench import _baselines, _data
 from bench._world import BRANDS, COLLABORATION, BenchServer
+from cleanroom.matching.layout import sorted_layout
 
 SIZES = (1_000_000, 3_000_000, 10_000_000)
 QUICK_SIZES = (50_000, 150_000, 500_000)
@@ -53,6 +55,7 @@ class SizeResult:
     rows: int
     uploads: list[dict[str, Any]] = field(default_factory=list)
     local_copy_seconds: float = 0.0
+    layout_seconds: dict[int, float] = field(default_factory=dict)  # by identifier types
     pairwise: list[dict[str, Any]] = field(default_factory=list)
     pairwise_peak_memory_bytes: int | None = None
     memory_before_pairwise_bytes: int = 0
@@ -179,6 +182,7 @@ def run_pair(
         result.uploads.append(upload(server, dataset))
     result.local_copy_seconds = _baselines.local_copy_seconds(first.path, directory / "copy")
     print(f"  local copy baseline: {result.local_copy_seconds:.2f} s", flush=True)
+    result.layout_seconds[1] = layout_seconds(first)
     problems = []
     result.memory_before_pairwise_bytes = server.memory_bytes()
     reset = server.reset_peak_memory()
@@ -221,6 +225,7 @@ def run_group(
     group = _data.group(directory, rows, rng, BRANDS[2:7])
     for dataset in group:
         result.uploads.append(upload(server, dataset))
+    result.layout_seconds[2] = layout_seconds(group[0])
     base, others = group[0], group[1:]
     expected = _data.expected_report(base, others, 2 * rows, segment=True)
     checks = [expected]
@@ -290,6 +295,24 @@ def upload(server: BenchServer, dataset: _data.Dataset) -> dict[str, Any]:
         "bytes": dataset.path.stat().st_size,
         "seconds": seconds,
     }
+
+
+def layout_seconds(dataset: _data.Dataset) -> float:
+    """The commit-time sort and layout alone, as an upload's commit runs it.
+
+    `sorted_layout` in this process, on the dataset's rows already in memory.
+    """
+    table = pq.read_table(dataset.path).combine_chunks()
+    segments = [_data.SEGMENT] if dataset.tiers is not None else []
+    started = time.perf_counter()
+    sorted_layout(table, list(dataset.types), segments)
+    seconds = time.perf_counter() - started
+    print(
+        f"  commit-time layout of {dataset.dataset_id}: {seconds:.2f} s,"
+        f" {dataset.rows / seconds / 1e6:.2f} M rows/s",
+        flush=True,
+    )
+    return seconds
 
 
 def overlap_report(
@@ -456,6 +479,11 @@ def _target_rows(result: SizeResult) -> list[str]:
         f"| upload, 2 types + segment | {upload_two:.2f} s, {rows / upload_two / 1e6:.1f} M"
         " rows/s | | | ≥ 2 M rows/s:"
         f" {_met(rows / upload_two >= TARGETS['upload_two_types_rows_per_second'])} |",
+        *(
+            f"| commit-time sort and layout alone, {types} type{'s + segment' * (types > 1)}"
+            f" | {seconds:.2f} s, {rows / seconds / 1e6:.1f} M rows/s | | | |"
+            for types, seconds in sorted(result.layout_seconds.items())
+        ),
         f"| pairwise report, 2 datasets half overlapping, server | {pairwise_time:.3f} s"
         f" ({end_to_end:.3f} s end to end) | Polars {result.polars_pairwise_seconds:.2f} s,"
         f" DuckDB {result.duckdb_pairwise_seconds:.2f} s, pandas merge"
