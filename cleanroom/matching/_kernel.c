@@ -13,6 +13,8 @@
  *       (keys, words, rows, row_width, start, stop, bit, masks, mask_width, unique)
  *   pairs(x_keys, x_words, x_start, x_stop, y_keys, y_words, y_start, y_stop, out_i, out_j)
  *       -> number of pairs (written while they fit; call again with more room if larger)
+ *   scatter(hits, width, rows, row_width, start, stop, masks) -> None:
+ *       masks[rows[p]] |= hits[p] for p in [start, stop)
  *   histogram(masks, mask_width, codes, code_width, start, stop, values, out) -> None:
  *       out[code * values + mask] += 1 for each row in [start, stop) (codes None: code 0)
  *
@@ -525,9 +527,57 @@ static PyObject *kernel_histogram(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *kernel_scatter(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *hits_o, *rows_o, *masks_o;
+    int width, row_width;
+    Py_ssize_t start, stop;
+    if (!PyArg_ParseTuple(args, "OiOinnO", &hits_o, &width, &rows_o, &row_width, &start, &stop,
+                          &masks_o))
+        return NULL;
+    if (!width_ok(width, 0) || (row_width != 4 && row_width != 8) || start < 0 || stop < start)
+        return PyErr_Format(PyExc_ValueError, "scatter: bad widths or range");
+    Views views;
+    views.held = 0;
+    Py_ssize_t mask_rows = 0;
+    const void *hits = view(&views, hits_o, 0, stop, width, NULL, "hits");
+    const void *rows = hits ? view(&views, rows_o, 0, stop, row_width, NULL, "rows") : NULL;
+    void *masks = rows ? (void *)view(&views, masks_o, 1, 0, width, &mask_rows, "masks") : NULL;
+    if (masks == NULL) {
+        release(&views);
+        return NULL;
+    }
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t p = start; p < stop; p++) {
+        if (p + PREFETCH < stop) {
+            int64_t ahead = load_signed(rows, p + PREFETCH, row_width);
+            if ((uint64_t)ahead < (uint64_t)mask_rows)
+                __builtin_prefetch((char *)masks + ahead * width, 1, 1);
+        }
+        int64_t r = load_signed(rows, p, row_width);
+        if ((uint64_t)r >= (uint64_t)mask_rows) {
+            bad = 1;
+            break;
+        }
+        uint64_t v = load_unsigned(hits, p, width);
+        switch (width) {
+        case 1: ((uint8_t *)masks)[r] |= (uint8_t)v; break;
+        case 2: ((uint16_t *)masks)[r] |= (uint16_t)v; break;
+        case 4: ((uint32_t *)masks)[r] |= (uint32_t)v; break;
+        default: ((uint64_t *)masks)[r] |= v; break;
+        }
+    }
+    Py_END_ALLOW_THREADS;
+    release(&views);
+    if (bad)
+        return PyErr_Format(PyExc_ValueError, "rows: a row number is out of bounds");
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"mark", kernel_mark, METH_VARARGS, "Merge-joins sorted digest lists and marks matched rows."},
     {"pairs", kernel_pairs, METH_VARARGS, "Every pair of positions holding the same digest."},
+    {"scatter", kernel_scatter, METH_VARARGS, "ORs marks by position into masks by row."},
     {"histogram", kernel_histogram, METH_VARARGS, "Rows per (code, mask) over a range of rows."},
     {NULL, NULL, 0, NULL},
 };

@@ -47,3 +47,15 @@ def histogram(
 
     The code is 0 for every row when `codes` is None (`code_width` then 0).
     """
+
+def scatter(
+    hits: Buffer,
+    width: int,
+    rows: Buffer,
+    row_width: int,
+    start: int,
+    stop: int,
+    masks: Buffer,
+    /,
+) -> None:
+    """ORs `hits[p]` into `masks[rows[p]]` for each p in [start, stop)."""

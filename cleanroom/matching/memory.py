@@ -205,20 +205,37 @@ def _contiguous(digests: SortedDigests) -> tuple[WordArray, WordArray]:
     return np.ascontiguousarray(digests.keys), np.ascontiguousarray(digests.words)
 
 
-def _side(digests: SortedDigests, part: slice, bit: int, masks: MaskArray) -> _kernel.Side:
-    """One list's part of a kernel call: its range, its bit and the masks of its rows."""
+def _side(
+    digests: SortedDigests,
+    part: slice,
+    bit: int,
+    masks: MaskArray,
+    *,
+    by_position: MaskArray | None = None,
+) -> _kernel.Side:
+    """One list's part of a kernel call: its range, its bit and the masks of its rows.
+
+    With `by_position` (one entry per digest), the kernel marks that instead of `masks`
+    (see `ArrowMatcher._masks`).
+    """
     keys, words = _contiguous(digests)
-    rows: RowArray | None = digests.rows
-    width = 0
-    if rows is not None:
-        if rows.dtype not in (np.int32, np.int64):
-            rows = rows.astype(np.intp)
-        rows = np.ascontiguousarray(rows)
-        width = rows.dtype.itemsize
+    rows, width = (None, 0) if by_position is not None else _kernel_rows(digests)
+    marks = masks if by_position is None else by_position
     return (
-        keys, words, rows, width, part.start, part.stop, bit, masks, masks.dtype.itemsize,
+        keys, words, rows, width, part.start, part.stop, bit, marks, marks.dtype.itemsize,
         digests.unique_keys,
     )  # fmt: skip
+
+
+def _kernel_rows(digests: SortedDigests) -> tuple[RowArray | None, int]:
+    """The rows as the kernel reads them (int32 or int64, contiguous), and their width."""
+    rows = digests.rows
+    if rows is None:
+        return None, 0
+    if rows.dtype not in (np.int32, np.int64):
+        rows = rows.astype(np.intp)
+    rows = np.ascontiguousarray(rows)
+    return rows, rows.dtype.itemsize
 
 
 # The matcher ----------------------------------------------------------------------------
@@ -299,17 +316,39 @@ class ArrowMatcher:
             lists = [future.result() for future in loading]
             longest = max(len(d) for d in lists)
             cuts = _key_cuts(lists, self.workers if longest >= _PART else 1)
+            # A list held in another order than its rows is marked by position (in order,
+            # as the merge goes), then its marks are scattered to the rows' masks in a pass
+            # of its own: random writes inside the merge would stall it (3 times slower).
+            hits: list[MaskArray | None] = [
+                None if d.rows is None else np.zeros(len(d), dtype=mask_type) for d in lists
+            ]
             calls = [
                 pool.submit(
                     _kernel.mark,
                     [
-                        _side(lists[n], cuts[n][part], 1 << k, masks[k])
+                        _side(lists[n], cuts[n][part], 1 << k, masks[k], by_position=hits[n])
                         for n, k in enumerate(holders)
                     ],
                 )
                 for part in range(len(cuts[0]))
             ]
             for call in calls:
+                call.result()
+            scatters = []
+            for n, k in enumerate(holders):
+                marks = hits[n]
+                rows, width = _kernel_rows(lists[n])
+                if marks is None or rows is None:
+                    continue
+                scatters += [
+                    pool.submit(
+                        _kernel.scatter,
+                        *(marks, marks.dtype.itemsize, rows, width, part.start, part.stop),
+                        masks[k],
+                    )
+                    for part in cuts[n]
+                ]
+            for call in scatters:
                 call.result()
         return masks
 

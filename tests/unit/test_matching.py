@@ -365,3 +365,12 @@ def test_sorted_digests_refuse_runs_out_of_order() -> None:
     digests[0, 8], digests[1, 8] = 200, 100  # same prefix, larger digest first
     with pytest.raises(ValueError, match="not sorted"):
         sorted_list(digests, None)
+
+
+def test_scatter_ors_marks_into_rows_and_refuses_rows_out_of_bounds() -> None:
+    hits = np.array([1, 0, 4, 2], dtype=np.uint8)
+    masks = np.array([8, 0, 0, 0], dtype=np.uint8)
+    _kernel.scatter(hits, 1, np.array([3, 2, 0, 1], dtype=np.int32), 4, 0, 4, masks)
+    assert masks.tolist() == [12, 2, 0, 1]
+    with pytest.raises(ValueError, match="out of bounds"):
+        _kernel.scatter(hits, 1, np.array([0, 1, 2, 4], dtype=np.int64), 8, 0, 4, masks)
