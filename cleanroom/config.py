@@ -54,6 +54,10 @@ class ServerConfig:
     max_upload_message_bytes: int = 4 * 1024 * 1024
     upload_idle_timeout_seconds: float = 60.0
     retention_sweep_seconds: float = 3600.0
+    max_calls_per_partner: int = 4
+    max_uploads_per_partner: int = 2
+    max_upload_seconds: float = 6 * 3600.0
+    min_upload_bytes_per_second: int = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -253,6 +257,10 @@ _SERVER_KEYS = {
     "max_upload_message_bytes",
     "upload_idle_timeout_seconds",
     "retention_sweep_seconds",
+    "max_calls_per_partner",
+    "max_uploads_per_partner",
+    "max_upload_seconds",
+    "min_upload_bytes_per_second",
 }
 _TLS_KEYS = {"certificate", "private_key", "client_ca"}
 _AUDIT_KEYS = {"signing_key"}
@@ -295,6 +303,14 @@ def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
         raise ConfigError(
             table.child("max_upload_message_bytes"), f"must be 64 KiB to 64 MiB, got {max_message}"
         )
+    per_partner = _count(table, "max_calls_per_partner", min(4, max_workers), max_workers)
+    uploads = _count(table, "max_uploads_per_partner", min(2, per_partner), per_partner)
+    min_rate = table.get("min_upload_bytes_per_second", int, 16 * 1024)
+    if not 0 <= min_rate <= 1024 * 1024 * 1024:
+        raise ConfigError(
+            table.child("min_upload_bytes_per_second"),
+            f"must be 0 (no minimum) to 1 GiB a second, got {min_rate}",
+        )
     return ServerConfig(
         listen=_listen(table),
         data_dir=path(table, "data_dir"),
@@ -308,7 +324,19 @@ def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
         max_upload_message_bytes=max_message,
         upload_idle_timeout_seconds=_seconds(table, "upload_idle_timeout_seconds", 60.0),
         retention_sweep_seconds=_seconds(table, "retention_sweep_seconds", 3600.0),
+        max_calls_per_partner=per_partner,
+        max_uploads_per_partner=uploads,
+        max_upload_seconds=_seconds(table, "max_upload_seconds", 6 * 3600.0),
+        min_upload_bytes_per_second=min_rate,
     )
+
+
+def _count(table: _Table, name: str, default: int, most: int) -> int:
+    """A per-partner limit: at least 1, at most `most` (the limit it shares)."""
+    value: int = table.get(name, int, default)
+    if not 1 <= value <= most:
+        raise ConfigError(table.child(name), f"must be 1 to {most}, got {value}")
+    return value
 
 
 def _listen(table: _Table) -> str:

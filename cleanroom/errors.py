@@ -67,6 +67,10 @@ class ResourceExhaustedError(CleanRoomError):
     """A limit is reached: a budget, a quota, a size."""
 
 
+class DeadlineExceededError(CleanRoomError):
+    """A time limit of the server ended the call: a stalled, slow or too long upload."""
+
+
 class UnavailableError(CleanRoomError):
     """The server cannot serve the request now (for example, its storage is read-only)."""
 

@@ -12,8 +12,10 @@ import functools
 import logging
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -81,16 +83,45 @@ def current_call() -> AuditedCall:
     return _CURRENT.get()
 
 
+# The standard services stay outside the call limits, so that probes and tools answer
+# while the clean room's own services are busy (they are still identified and logged).
+UNLIMITED_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    """What one caller, and all together, may run at once, and how large a message may be.
+
+    Attributes:
+        max_calls_per_partner: Calls of one caller (partner) at a time.
+        max_uploads_per_partner: Client-streaming calls (uploads) of one caller at a time.
+        max_message_bytes: The largest request message handled; larger ones are refused
+            with MESSAGE_TOO_LARGE (the transport lets somewhat larger ones through, so
+            that the refusal carries an ErrorInfo).
+    """
+
+    max_calls_per_partner: int | None = None
+    max_uploads_per_partner: int | None = None
+    max_message_bytes: int | None = None
+
+
 class CallInterceptor(_ServerInterceptor):
     """Identifies, audits and maps the errors of every call the server handles."""
 
     def __init__(
-        self, access: AccessPolicy, audit_log: AuditLog, *, max_calls: int | None = None
+        self,
+        access: AccessPolicy,
+        audit_log: AuditLog,
+        *,
+        max_calls: int | None = None,
+        limits: CallLimits | None = None,
     ) -> None:
         self.access = access
         self.audit_log = audit_log
         self.max_calls = max_calls
+        self.limits = limits or CallLimits()
         self._in_flight = 0
+        self._running: Counter[tuple[str, str]] = Counter()  # ("calls" | "uploads", caller)
         self._idle = threading.Condition()
 
     def drain(self, timeout: float) -> bool:
@@ -125,7 +156,9 @@ class CallInterceptor(_ServerInterceptor):
                 audited = self._audited_stream if attribute.endswith("_stream") else self._audited
                 return make_handler(
                     audited(behavior, method, requests=requests),
-                    request_deserializer=_tolerant(handler.request_deserializer),
+                    request_deserializer=_tolerant(
+                        handler.request_deserializer, self.limits.max_message_bytes
+                    ),
                     response_serializer=handler.response_serializer,
                 )
         return handler
@@ -135,7 +168,7 @@ class CallInterceptor(_ServerInterceptor):
     ) -> Callable[..., Any]:
         @functools.wraps(behavior)
         def run(request: Any, context: grpc.ServicerContext) -> Any:
-            with self._call(method, context):
+            with self._call(method, context, streaming=requests):
                 return behavior(_decoded(request, requests), context)
 
         return run
@@ -145,29 +178,35 @@ class CallInterceptor(_ServerInterceptor):
     ) -> Callable[..., Any]:
         @functools.wraps(behavior)
         def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            with self._call(method, context):
+            with self._call(method, context, streaming=requests):
                 yield from behavior(_decoded(request, requests), context)
 
         return run
 
     @contextmanager
-    def _call(self, method: str, context: grpc.ServicerContext) -> Iterator[AuditedCall]:
+    def _call(
+        self, method: str, context: grpc.ServicerContext, *, streaming: bool = False
+    ) -> Iterator[AuditedCall]:
         """One call: the caller identified, its failure mapped, its event appended at the end."""
         auth = context.auth_context()
         pem = (auth.get("x509_pem_cert") or [b""])[0]
         call = AuditedCall(self._identify(pem), method)
         token = _CURRENT.set(call)
+        held: list[tuple[str, str]] = []
+        if not method.startswith(UNLIMITED_SERVICES):
+            held = [("all", ""), ("calls", call.caller.label)]
+            if streaming:
+                held.append(("uploads", call.caller.label))
         with self._idle:
             self._in_flight += 1
-            busy = self.max_calls is not None and self._in_flight > self.max_calls
+            self._running.update(held)
+            busy = self._over_limit(held)
+            if busy is not None:  # a refused call holds no slot: refusals cannot crowd out
+                self._running.subtract(held)
+                held = []
         try:
-            if busy:
-                raise ResourceExhaustedError(
-                    "SERVER_BUSY",
-                    f"The server is serving its {self.max_calls} calls at a time. Retry in a"
-                    " moment, with backoff.",
-                    max_calls=self.max_calls,
-                )
+            if busy is not None:
+                raise busy
             yield call
         except Exception as error:
             self._fail(call, context, error)
@@ -178,7 +217,41 @@ class CallInterceptor(_ServerInterceptor):
             finally:
                 with self._idle:
                     self._in_flight -= 1
+                    self._running.subtract(held)
                     self._idle.notify_all()
+
+    def _over_limit(self, held: list[tuple[str, str]]) -> ResourceExhaustedError | None:
+        """The refusal of a call that takes its caller or the server past a limit, if any."""
+        limits = {
+            "all": self.max_calls,
+            "calls": self.limits.max_calls_per_partner,
+            "uploads": self.limits.max_uploads_per_partner,
+        }
+        for kind, caller in reversed(held):  # the caller's own limits first: they say more
+            limit = limits[kind]
+            if limit is None or self._running[(kind, caller)] <= limit:
+                continue
+            if kind == "all":
+                return ResourceExhaustedError(
+                    "SERVER_BUSY",
+                    f"The server is serving its {limit} calls at a time. Retry in a"
+                    " moment, with backoff.",
+                    max_calls=limit,
+                )
+            if kind == "calls":
+                return ResourceExhaustedError(
+                    "TOO_MANY_CALLS",
+                    f"{caller} has {limit} calls running, the most one partner may run at"
+                    " once. Wait for one to end, then retry.",
+                    max_calls_per_partner=limit,
+                )
+            return ResourceExhaustedError(
+                "TOO_MANY_UPLOADS",
+                f"{caller} has {limit} uploads running, the most one partner may run at"
+                " once. Wait for one to end, then retry.",
+                max_uploads_per_partner=limit,
+            )
+        return None
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one interceptor per server, few certificates
     def _identify(self, pem: bytes) -> Caller:
@@ -252,16 +325,29 @@ class _Undecodable:
         self.problem = problem
 
 
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+class _Oversized:
+    """A request message larger than the server handles; refused inside the audited call."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+
+
+def _tolerant(
+    deserializer: Callable[[bytes], Any] | None, max_bytes: int | None = None
+) -> Callable[[bytes], Any] | None:
     """The deserializer, returning `_Undecodable` instead of failing outside any call.
 
     gRPC answers a request that fails to decode with INTERNAL before the interceptor runs,
-    unaudited; this way the call is refused as INVALID_ARGUMENT, and logged.
+    unaudited; this way the call is refused as INVALID_ARGUMENT, and logged. A message
+    over `max_bytes` is not decoded at all (`_Oversized`).
     """
     if deserializer is None:
         return None
 
     def decode(data: bytes) -> Any:
+        if max_bytes is not None and len(data) > max_bytes:
+            return _Oversized(len(data), max_bytes)
         try:
             return deserializer(data)
         except Exception as error:
@@ -271,6 +357,15 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 
 
 def _refuse_undecodable(message: Any) -> Any:
+    if isinstance(message, _Oversized):
+        raise ResourceExhaustedError(
+            "MESSAGE_TOO_LARGE",
+            f"A request message of {message.size} bytes is larger than the server's limit of"
+            f" {message.limit} bytes (`server.max_upload_message_bytes`). Send smaller"
+            " messages: `cleanroom-partner upload` sizes its chunks to the server's limit.",
+            message_bytes=message.size,
+            max_upload_message_bytes=message.limit,
+        )
     if isinstance(message, _Undecodable):
         raise InvalidArgumentError(
             "MALFORMED_REQUEST",

@@ -12,10 +12,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from cleanroom.config import Config, TlsConfig
+from cleanroom.config import Config, ServerConfig, TlsConfig
 from cleanroom.errors import ConfigError
 from cleanroom.service.audit_servicer import AuditServicer
-from cleanroom.service.calls import CallInterceptor
+from cleanroom.service.calls import CallInterceptor, CallLimits
+from cleanroom.service.idle import UploadPace
 from cleanroom.service.partner_servicer import PartnerServicer
 from cleanroom.service.report_servicer import ReportServicer
 from cleanroom.tls.files import read_tls
@@ -53,8 +54,34 @@ def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
 
 def audit_interceptor(clean_room: CleanRoom) -> CallInterceptor:
     """The interceptor that identifies, limits and audits every call of a server."""
+    config = clean_room.config.server
     return CallInterceptor(
-        clean_room.access, clean_room.audit_log, max_calls=clean_room.config.server.max_workers
+        clean_room.access,
+        clean_room.audit_log,
+        max_calls=config.max_workers,
+        limits=CallLimits(
+            max_calls_per_partner=config.max_calls_per_partner,
+            max_uploads_per_partner=config.max_uploads_per_partner,
+            max_message_bytes=config.max_upload_message_bytes,
+        ),
+    )
+
+
+def transport_message_bytes(limit: int) -> int:
+    """The message size gRPC itself accepts: somewhat above the configured limit.
+
+    So a message a little too large reaches the handler, which refuses it with a reason
+    (MESSAGE_TOO_LARGE) instead of gRPC's bare RESOURCE_EXHAUSTED.
+    """
+    return limit + max(64 * 1024, limit // 4)
+
+
+def upload_pace(config: ServerConfig) -> UploadPace:
+    """The time limits of an upload, from the configuration."""
+    return UploadPace(
+        idle_timeout=config.upload_idle_timeout_seconds,
+        max_duration=config.max_upload_seconds,
+        min_bytes_per_second=config.min_upload_bytes_per_second,
     )
 
 
@@ -83,12 +110,15 @@ def build_server(
         interceptors=[interceptor],
         maximum_concurrent_rpcs=threads * 8,
         options=[
-            ("grpc.max_receive_message_length", config.max_upload_message_bytes + 64 * 1024),
+            (
+                "grpc.max_receive_message_length",
+                transport_message_bytes(config.max_upload_message_bytes),
+            ),
             ("grpc.so_reuseport", 0),
         ],
     )
     partner_service_pb2_grpc.add_PartnerServiceServicer_to_server(
-        PartnerServicer(clean_room.datasets, idle_timeout=config.upload_idle_timeout_seconds),
+        PartnerServicer(clean_room.datasets, pace=upload_pace(config)),
         server,
     )
     report_service_pb2_grpc.add_ReportServiceServicer_to_server(

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from pyarrow import ipc
 
 from cleanroom.config import Collaboration
-from cleanroom.errors import FailedPreconditionError, InvalidArgumentError
+from cleanroom.errors import FailedPreconditionError, InvalidArgumentError, shown
 from cleanroom.matching.layout import sorted_layout
 from cleanroom.names import CollaborationName, DatasetName, check_id
 from cleanroom.storage.catalog import IdentifierStats
@@ -33,7 +33,10 @@ MAX_SEGMENT_COLUMNS = 16
 MAX_SEGMENT_VALUES = 100
 MAX_SEGMENT_LABEL = 64
 SEGMENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+TYPE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")  # as `collaborations[].identifier_types`
 CHECKSUM = re.compile(r"[0-9a-f]{64}")
+KCV = re.compile(r"[0-9a-f]{16}")
+MAX_TYPES = 16
 PRINTABLE_LOW, PRINTABLE_HIGH = 0x20, 0x7E
 
 
@@ -57,8 +60,61 @@ class UploadHeader:
             FailedPreconditionError: KEY_CHECK_MISMATCH, the digests were made with
                 another secret than the collaboration's.
         """
-        check_id(self.dataset_id, field="header.dataset_id", kind="dataset")
+        self.check_form()
         _check_columns(self.identifier_types, self.segment_columns, collaboration)
+        if self.key_check_value != collaboration.key_check_value:
+            raise FailedPreconditionError(
+                "KEY_CHECK_MISMATCH",
+                f"The key check value {self.key_check_value!r} is not the one of"
+                f" {self.parent} ({collaboration.key_check_value!r}): the digests were made"
+                " with another secret or for another collaboration. Prepare the file again"
+                " with the collaboration's secret.",
+                key_check_value=self.key_check_value,
+                expected_key_check_value=collaboration.key_check_value,
+                collaboration=str(self.parent),
+            )
+
+    def check_form(self) -> None:
+        """Checks the fields on their own, before any of them is logged or echoed.
+
+        Ids, column names and the key check value are plain, bounded ASCII once this
+        passes: nothing a caller sends reaches the query log as control characters or
+        markup.
+
+        Raises:
+            InvalidArgumentError: A field is malformed; the error names it.
+        """
+        check_id(self.dataset_id, field="header.dataset_id", kind="dataset")
+        for field, names in (
+            ("header.identifier_types", self.identifier_types),
+            ("header.segment_columns", self.segment_columns),
+        ):
+            segments = field == "header.segment_columns"
+            limit = MAX_SEGMENT_COLUMNS if segments else MAX_TYPES
+            if len(names) > limit:
+                raise InvalidArgumentError(
+                    "TOO_MANY_SEGMENT_COLUMNS" if segments else "TOO_MANY_IDENTIFIER_TYPES",
+                    f"`{field}` names {len(names)} columns; at most {limit} are allowed.",
+                    field=field,
+                    columns=len(names),
+                    max_columns=limit,
+                )
+            for name in names:
+                if not (SEGMENT_NAME if segments else TYPE_NAME).fullmatch(name):
+                    raise InvalidArgumentError(
+                        "INVALID_COLUMN_NAME",
+                        f"A column name in `{field}` ({shown(name)}) is not valid: use 1 to 63"
+                        " lowercase letters, digits or underscores (and hyphens in identifier"
+                        " types), starting with a letter.",
+                        field=field,
+                    )
+        if not KCV.fullmatch(self.key_check_value):
+            raise InvalidArgumentError(
+                "INVALID_KEY_CHECK_VALUE",
+                f"`header.key_check_value` ({shown(self.key_check_value)}) must be 16"
+                " lowercase hex characters, as `cleanroom-partner kcv` prints.",
+                field="header.key_check_value",
+            )
         if self.row_count <= 0:
             raise InvalidArgumentError(
                 "INVALID_ROW_COUNT",
@@ -71,17 +127,6 @@ class UploadHeader:
                 "`header.checksum` must be the SHA-256 of the record batch payloads,"
                 " 64 lowercase hex characters.",
                 field="header.checksum",
-            )
-        if self.key_check_value != collaboration.key_check_value:
-            raise FailedPreconditionError(
-                "KEY_CHECK_MISMATCH",
-                f"The key check value {self.key_check_value!r} is not the one of"
-                f" {self.parent} ({collaboration.key_check_value!r}): the digests were made"
-                " with another secret or for another collaboration. Prepare the file again"
-                " with the collaboration's secret.",
-                key_check_value=self.key_check_value,
-                expected_key_check_value=collaboration.key_check_value,
-                collaboration=str(self.parent),
             )
 
     @property
@@ -116,15 +161,6 @@ def _check_columns(
                 field="header.identifier_types",
                 identifier_type=identifier_type,
             )
-    if len(segments) > MAX_SEGMENT_COLUMNS:
-        raise InvalidArgumentError(
-            "TOO_MANY_SEGMENT_COLUMNS",
-            f"`header.segment_columns` names {len(segments)} columns; at most"
-            f" {MAX_SEGMENT_COLUMNS} are allowed: segments are a few labels per row.",
-            field="header.segment_columns",
-            segment_columns=len(segments),
-            max_segment_columns=MAX_SEGMENT_COLUMNS,
-        )
     for segment in segments:
         if not SEGMENT_NAME.fullmatch(segment) or segment in collaboration.identifier_types:
             raise InvalidArgumentError(
