@@ -7,6 +7,7 @@ gRPC status and its `ErrorInfo` in `_map_rpc_error`, the one place that knows gR
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,12 +33,51 @@ from cleanroom.v1 import (
     partner_service_pb2_grpc,
     report_service_pb2,
     report_service_pb2_grpc,
+    server_info_service_pb2,
+    server_info_service_pb2_grpc,
 )
 from partners import errors
 from partners.preparation.pipeline import read_digest_file
 
 CHUNK_BYTES = 2 * 1024 * 1024  # well under gRPC's 4 MiB default message limit
 DIGEST_BYTES = 32
+# Room in a message for the protobuf framing around a chunk's bytes (a tag and a length).
+FRAMING_BYTES = 64
+CONNECT_SECONDS = 20.0
+# Refusals for a limit of the server (its size, time, concurrency or storage limits), not
+# for a privacy rule, though some share RESOURCE_EXHAUSTED with the privacy budget.
+LIMIT_REASONS = frozenset(
+    {
+        "MESSAGE_TOO_LARGE",
+        "SERVER_BUSY",
+        "STORAGE_FULL",
+        "TOO_MANY_CALLS",
+        "TOO_MANY_UPLOADS",
+        "UPLOAD_IDLE_TIMEOUT",
+        "UPLOAD_TOO_LONG",
+        "UPLOAD_TOO_SLOW",
+    }
+)
+# Calls that change nothing, retried by gRPC with backoff while the server is UNAVAILABLE
+# (restarting, or a connection dropped); uploads, reports and deletions are not retried.
+IDEMPOTENT_CALLS = {
+    "cleanroom.v1.PartnerService": ("GetDataset", "ListDatasets"),
+    "cleanroom.v1.ReportService": ("GetOverlapReport", "ListOverlapReports", "GetPrivacyBudget"),
+    "cleanroom.v1.AuditService": (
+        "ListAuditEvents",
+        "GetAuditCheckpoint",
+        "GetAuditInclusionProof",
+        "GetAuditConsistencyProof",
+    ),
+    "cleanroom.v1.ServerInfoService": ("GetServerInfo",),
+}
+RETRY_POLICY = {
+    "maxAttempts": 5,
+    "initialBackoff": "0.2s",
+    "maxBackoff": "5s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
 
 _ERRORS: dict[grpc.StatusCode, type[errors.ServerError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidRequestError,
@@ -52,28 +92,63 @@ _ERRORS: dict[grpc.StatusCode, type[errors.ServerError]] = {
     grpc.StatusCode.UNAVAILABLE: errors.UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.UnavailableError,
     grpc.StatusCode.CANCELLED: errors.UnavailableError,
+    grpc.StatusCode.UNIMPLEMENTED: errors.UnsupportedError,
+    grpc.StatusCode.UNKNOWN: errors.ServerBugError,
+    grpc.StatusCode.INTERNAL: errors.ServerBugError,
+    grpc.StatusCode.DATA_LOSS: errors.ServerBugError,
 }
 
 
-def _map_rpc_error(error: grpc.RpcError) -> errors.ServerError:
-    """The toolkit error for a failed call, with the server's reason and metadata."""
+def _map_rpc_error(
+    error: grpc.RpcError, *, target: str | None = None, timeout: float | None = None
+) -> errors.ServerError:
+    """The toolkit error for a failed call, with the server's reason and metadata.
+
+    `target` and `timeout`, when given, let a call that ran out of time say which server
+    did not answer within how long.
+    """
     code: grpc.StatusCode = error.code()
-    reason, metadata = code.name, {}
-    status = rpc_status.from_call(cast(grpc.Call, error))  # every RpcError of a call is one
+    reason, metadata, explained = code.name, {}, False
+    try:
+        status = rpc_status.from_call(cast(grpc.Call, error))  # every RpcError is a call
+    except ValueError:  # a status that contradicts the call's: read the code alone
+        status = None
     for detail in status.details if status else []:
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info):
-            reason, metadata = info.reason, dict(info.metadata)
+            reason, metadata, explained = info.reason, dict(info.metadata), True
+    message = error.details() or code.name
+    if reason in LIMIT_REASONS or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and not explained):
+        # Without an ErrorInfo, RESOURCE_EXHAUSTED is gRPC's own message size limit.
+        return errors.LimitError(code.name, reason, message, metadata)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and not explained and target and timeout:
+        return errors.UnavailableError(
+            code.name,
+            "CALL_TIMED_OUT",
+            f"{target} did not answer within {timeout:g} s. Retry, or allow more time with"
+            " --timeout (CLEANROOM_TIMEOUT).",
+            {"target": target, "timeout_seconds": f"{timeout:g}"},
+        )
     kind = _ERRORS.get(code, errors.ServerBugError)
-    return kind(code.name, reason, error.details() or code.name, metadata)
+    return kind(code.name, reason, message, metadata)
 
 
 @contextmanager
-def _mapped_errors() -> Iterator[None]:
+def _mapped_errors(target: str | None = None, timeout: float | None = None) -> Iterator[None]:
     try:
         yield
     except grpc.RpcError as error:
-        raise _map_rpc_error(error) from None
+        raise _map_rpc_error(error, target=target, timeout=timeout) from None
+
+
+def _service_config() -> str:
+    """The channel's service config: gRPC retries the idempotent calls with backoff."""
+    names = [
+        {"service": service, "method": method}
+        for service, methods in IDEMPOTENT_CALLS.items()
+        for method in methods
+    ]
+    return json.dumps({"methodConfig": [{"name": names, "retryPolicy": RETRY_POLICY}]})
 
 
 @dataclass(frozen=True)
@@ -102,19 +177,39 @@ class Connection:
                 " CLEANROOM_CA).",
                 {"path": str(error.filename)},
             ) from None
-        options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+        options: list[tuple[str, Any]] = [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", _service_config()),
+        ]
+        if self.server_name:
+            options.append(("grpc.ssl_target_name_override", self.server_name))
         return grpc.secure_channel(self.target, credentials, options=options)
 
 
-def _chunks(table: pa.Table) -> Iterator[tuple[int, bytes]]:
-    """The table as Arrow IPC streams of about CHUNK_BYTES each, with their row counts."""
+def _chunks(table: pa.Table, limit: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
+    """The table as Arrow IPC streams of at most `limit` bytes, with their row counts.
+
+    Chunks aim at half the limit (segment labels make rows uneven); one that still comes
+    out larger is split in halves until it fits.
+    """
     row_bytes = max(1, table.nbytes // max(1, table.num_rows))
-    rows_per_chunk = max(1, CHUNK_BYTES // row_bytes)
-    for batch in table.to_batches(max_chunksize=rows_per_chunk):
-        sink = pa.BufferOutputStream()
-        with ipc.new_stream(sink, table.schema) as writer:
-            writer.write_batch(batch)
-        yield batch.num_rows, sink.getvalue().to_pybytes()
+    rows_per_chunk = max(1, min(CHUNK_BYTES, limit // 2) // row_bytes)
+    pending = list(reversed(table.to_batches(max_chunksize=rows_per_chunk)))
+    while pending:
+        batch = pending.pop()
+        payload = _ipc_stream(table.schema, batch)
+        if len(payload) > limit and batch.num_rows > 1:
+            half = batch.num_rows // 2
+            pending += [batch.slice(half), batch.slice(0, half)]
+            continue
+        yield batch.num_rows, payload
+
+
+def _ipc_stream(schema: pa.Schema, batch: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
 
 
 def _upload_table(path: Path) -> tuple[pa.Table, Any]:
@@ -135,13 +230,33 @@ def _upload_table(path: Path) -> tuple[pa.Table, Any]:
 class CleanRoomClient:
     """A partner's client of the clean room server. Use it as a context manager."""
 
-    def __init__(self, connection: Connection, *, timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        timeout: float = 300.0,
+        connect_timeout: float | None = None,
+    ) -> None:
+        """A client of the server at `connection`.
+
+        Args:
+            connection: Where the server is and who we are.
+            timeout: Seconds each call may take (an upload: the whole upload).
+            connect_timeout: Seconds to wait for the first connection (TCP and the TLS
+                handshake): the lesser of `timeout` and CONNECT_SECONDS unless given.
+        """
         self.connection = connection
         self.timeout = timeout
+        self.connect_timeout = (
+            connect_timeout if connect_timeout is not None else min(timeout, CONNECT_SECONDS)
+        )
         self._channel = connection.channel()
+        self._connected = False
         self._partners = partner_service_pb2_grpc.PartnerServiceStub(self._channel)
         self._reports = report_service_pb2_grpc.ReportServiceStub(self._channel)
         self._audit = audit_service_pb2_grpc.AuditServiceStub(self._channel)
+        self._info = server_info_service_pb2_grpc.ServerInfoServiceStub(self._channel)
+        self._limits: server_info_service_pb2.ServerLimits | None = None
 
     def __enter__(self) -> Self:
         return self
@@ -158,6 +273,42 @@ class CleanRoomClient:
         """Closes the channel."""
         self._channel.close()
 
+    @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        """Connects first (within the connect timeout), then maps the call's errors."""
+        if not self._connected:
+            self._connect()
+        with _mapped_errors(self.connection.target, self.timeout):
+            yield
+
+    def _connect(self) -> None:
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=self.connect_timeout)
+        except grpc.FutureTimeoutError:
+            target = self.connection.target
+            raise errors.UnavailableError(
+                "UNAVAILABLE",
+                "SERVER_NOT_ANSWERING",
+                f"{target} did not complete a connection within {self.connect_timeout:g} s"
+                " (TCP and the TLS handshake): check --server (CLEANROOM_SERVER), that the"
+                " server runs, and that --ca is the CA that signed its certificate.",
+                {"target": target, "connect_timeout_seconds": f"{self.connect_timeout:g}"},
+            ) from None
+        self._connected = True
+
+    def server_limits(self) -> server_info_service_pb2.ServerLimits | None:
+        """What the server accepts (GetServerInfo), or None from a server too old to say."""
+        if self._limits is None:
+            try:
+                with self._mapped():
+                    response = self._info.GetServerInfo(
+                        server_info_service_pb2.GetServerInfoRequest(), timeout=self.timeout
+                    )
+            except errors.UnsupportedError:
+                return None
+            self._limits = response.limits
+        return self._limits
+
     def wait_until_ready(self, timeout: float) -> None:
         """Waits until the server accepts connections (for example, while it starts).
 
@@ -166,6 +317,7 @@ class CleanRoomClient:
         """
         try:
             grpc.channel_ready_future(self._channel).result(timeout=timeout)
+            self._connected = True
         except grpc.FutureTimeoutError:
             raise errors.UnavailableError(
                 "UNAVAILABLE",
@@ -188,8 +340,12 @@ class CleanRoomClient:
             progress: Called with the number of rows of each chunk once it is sent.
         """
         table, info = _upload_table(digests)
+        limits = self.server_limits()
+        limit = CHUNK_BYTES
+        if limits is not None and limits.max_message_bytes:
+            limit = min(CHUNK_BYTES, limits.max_message_bytes - FRAMING_BYTES)
         checksum = hashlib.sha256()
-        for _, chunk in _chunks(table):
+        for _, chunk in _chunks(table, limit):
             checksum.update(chunk)
         header = partner_service_pb2.DatasetUploadHeader(
             parent=f"collaborations/{info.collaboration_id}",
@@ -203,19 +359,19 @@ class CleanRoomClient:
 
         def messages() -> Iterator[partner_service_pb2.UploadDatasetRequest]:
             yield partner_service_pb2.UploadDatasetRequest(header=header)
-            for rows, chunk in _chunks(table):
+            for rows, chunk in _chunks(table, limit):
                 yield partner_service_pb2.UploadDatasetRequest(record_batches=chunk)
                 if progress:
                     progress(rows)
 
-        with _mapped_errors():
+        with self._mapped():
             response = self._partners.UploadDataset(messages(), timeout=self.timeout)
         return response.dataset
 
     def get_dataset(self, name: str) -> dataset_pb2.Dataset:
         """A dataset of the caller's brand, by name."""
         request = partner_service_pb2.GetDatasetRequest(name=name)
-        with _mapped_errors():
+        with self._mapped():
             return self._partners.GetDataset(request, timeout=self.timeout).dataset
 
     def list_datasets(self, parent: str) -> Iterator[dataset_pb2.Dataset]:
@@ -223,7 +379,7 @@ class CleanRoomClient:
         token = ""
         while True:
             request = partner_service_pb2.ListDatasetsRequest(parent=parent, page_token=token)
-            with _mapped_errors():
+            with self._mapped():
                 response = self._partners.ListDatasets(request, timeout=self.timeout)
             yield from response.datasets
             token = response.next_page_token
@@ -233,7 +389,7 @@ class CleanRoomClient:
     def delete_dataset(self, name: str) -> None:
         """Deletes a dataset of the caller's brand."""
         request = partner_service_pb2.DeleteDatasetRequest(name=name)
-        with _mapped_errors():
+        with self._mapped():
             self._partners.DeleteDataset(request, timeout=self.timeout)
 
     def create_report(
@@ -258,19 +414,19 @@ class CleanRoomClient:
                 base_dataset=base, other_datasets=others, segment_column=segment_column or ""
             ),
         )
-        with _mapped_errors():
+        with self._mapped():
             return self._reports.CreateOverlapReport(request, timeout=self.timeout)
 
     def get_budget(self, parent: str) -> report_service_pb2.PrivacyBudget:
         """The collaboration's privacy budget: total, spent and remaining epsilon."""
         request = report_service_pb2.GetPrivacyBudgetRequest(name=f"{parent}/privacyBudget")
-        with _mapped_errors():
+        with self._mapped():
             return self._reports.GetPrivacyBudget(request, timeout=self.timeout).privacy_budget
 
     def get_report(self, name: str) -> overlap_report_pb2.OverlapReport:
         """A report released earlier to the caller's brand."""
         request = report_service_pb2.GetOverlapReportRequest(name=name)
-        with _mapped_errors():
+        with self._mapped():
             return self._reports.GetOverlapReport(request, timeout=self.timeout).overlap_report
 
     def list_reports(self, parent: str) -> Iterator[overlap_report_pb2.OverlapReport]:
@@ -278,7 +434,7 @@ class CleanRoomClient:
         token = ""
         while True:
             request = report_service_pb2.ListOverlapReportsRequest(parent=parent, page_token=token)
-            with _mapped_errors():
+            with self._mapped():
                 response = self._reports.ListOverlapReports(request, timeout=self.timeout)
             yield from response.overlap_reports
             token = response.next_page_token
@@ -311,7 +467,7 @@ class CleanRoomClient:
         if end_time:
             request.end_time.FromDatetime(end_time)
         while True:
-            with _mapped_errors():
+            with self._mapped():
                 response = self._audit.ListAuditEvents(request, timeout=self.timeout)
             yield from response.audit_events
             request.page_token = response.next_page_token
@@ -321,7 +477,7 @@ class CleanRoomClient:
     def get_checkpoint(self, parent: str, tree_size: int = 0) -> str:
         """The log's signed checkpoint (a C2SP signed note): the latest, or of a size."""
         request = audit_service_pb2.GetAuditCheckpointRequest(parent=parent, tree_size=tree_size)
-        with _mapped_errors():
+        with self._mapped():
             return self._audit.GetAuditCheckpoint(request, timeout=self.timeout).signed_note
 
     def inclusion_proof(self, parent: str, index: int, tree_size: int) -> list[bytes]:
@@ -329,7 +485,7 @@ class CleanRoomClient:
         request = audit_service_pb2.GetAuditInclusionProofRequest(
             parent=parent, index=index, tree_size=tree_size
         )
-        with _mapped_errors():
+        with self._mapped():
             return list(self._audit.GetAuditInclusionProof(request, timeout=self.timeout).hashes)
 
     def consistency_proof(self, parent: str, first: int, second: int) -> list[bytes]:
@@ -337,6 +493,6 @@ class CleanRoomClient:
         request = audit_service_pb2.GetAuditConsistencyProofRequest(
             parent=parent, first_tree_size=first, second_tree_size=second
         )
-        with _mapped_errors():
+        with self._mapped():
             response = self._audit.GetAuditConsistencyProof(request, timeout=self.timeout)
         return list(response.hashes)

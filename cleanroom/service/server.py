@@ -19,6 +19,7 @@ from cleanroom.service.calls import CallInterceptor, CallLimits
 from cleanroom.service.idle import UploadPace
 from cleanroom.service.partner_servicer import PartnerServicer
 from cleanroom.service.report_servicer import ReportServicer
+from cleanroom.service.server_info_servicer import ServerInfoServicer
 from cleanroom.tls.files import read_tls
 from cleanroom.usecases.clean_room import CleanRoom
 from cleanroom.usecases.retention import RetentionSweeper, sweep
@@ -29,6 +30,8 @@ from cleanroom.v1 import (
     partner_service_pb2_grpc,
     report_service_pb2,
     report_service_pb2_grpc,
+    server_info_service_pb2,
+    server_info_service_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ SERVICE_NAMES = (
     partner_service_pb2.DESCRIPTOR.services_by_name["PartnerService"].full_name,
     report_service_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
     audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    server_info_service_pb2.DESCRIPTOR.services_by_name["ServerInfoService"].full_name,
 )
 GRACE_SECONDS = 10.0
 SPARE_THREADS = 4
@@ -126,6 +130,9 @@ def build_server(
     )
     audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
         AuditServicer(clean_room.access, clean_room.audit_log), server
+    )
+    server_info_service_pb2_grpc.add_ServerInfoServiceServicer_to_server(
+        ServerInfoServicer(config), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pyarrow as pa
 import pytest
 from google.rpc import error_details_pb2
@@ -25,19 +26,27 @@ from pyarrow import ipc
 
 from cleanroom.tls.pki import DemoPki
 from cleanroom.v1 import partner_service_pb2, partner_service_pb2_grpc
+from partners.client import _map_rpc_error
+from partners.errors import LimitError
 from tests.server_process import (
     ServerProcess,
     serve_command,
     server_process,
     write_server_config,
 )
-from tests.support import COLLABORATION, KCV
+from tests.support import (
+    COLLABORATION,
+    KCV,
+    digest_array,
+    random_digests,
+    write_digest_file,
+)
 
 PARENT = f"collaborations/{COLLABORATION}"
 WORKERS = 3
 IDLE_SECONDS = 2.0
 TRICKLE_SECONDS = 0.2  # far more often than the idle timeout: never idle
-MESSAGE_LIMIT = 64 * 1024
+MESSAGE_LIMIT = 1024 * 1024  # below the toolkit's usual 2 MiB chunks
 SCHEMA = pa.schema([pa.field("email", pa.binary(32))])
 WAIT = 60.0
 
@@ -140,6 +149,7 @@ def test_a_trickling_partner_does_not_stop_other_partners_or_the_health_check(
             info = error_info(error)
             assert info.reason == "TOO_MANY_UPLOADS"
             assert info.metadata["max_uploads_per_partner"] == "2"
+            assert isinstance(_map_rpc_error(error), LimitError)
     finally:
         trickle.close()
 
@@ -180,6 +190,7 @@ def test_a_stalled_upload_reaches_the_client_with_its_reason(server: ServerProce
     info = error_info(error)
     assert info.reason == "UPLOAD_IDLE_TIMEOUT"
     assert info.metadata["upload_idle_timeout_seconds"] == f"{IDLE_SECONDS:g}"
+    assert isinstance(_map_rpc_error(error), LimitError)
     assert list((server.data_dir / "tmp").iterdir()) == []
 
 
@@ -199,6 +210,27 @@ def test_a_message_over_the_limit_is_refused_naming_the_limit(server: ServerProc
     assert info.reason == "MESSAGE_TOO_LARGE"
     assert info.metadata["max_upload_message_bytes"] == str(MESSAGE_LIMIT)
     assert str(MESSAGE_LIMIT) in error.details()
+    assert isinstance(_map_rpc_error(error), LimitError)
+
+
+def test_the_toolkit_sizes_its_chunks_to_the_servers_limit(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(5)
+    rows = 30_000  # 1.9 MB of digests: more than one message of the server's limit
+    path = write_digest_file(
+        tmp_path / "digests.parquet",
+        {t: digest_array(random_digests(rng, rows)) for t in ("email", "phone")},
+        {"tier": [("gold", "silver", "bronze")[i % 3] for i in range(rows)]},
+    )
+    sent: list[int] = []
+    with server.client("corvid", timeout=WAIT) as client:
+        limits = client.server_limits()
+        assert limits is not None
+        assert limits.max_message_bytes == MESSAGE_LIMIT
+        dataset = client.upload(path, dataset_id="corvid-small-messages", progress=sent.append)
+    assert dataset.row_count == rows
+    assert len(sent) > 1  # it took several chunks, each under the limit
 
 
 def test_a_second_server_on_the_same_data_directory_says_which_directory(
