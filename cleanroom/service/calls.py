@@ -27,6 +27,7 @@ from cleanroom.errors import (
     InvalidArgumentError,
     ResourceExhaustedError,
     clip,
+    escaped,
 )
 from cleanroom.names import SERVER_LOG, CollaborationName
 from cleanroom.service.status import status_code, to_status
@@ -71,8 +72,8 @@ MAX_RESOURCES = 20
 
 
 def _bounded(value: Any) -> Any:
-    if isinstance(value, str):
-        return clip(value, MAX_VALUE_CHARS)
+    if isinstance(value, str):  # one printable line: a filter or name a caller sent
+        return clip(escaped(value), MAX_VALUE_CHARS)
     if isinstance(value, list | tuple):
         return [_bounded(v) for v in value[:MAX_RESOURCES]]
     return value

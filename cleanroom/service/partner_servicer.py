@@ -53,9 +53,11 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
                 field="header",
             )
         header = convert.upload_header(first)
-        # Checked before anything of it is logged: the query log holds no malformed name.
+        # The parent is a checked name already; the rest is checked before any of it is
+        # logged, so that the collaboration's log holds no malformed id or column name.
+        call.names(collaboration=header.parent)
         header.check_form()
-        call.names(header.dataset_name, collaboration=header.parent)
+        call.names(header.dataset_name)
         call.summarize(
             dataset_id=header.dataset_id,
             identifier_types=list(header.identifier_types),

@@ -22,6 +22,7 @@ from partners.cli._common import (
     reported_errors,
 )
 from partners.errors import InputError
+from partners.inert import inert
 
 
 @click.group()
@@ -110,12 +111,12 @@ def audit_verify(collaboration: str, log_key: str, state_dir: Path | None, **opt
         with client_for(options) as client:
             verdict = verify_log(client, parent, verifier, state)
         checkpoint = verdict.checkpoint
-        console.print(f"log {verdict.log}")
+        console.print(f"log {inert(verdict.log)}")
         console.print(f"  events checked: {verdict.events_checked:,}")
         if checkpoint:
             console.print(
                 f"  checkpoint: size {checkpoint.tree_size:,}, root"
-                f" {checkpoint.root_hash.hex()[:16]}..., signed by {verifier.name}"
+                f" {checkpoint.root_hash.hex()[:16]}..., signed by {inert(verifier.name)}"
             )
         if verdict.previous_size is None:
             console.print("  previous checkpoint: none saved (first verification)")
@@ -123,7 +124,7 @@ def audit_verify(collaboration: str, log_key: str, state_dir: Path | None, **opt
             console.print(f"  previous checkpoint: size {verdict.previous_size:,}")
         if not verdict.ok:
             errors.print(
-                f"[bold red]FAILED[/] at index {verdict.first_bad_index}: {verdict.problem}"
+                f"[bold red]FAILED[/] at index {verdict.first_bad_index}: {inert(verdict.problem)}"
             )
             sys.exit(1)
         console.print("[bold green]VERIFIED[/]: complete and append-only; checkpoint saved")

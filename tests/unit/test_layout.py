@@ -40,6 +40,7 @@ LAYERS = [
     ("partners.audit",),
     ("partners.client",),
     ("partners.render",),
+    ("partners.inert",),
     ("partners.preparation",),
     ("partners.errors",),
     ("cleanroom.proofs",),
