@@ -17,10 +17,10 @@ def clip(text: str, limit: int) -> str:
 
 
 def escaped(text: str) -> str:
-    """`text` as one printable line: safe to log.
+    r"""`text` as one printable line: safe to log.
 
     Every character that is not printable (controls, bidi overrides, line separators) is
-    written as its Python escape, e.g. `\\x1b`.
+    written as its Python escape, e.g. `\x1b`.
     """
     if text.isprintable():
         return text
