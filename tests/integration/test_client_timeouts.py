@@ -85,9 +85,11 @@ def test_the_client_connect_timeout_names_the_server(pki: DemoPki, silent_server
         ca_certificate=pki.ca.certificate,
         server_name="localhost",
     )
-    with CleanRoomClient(connection, timeout=30, connect_timeout=0.5) as client:
-        with pytest.raises(UnavailableError) as unanswered:
-            client.get_dataset(f"collaborations/{COLLABORATION}/datasets/any")
+    with (
+        CleanRoomClient(connection, timeout=30, connect_timeout=0.5) as client,
+        pytest.raises(UnavailableError) as unanswered,
+    ):
+        client.get_dataset(f"collaborations/{COLLABORATION}/datasets/any")
     assert unanswered.value.reason == "SERVER_NOT_ANSWERING"
     assert unanswered.value.metadata == {"target": silent_server, "connect_timeout_seconds": "0.5"}
 
