@@ -121,12 +121,15 @@ def trickled(dataset_id: str, stop: threading.Event) -> Iterator[object]:
             "min_upload_bytes_per_second",
         ),
         (
-            {"upload_idle_timeout_seconds": IDLE, "min_upload_bytes_per_second": 0,
-             "max_upload_seconds": 1.0},
+            {
+                "upload_idle_timeout_seconds": IDLE,
+                "min_upload_bytes_per_second": 0,
+                "max_upload_seconds": 1.0,
+            },
             "UPLOAD_TOO_LONG",
             "max_upload_seconds",
         ),
-    ],  # fmt: skip
+    ],
     ids=["too-slow", "too-long"],
 )
 def test_a_trickling_upload_is_dropped_with_its_reason(
