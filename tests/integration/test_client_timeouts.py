@@ -7,10 +7,12 @@ stuck process or a wrong port behind a load balancer does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +20,7 @@ import pytest
 from cleanroom.tls.pki import DemoPki
 from partners.client import CleanRoomClient, Connection
 from partners.errors import UnavailableError
-from tests.support import COLLABORATION
+from tests.support import COLLABORATION, RunningServer
 
 BOUND = 60  # seconds the test lets a command run: a bound, not what it checks
 
@@ -105,3 +107,67 @@ def test_the_timeout_option_is_checked(pki: DemoPki, silent_server: str) -> None
     )
     assert result.returncode == 2
     assert "--timeout" in result.stderr
+
+
+class DroppingProxy:
+    """A TCP proxy to the server that, when armed, drops the connection carrying the next
+    request instead of forwarding it: the call in flight fails UNAVAILABLE."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.armed = threading.Event()
+        self.dropped = threading.Event()
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if requests and self.armed.is_set():
+                    self.armed.clear()
+                    self.dropped.set()
+                    raise OSError("dropped")
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_an_idempotent_call_is_retried_when_its_connection_drops(server: RunningServer) -> None:
+    proxy = DroppingProxy(("127.0.0.1", server.port))
+    direct = server.connection("acme")
+    connection = Connection(
+        target=proxy.address,
+        certificate=direct.certificate,
+        private_key=direct.private_key,
+        ca_certificate=direct.ca_certificate,
+        server_name="localhost",
+    )
+    try:
+        with CleanRoomClient(connection, timeout=30) as client:
+            assert list(client.list_datasets(f"collaborations/{COLLABORATION}")) == []
+            proxy.armed.set()
+            assert list(client.list_datasets(f"collaborations/{COLLABORATION}")) == []
+        assert proxy.dropped.is_set()
+        assert proxy.connections == 2  # the retry came over a new connection
+    finally:
+        proxy.close()
