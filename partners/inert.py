@@ -27,3 +27,23 @@ def inert(value: object, *, markup: bool = True) -> str:
     if not text.isprintable():
         text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return escape(text) if markup and "[" in text else text
+
+
+def inert_json(text: str) -> str:
+    r"""JSON text with every character that is not printable written as a `\uXXXX` escape.
+
+    `json.dumps` escapes C0 controls only; C1 controls (which some terminals read as
+    escape sequences) and bidi overrides pass through when it keeps non-ASCII text. Such
+    characters occur only inside JSON strings, where the escape means the same character.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == "\n" else _json_escape(c) for c in text)
+
+
+def _json_escape(character: str) -> str:
+    code = ord(character)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # a UTF-16 surrogate pair, as JSON writes characters beyond the BMP
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"

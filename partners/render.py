@@ -19,7 +19,7 @@ from rich.console import Group
 from rich.table import Table
 
 from cleanroom.v1 import audit_event_pb2, dataset_pb2, overlap_report_pb2
-from partners.inert import inert
+from partners.inert import inert, inert_json
 
 SUPPRESSED = "suppressed"
 
@@ -84,13 +84,13 @@ def _bytes(name: str, value: bytes) -> str:
 def as_json(messages: Iterable[Message] | Message) -> str:
     """Messages as JSON (an array for several), with the API's field names."""
     if isinstance(messages, Message):
-        return json.dumps(message_data(messages), indent=2, ensure_ascii=False)
-    return json.dumps([message_data(m) for m in messages], indent=2, ensure_ascii=False)
+        return inert_json(json.dumps(message_data(messages), indent=2, ensure_ascii=False))
+    return inert_json(json.dumps([message_data(m) for m in messages], indent=2, ensure_ascii=False))
 
 
 def json_line(message: Message) -> str:
     """A message as one line of JSON (for JSON Lines output)."""
-    return json.dumps(message_data(message), ensure_ascii=False)
+    return inert_json(json.dumps(message_data(message), ensure_ascii=False))
 
 
 def count_text(count: overlap_report_pb2.ReleasedCount, threshold: int) -> str:

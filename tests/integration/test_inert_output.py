@@ -9,6 +9,7 @@ the only escape sequences allowed are rich's own colours and styles.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pty
 import re
@@ -120,6 +121,17 @@ def test_an_audit_table_of_hostile_events_renders_them_as_text() -> None:
         r"│ 7 │ 01-01 00:00:00 │ [bold]acme │ uploader │ UploadDataset │ conceal]\n│ 99 │ forged │ INVALID_ARGUMENT INVALID_ID\x1b[8m │",
         "└───┴────────────────┴────────────┴──────────┴───────────────┴─────────────────────────┴────────────────────────────────────┘",
     ]  # fmt: skip
+
+
+def test_json_output_escapes_what_json_dumps_lets_through() -> None:
+    # C1 CSI (read as ESC [ by some terminals), a bidi override, a private-use character.
+    hostile = "\x9b2J\u202e\U000f0000" + HOSTILE
+    event = audit_event_pb2.AuditEvent(index=1, caller=f"partners/{hostile}")
+    for text in (render.json_line(event), render.as_json(event), render.as_json([event])):
+        assert all(c.isprintable() or c == "\n" for c in text), text
+        loaded = json.loads(text)
+        first = loaded[0] if isinstance(loaded, list) else loaded
+        assert first["caller"] == f"partners/{hostile}"  # the same text, escaped
 
 
 def test_audit_list_shows_a_hostile_dataset_id_inert(server: RunningServer) -> None:
