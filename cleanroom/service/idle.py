@@ -99,18 +99,21 @@ def paced(
             # The rate is checked as messages come: a client that sends nothing at all is
             # told that it idled, which says more than that it was slow.
             item = slot.take(min(last + pace.idle_timeout, start + pace.max_duration) - now)
-            now = time.monotonic()
             if item is not None:
                 kind, value = item
                 if kind == "end":
                     return
                 if kind == "error":
                     raise value  # type: ignore[misc]  # the reader put an exception
-                last = now
                 received += size(value)  # type: ignore[arg-type]  # a message
                 yield value  # type: ignore[misc]
+                # The time the handler took is not the client's: idle time counts from
+                # when the handler is ready for the next message.
+                last = time.monotonic()
+                _check(pace, last - start, 0.0, received, rate=True)
+            else:
                 now = time.monotonic()
-            _check(pace, now - start, now - last, received, rate=item is not None)
+                _check(pace, now - start, now - last, received, rate=False)
     finally:
         slot.close()
 
