@@ -24,6 +24,8 @@ from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 from pyarrow import ipc
 
+from cleanroom.audit.log import AuditFilter
+from cleanroom.names import SERVER_LOG
 from cleanroom.tls.pki import DemoPki
 from cleanroom.v1 import partner_service_pb2, partner_service_pb2_grpc
 from partners.client import _map_rpc_error
@@ -37,8 +39,10 @@ from tests.server_process import (
 from tests.support import (
     COLLABORATION,
     KCV,
+    RunningServer,
     digest_array,
     random_digests,
+    running_server,
     write_digest_file,
 )
 
@@ -95,7 +99,7 @@ def error_info(error: Any) -> error_details_pb2.ErrorInfo:
 class Trickle:
     """Uploads that each send one row every TRICKLE_SECONDS until stopped."""
 
-    def __init__(self, server: ServerProcess, partner: str, count: int) -> None:
+    def __init__(self, server: ServerProcess | RunningServer, partner: str, count: int) -> None:
         self.stop = threading.Event()
         self.ended = threading.Condition()
         self.channel = server.connection(partner).channel()
@@ -252,3 +256,25 @@ def test_a_second_server_on_the_same_data_directory_says_which_directory(
     assert f"{server.data_dir}" in message, message
     assert "LOCK" not in message, message
     assert "Traceback" not in message, message
+
+
+def test_a_partner_past_its_call_limit_is_refused_and_the_others_are_not(
+    pki: DemoPki, tmp_path: Path
+) -> None:
+    settings = {"max_workers": 8, "max_calls_per_partner": 2, "max_uploads_per_partner": 2}
+    with running_server(pki, tmp_path / "data", server=settings) as server:
+        trickle = Trickle(server, "acme", 3)
+        try:
+            (third,) = trickle.wait_refused(1)  # the first two hold acme's two call slots
+            assert error_info(third).reason == "TOO_MANY_UPLOADS"
+            with pytest.raises(LimitError) as refused:
+                list(server.client("acme").list_datasets(PARENT))
+            assert refused.value.reason == "TOO_MANY_CALLS"
+            assert refused.value.metadata["max_calls_per_partner"] == "2"
+            assert list(server.client("brightmart").list_datasets(PARENT)) == []
+        finally:
+            trickle.close()
+        assert server.interceptor.drain(10)
+        # Refused before the call named its collaboration: in the server's log.
+        events = server.clean_room.audit_log.events(SERVER_LOG, AuditFilter(), after=-1, limit=99)
+        assert [e.outcome.reason for e in events].count("TOO_MANY_CALLS") == 1
