@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ CHUNK_BYTES = 2 * 1024 * 1024  # well under gRPC's 4 MiB default message limit
 DIGEST_BYTES = 32
 # Room in a message for the protobuf framing around a chunk's bytes (a tag and a length).
 FRAMING_BYTES = 64
+# The response metadata in which the server tells an upload its message limit, in bytes.
+MESSAGE_LIMIT_METADATA = "cleanroom-max-message-bytes"
 CONNECT_SECONDS = 20.0
 # Refusals for a limit of the server (its size, time, concurrency or storage limits), not
 # for a privacy rule, though some share RESOURCE_EXHAUSTED with the privacy budget.
@@ -73,11 +76,14 @@ IDEMPOTENT_CALLS = {
 }
 RETRY_POLICY = {
     "maxAttempts": 5,
-    "initialBackoff": "0.2s",
-    "maxBackoff": "5s",
+    "initialBackoff": "0.1s",
+    "maxBackoff": "2s",
     "backoffMultiplier": 2,
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
+# gRPC stops retrying on a channel whose calls keep failing (a certificate the server
+# refuses, a server that is down for good), so that only passing trouble costs retries.
+RETRY_THROTTLING = {"maxTokens": 10, "tokenRatio": 0.5}
 
 _ERRORS: dict[grpc.StatusCode, type[errors.ServerError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidRequestError,
@@ -148,7 +154,12 @@ def _service_config() -> str:
         for service, methods in IDEMPOTENT_CALLS.items()
         for method in methods
     ]
-    return json.dumps({"methodConfig": [{"name": names, "retryPolicy": RETRY_POLICY}]})
+    return json.dumps(
+        {
+            "methodConfig": [{"name": names, "retryPolicy": RETRY_POLICY}],
+            "retryThrottling": RETRY_THROTTLING,
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -210,6 +221,45 @@ def _ipc_stream(schema: pa.Schema, batch: pa.RecordBatch) -> bytes:
     with ipc.new_stream(sink, schema) as writer:
         writer.write_batch(batch)
     return sink.getvalue().to_pybytes()
+
+
+class _Chunking:
+    """How an upload's table is cut into chunks, and the checksum of those chunks."""
+
+    def __init__(self, table: pa.Table, limit: int) -> None:
+        self.table = table
+        self.limit = limit
+        self.checksum = self._checksum()
+
+    def fit(self, limit: int) -> None:
+        """Cuts smaller chunks if the server's limit asks for them (the checksum follows)."""
+        if limit < self.limit:
+            self.limit = limit
+            self.checksum = self._checksum()
+
+    def _checksum(self) -> str:
+        digest = hashlib.sha256()
+        for _, chunk in _chunks(self.table, self.limit):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+
+def _message_limit(call: Any, timeout: float) -> int | None:
+    """The message limit the server sent as the upload began (None if it did not say)."""
+    got = threading.Event()
+    metadata: list[Any] = []
+
+    def read() -> None:
+        metadata.extend(call.initial_metadata() or ())  # returns when sent, or the call ends
+        got.set()
+
+    threading.Thread(target=read, name="upload-limits", daemon=True).start()
+    if not got.wait(timeout):
+        return None  # a server too old to tell: the default chunks fit its default limit
+    for key, value in metadata:
+        if key == MESSAGE_LIMIT_METADATA and str(value).isdigit():
+            return int(value)
+    return None
 
 
 def _upload_table(path: Path) -> tuple[pa.Table, Any]:
@@ -282,18 +332,33 @@ class CleanRoomClient:
             yield
 
     def _connect(self) -> None:
+        """Waits for the first connection to succeed or fail, at most the connect timeout.
+
+        A connection that fails (refused, or a TLS handshake that fails) lets the call go
+        on and fail at once with gRPC's own UNAVAILABLE, which says why; only a server
+        that never finishes connecting is reported here, by name.
+        """
+        settled = threading.Event()
+        answered = (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE)
+
+        def watch(state: grpc.ChannelConnectivity) -> None:
+            if state in answered:
+                settled.set()
+
+        self._channel.subscribe(watch, try_to_connect=True)
         try:
-            grpc.channel_ready_future(self._channel).result(timeout=self.connect_timeout)
-        except grpc.FutureTimeoutError:
-            target = self.connection.target
-            raise errors.UnavailableError(
-                "UNAVAILABLE",
-                "SERVER_NOT_ANSWERING",
-                f"{target} did not complete a connection within {self.connect_timeout:g} s"
-                " (TCP and the TLS handshake): check --server (CLEANROOM_SERVER), that the"
-                " server runs, and that --ca is the CA that signed its certificate.",
-                {"target": target, "connect_timeout_seconds": f"{self.connect_timeout:g}"},
-            ) from None
+            if not settled.wait(self.connect_timeout):
+                target = self.connection.target
+                raise errors.UnavailableError(
+                    "UNAVAILABLE",
+                    "SERVER_NOT_ANSWERING",
+                    f"{target} did not complete a connection within"
+                    f" {self.connect_timeout:g} s (TCP and the TLS handshake): check --server"
+                    " (CLEANROOM_SERVER) and that the server runs and is reachable.",
+                    {"target": target, "connect_timeout_seconds": f"{self.connect_timeout:g}"},
+                )
+        finally:
+            self._channel.unsubscribe(watch)
         self._connected = True
 
     def server_limits(self) -> server_info_service_pb2.ServerLimits | None:
@@ -340,32 +405,36 @@ class CleanRoomClient:
             progress: Called with the number of rows of each chunk once it is sent.
         """
         table, info = _upload_table(digests)
-        limits = self.server_limits()
-        limit = CHUNK_BYTES
-        if limits is not None and limits.max_message_bytes:
-            limit = min(CHUNK_BYTES, limits.max_message_bytes - FRAMING_BYTES)
-        checksum = hashlib.sha256()
-        for _, chunk in _chunks(table, limit):
-            checksum.update(chunk)
-        header = partner_service_pb2.DatasetUploadHeader(
-            parent=f"collaborations/{info.collaboration_id}",
-            dataset_id=dataset_id,
-            identifier_types=info.identifier_types,
-            segment_columns=info.segment_columns,
-            key_check_value=info.key_check_value,
-            row_count=table.num_rows,
-            checksum=checksum.hexdigest(),
-        )
+        chunking = _Chunking(table, CHUNK_BYTES)
+        started = threading.Event()
+        calls: list[Any] = []
 
         def messages() -> Iterator[partner_service_pb2.UploadDatasetRequest]:
+            # The server tells its message limit as the call starts; the header's checksum
+            # depends on the chunks, so they are sized before the header goes.
+            started.wait()
+            limit = _message_limit(calls[0], self.connect_timeout)
+            if limit is not None:
+                chunking.fit(limit - FRAMING_BYTES)
+            header = partner_service_pb2.DatasetUploadHeader(
+                parent=f"collaborations/{info.collaboration_id}",
+                dataset_id=dataset_id,
+                identifier_types=info.identifier_types,
+                segment_columns=info.segment_columns,
+                key_check_value=info.key_check_value,
+                row_count=table.num_rows,
+                checksum=chunking.checksum,
+            )
             yield partner_service_pb2.UploadDatasetRequest(header=header)
-            for rows, chunk in _chunks(table, limit):
+            for rows, chunk in _chunks(table, chunking.limit):
                 yield partner_service_pb2.UploadDatasetRequest(record_batches=chunk)
                 if progress:
                     progress(rows)
 
         with self._mapped():
-            response = self._partners.UploadDataset(messages(), timeout=self.timeout)
+            calls.append(self._partners.UploadDataset.future(messages(), timeout=self.timeout))
+            started.set()
+            response: partner_service_pb2.UploadDatasetResponse = calls[0].result()
         return response.dataset
 
     def get_dataset(self, name: str) -> dataset_pb2.Dataset:

@@ -19,13 +19,23 @@ from cleanroom.usecases.datasets import Datasets
 from cleanroom.v1 import partner_service_pb2 as pb
 from cleanroom.v1 import partner_service_pb2_grpc as pb_grpc
 
+# The response metadata in which an upload is told the server's message limit, in bytes.
+MESSAGE_LIMIT_METADATA = "cleanroom-max-message-bytes"
+
 
 class PartnerServicer(pb_grpc.PartnerServiceServicer):
     """Checks the caller, translates, calls `Datasets`, translates back."""
 
-    def __init__(self, datasets: Datasets, *, pace: UploadPace | None = None) -> None:
+    def __init__(
+        self,
+        datasets: Datasets,
+        *,
+        pace: UploadPace | None = None,
+        max_message_bytes: int | None = None,
+    ) -> None:
         self.datasets = datasets
         self.pace = pace or UploadPace()
+        self.max_message_bytes = max_message_bytes
 
     def UploadDataset(  # noqa: N802 - gRPC's method name
         self, request_iterator: Iterator[pb.UploadDatasetRequest], context: grpc.ServicerContext
@@ -36,6 +46,10 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
         message: a client that never sends its header holds nothing for long either.
         """
         call = current_call()
+        if self.max_message_bytes is not None:
+            # Before anything is read: the client sizes its chunks (and so the checksum
+            # in its header) to this.
+            context.send_initial_metadata(((MESSAGE_LIMIT_METADATA, str(self.max_message_bytes)),))
         with closing(paced(request_iterator, self.pace, _payload_bytes)) as stream:
             return self._upload(call, stream, context)
 

@@ -122,7 +122,11 @@ def build_server(
         ],
     )
     partner_service_pb2_grpc.add_PartnerServiceServicer_to_server(
-        PartnerServicer(clean_room.datasets, pace=upload_pace(config)),
+        PartnerServicer(
+            clean_room.datasets,
+            pace=upload_pace(config),
+            max_message_bytes=config.max_upload_message_bytes,
+        ),
         server,
     )
     report_service_pb2_grpc.add_ReportServiceServicer_to_server(
