@@ -122,7 +122,7 @@ class CallInterceptor(_ServerInterceptor):
         self.max_calls = max_calls
         self.limits = limits or CallLimits()
         self._in_flight = 0
-        self._running: Counter[tuple[str, str]] = Counter()  # ("calls" | "uploads", caller)
+        self._running: Counter[tuple[str, str]] = Counter()  # (kind of limit, caller)
         self._idle = threading.Condition()
 
     def drain(self, timeout: float) -> bool:
