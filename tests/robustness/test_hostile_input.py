@@ -302,6 +302,16 @@ COLUMN_CHANGES: dict[str, Callable[[Columns, np.random.Generator, int], Columns]
 }  # fmt: skip
 
 
+def with_dictionary_batch(stream: bytes) -> bytes:
+    """A stream with a dictionary batch spliced in after its schema (which has no dictionary)."""
+    labels = pa.schema([pa.field(SEGMENT, pa.dictionary(pa.int8(), pa.string()))])
+    other = ipc_stream(labels, pa.record_batch([tiers(3).dictionary_encode()], schema=labels))
+    dictionary = list(ipc.MessageReader.open_stream(pa.py_buffer(other)))[1]
+    first, *rest = list(ipc.MessageReader.open_stream(pa.py_buffer(stream)))
+    parts = [first, dictionary, *rest]
+    return b"".join(m.serialize().to_pybytes() for m in parts) + b"\xff\xff\xff\xff\0\0\0\0"
+
+
 def repeated(batch: pa.RecordBatch, rows: int) -> pa.RecordBatch:
     """A batch of `rows` copies of the first row of `batch`: compresses to almost nothing."""
     return (
@@ -343,6 +353,7 @@ def chunk(kind: str, rows: int, seed: int) -> tuple[bytes, int]:
         "compressed_zstd": lambda: (ipc_stream(WIRE, good, compression="zstd"), 0),
         "compressed_lz4": lambda: (ipc_stream(WIRE, good, compression="lz4"), 0),
         "compressed_bomb": lambda: (ipc_stream(WIRE, repeated(good, 20_000), compression="zstd"), 0),
+        "dictionary_batch_spliced": lambda: (with_dictionary_batch(whole), 0),
         "batch_then_compressed": lambda: (
             ipc_stream(WIRE, good) + ipc_stream(WIRE, good, compression="zstd"), rows
         ),
@@ -354,7 +365,8 @@ CHUNK_KINDS = (
     "valid", "valid", "valid", "valid", "zero_rows", "schema_only", "two_batches", "two_streams",
     "garbage_after", "empty", "random_bytes", "continuation_then_random", "truncated",
     "oversized", "just_over_limit", "segment_too_many_values", "compressed_zstd",
-    "compressed_lz4", "compressed_bomb", "batch_then_compressed", *COLUMN_CHANGES,
+    "compressed_lz4", "compressed_bomb", "batch_then_compressed", "dictionary_batch_spliced",
+    *COLUMN_CHANGES,
 )  # fmt: skip
 CHUNKS = st.tuples(st.sampled_from(CHUNK_KINDS), st.integers(0, 40), st.integers(0, 2**32 - 1))
 

@@ -117,6 +117,22 @@ def test_a_batch_declaring_more_rows_than_its_body_holds_is_refused(
     assert reason(error) == "RECORD_BATCH_LENGTH_MISMATCH"
 
 
+def test_a_dictionary_batch_after_a_plain_schema_is_refused(server: ServerProcess) -> None:
+    labels = pa.schema([pa.field("tier", pa.dictionary(pa.int8(), pa.string()))])
+    other = stream(pa.record_batch([pa.array(["a", "b"]).dictionary_encode()], labels), None)
+    dictionary = list(ipc.MessageReader.open_stream(pa.py_buffer(other)))[1]
+    first, *rest = list(ipc.MessageReader.open_stream(pa.py_buffer(stream(one_row(), None))))
+    spliced = b"".join(m.serialize().to_pybytes() for m in [first, dictionary, *rest])
+    error = upload(server, "dictionary-spliced", spliced + b"\xff\xff\xff\xff\0\0\0\0", 1)
+    assert error is not None
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert reason(error) == "UNEXPECTED_IPC_MESSAGE"
+
+
+def one_row() -> pa.RecordBatch:
+    return pa.record_batch([pa.array([os.urandom(32)], pa.binary(32))], schema=SCHEMA)
+
+
 def test_an_uncompressed_chunk_of_the_same_rows_is_still_accepted(
     server: ServerProcess, tmp_path: Path
 ) -> None:
