@@ -21,6 +21,7 @@ import pyarrow as pa
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from pyarrow import ipc
 
@@ -169,6 +170,16 @@ def test_the_health_check_is_answered_when_every_worker_is_busy(server: ServerPr
         with server.connection("corvid").channel() as channel:
             for _ in range(3):
                 assert server.health(channel) == health_pb2.HealthCheckResponse.SERVING
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+            (answer,) = reflection.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=WAIT
+            )
+            services = {s.name for s in answer.list_services_response.service}
+            assert "cleanroom.v1.ServerInfoService" in services
+            # The clean room's own services are full.
+            with server.client("corvid", timeout=WAIT) as corvid, pytest.raises(LimitError) as busy:
+                list(corvid.list_datasets(PARENT))
+            assert busy.value.reason == "SERVER_BUSY"
     finally:
         acme.close()
         brightmart.close()
