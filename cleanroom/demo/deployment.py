@@ -63,6 +63,8 @@ def config_toml(
     administrators: Sequence[str] = (),
     server: Mapping[str, object] | None = None,
     comment: str = "",
+    ops_listen: str | None = None,
+    witnesses: Mapping[str, str] | None = None,
 ) -> str:
     """The TOML text; paths are relative to `root`, where the file goes."""
 
@@ -82,6 +84,8 @@ def config_toml(
         },
     )
     lines += _table("[server.audit]", {"signing_key": SIGNING_KEY})
+    if ops_listen is not None:
+        lines += _table("[server.ops]", {"listen": ops_listen})
     for partner in [*members, *(a for a in administrators if a not in members)]:
         entry: dict[str, object] = {"id": partner, "certificate_names": [partner_dns_name(partner)]}
         if partner in administrators:
@@ -98,4 +102,8 @@ def config_toml(
     lines += _table("[collaborations.policy]", policy)
     for partner, roles in members.items():
         lines += _table("[[collaborations.members]]", {"partner": partner, "roles": list(roles)})
+    for partner, public_key in (witnesses or {}).items():
+        lines += _table(
+            "[[collaborations.witnesses]]", {"partner": partner, "public_key": public_key}
+        )
     return "\n".join(lines) + "\n"

@@ -7,10 +7,12 @@ appends exactly one event to the query log when the call ends, however it ends.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import logging
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,16 +28,20 @@ from cleanroom.errors import (
     CleanRoomError,
     InvalidArgumentError,
     ResourceExhaustedError,
+    UnavailableError,
     clip,
     escaped,
 )
 from cleanroom.names import SERVER_LOG, CollaborationName
+from cleanroom.ops.metrics import CallMetrics, CallOutcome
 from cleanroom.service.status import status_code, to_status
 from cleanroom.storage.refusals import storage_refusal
 from cleanroom.tls.pki import certificate_identities
 from cleanroom.usecases.access import AccessPolicy, Caller
 
 log = logging.getLogger(__name__)
+# The access log: one event per call, apart so that operators can route or filter it.
+access_log = logging.getLogger("cleanroom.calls")
 
 if TYPE_CHECKING:
     _ServerInterceptor = grpc.ServerInterceptor[Any, Any]
@@ -52,6 +58,12 @@ class AuditedCall:
         self.caller = caller
         self.collaboration: CollaborationName | None = None
         self.event = AuditEvent(method=method, caller=caller.label)
+        # The same id in the operator's log line and the query log's event ties them.
+        self.request_id = uuid.uuid4().hex[:16]
+        self.event.request_summary["request_id"] = self.request_id
+        self.started = time.monotonic()
+        # Refuses the call before any work when the collaboration's log is unsound.
+        self.guard: Callable[[CollaborationName], None] = lambda _: None
 
     def names(self, *resources: object, collaboration: CollaborationName | None = None) -> None:
         """Records the resources the call names, and the collaboration whose log gets it."""
@@ -59,6 +71,7 @@ class AuditedCall:
         self.event.resources.extend(clip(str(r), MAX_VALUE_CHARS) for r in resources[:room])
         if collaboration is not None and self.collaboration is None:
             self.collaboration = collaboration
+            self.guard(collaboration)
 
     def summarize(self, **summary: Any) -> None:
         """Adds request parameters to the event: never data, never identifiers.
@@ -115,12 +128,19 @@ class CallInterceptor(_ServerInterceptor):
         audit_log: AuditLog,
         *,
         max_calls: int | None = None,
+        metrics: CallMetrics | None = None,
+        unaudited: tuple[str, ...] = (),
         limits: CallLimits | None = None,
     ) -> None:
+        # `metrics` counts every call; calls of the `unaudited` services (health, reflection)
+        # are counted and logged but not appended to the signed logs: probes would fill them.
         self.access = access
         self.audit_log = audit_log
         self.max_calls = max_calls
+        self.metrics = metrics
+        self.unaudited = unaudited
         self.limits = limits or CallLimits()
+        self._identities: tuple[object, dict[bytes, Caller]] = (None, {})
         self._in_flight = 0
         self._running: Counter[tuple[str, str]] = Counter()  # (kind of limit, caller)
         self._idle = threading.Condition()
@@ -191,7 +211,9 @@ class CallInterceptor(_ServerInterceptor):
         """One call: the caller identified, its failure mapped, its event appended at the end."""
         auth = context.auth_context()
         pem = (auth.get("x509_pem_cert") or [b""])[0]
-        call = AuditedCall(self._identify(pem), method)
+        pinned = self.access.pin()  # one configuration snapshot for the whole call
+        call = AuditedCall(self._identify(cast(bytes, pem)), method)
+        call.guard = functools.partial(self._guard, call.caller)
         token = _CURRENT.set(call)
         held: list[tuple[str, str]] = []
         if not method.startswith(UNLIMITED_SERVICES):
@@ -216,6 +238,8 @@ class CallInterceptor(_ServerInterceptor):
             try:
                 self._finish(call, context)
             finally:
+                self._record(call)
+                self.access.unpin(pinned)
                 with self._idle:
                     self._in_flight -= 1
                     self._running.subtract(held)
@@ -254,13 +278,72 @@ class CallInterceptor(_ServerInterceptor):
             )
         return None
 
-    @functools.lru_cache(maxsize=256)  # noqa: B019 - one interceptor per server, few certificates
+    def _guard(self, caller: Caller, collaboration: CollaborationName) -> None:
+        """UNAVAILABLE for a member naming a collaboration whose log the server refuses.
+
+        Only members learn it: the others are refused for who they are, as before.
+        """
+        if self.access.collaboration(collaboration) and self.access.roles(caller, collaboration):
+            self.audit_log.require_consistent(collaboration.collaboration)
+
     def _identify(self, pem: bytes) -> Caller:
         if not pem:
             return Caller("", (), None)
-        identity = certificate_identities(pem)
-        names = (*identity.dns_names, *identity.uri_names, *identity.ip_addresses)
-        return self.access.identify(identity.subject, names)
+        # Cached per configuration: after a reload, certificates map to partners afresh.
+        config = self.access.config
+        cached_for, cache = self._identities
+        if cached_for is not config:
+            cache = {}
+            self._identities = (config, cache)
+        caller = cache.get(pem)
+        if caller is None:
+            identity = certificate_identities(pem)
+            names = (*identity.dns_names, *identity.uri_names, *identity.ip_addresses)
+            caller = Caller(identity.subject, names, config.partner_for(names))
+            if len(cache) < 256:
+                cache[pem] = caller
+        return caller
+
+    def _record(self, call: AuditedCall) -> None:
+        """Counts the finished call and writes its line of the access log."""
+        event, outcome = call.event, call.event.outcome
+        seconds = time.monotonic() - call.started
+        summary = event.request_summary
+        collaboration = call.collaboration.collaboration if call.collaboration else ""
+        if self.metrics is not None:
+            self.metrics.observe(
+                CallOutcome(
+                    method=event.method,
+                    status=outcome.status_code,
+                    reason=outcome.reason,
+                    seconds=seconds,
+                    partner=call.caller.partner.id if call.caller.partner else "unknown",
+                    collaboration=collaboration if event.log != SERVER_LOG else "",
+                    upload_bytes=int(summary.get("bytes", 0) or 0),
+                    upload_rows=int(summary.get("rows", 0) or 0),
+                )
+            )
+        if outcome.status_code == grpc.StatusCode.INTERNAL.name:
+            level = logging.ERROR
+        elif outcome.reason == "SERVER_BUSY" or outcome.status_code == "UNAVAILABLE":
+            level = logging.WARNING
+        elif event.method.startswith(self.unaudited):
+            level = logging.DEBUG  # probes and reflection come often and say little
+        else:
+            level = logging.INFO
+        access_log.log(
+            level,
+            "call",
+            extra={
+                "method": event.method,
+                "caller": event.caller,
+                "collaboration": collaboration,
+                "status": outcome.status_code,
+                "reason": outcome.reason,
+                "duration_ms": round(seconds * 1000, 3),
+                "request_id": call.request_id,
+            },
+        )
 
     def _fail(self, call: AuditedCall, context: grpc.ServicerContext, error: Exception) -> None:
         outcome = call.event.outcome
@@ -303,8 +386,14 @@ class CallInterceptor(_ServerInterceptor):
             event.caller_roles = tuple(sorted(self.access.roles(call.caller, call.collaboration)))
         else:
             event.log = SERVER_LOG
+        if event.method.startswith(self.unaudited):
+            return  # counted in the metrics and the access log instead (SPEC section 6)
+        if self.audit_log.inconsistency(event.log) is not None:
+            event.log = SERVER_LOG  # never extended: the refusal goes to the server log
         try:
             self.audit_log.append(event)
+        except UnavailableError as error:
+            self._refuse_unsound_log(event, context, error)
         except Exception as error:
             # No call may succeed unlogged: fail it, and tell the operator why.
             log.exception("could not append to query log %s", event.log)
@@ -317,6 +406,19 @@ class CallInterceptor(_ServerInterceptor):
                     "The query log could not be written, so the call was refused; the"
                     " operator's log has the details.",
                 )
+
+    def _refuse_unsound_log(
+        self, event: AuditEvent, context: grpc.ServicerContext, error: UnavailableError
+    ) -> None:
+        """The log turned out unsound just now: the call refused, its event in the server log."""
+        if event.log != SERVER_LOG:
+            event.outcome.status_code = grpc.StatusCode.UNAVAILABLE.name
+            event.outcome.reason, event.outcome.message = error.reason, error.message
+            event.log = SERVER_LOG
+            with contextlib.suppress(CleanRoomError):  # refused either way
+                self.audit_log.append(event)
+        if context.is_active():
+            context.abort_with_status(to_status(error))
 
 
 class _Undecodable:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from cleanroom.audit.log import AuditLog
@@ -12,7 +13,7 @@ from cleanroom.config import Config
 from cleanroom.errors import ConfigError, FailedPreconditionError
 from cleanroom.matching.engine import Matcher
 from cleanroom.matching.memory import ArrowMatcher
-from cleanroom.proofs.signed_note import NoteError, NoteSigner
+from cleanroom.proofs.signed_note import NoteError, NoteSigner, NoteVerifier
 from cleanroom.storage.catalog import Catalog
 from cleanroom.storage.database import Database
 from cleanroom.storage.dataset_files import DatasetFiles
@@ -29,7 +30,7 @@ class CleanRoom:
     def __init__(self, config: Config, *, matcher: Matcher | None = None) -> None:
         data_dir = config.server.data_dir
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as error:
             raise ConfigError(
                 "server.data_dir", f"cannot use {data_dir} as a directory: {error.strerror}"
@@ -43,14 +44,44 @@ class CleanRoom:
         if removed:
             log.warning("removed %d files left by interrupted uploads: %s", len(removed), removed)
         self.access = AccessPolicy(config)
-        self.audit_log = AuditLog(self.database, load_signer(config.server.audit_signing_key))
+        self.audit_log = open_audit_log(self.database, config)
         self.datasets = Datasets(self.access, self.catalog, self.files)
         self.reports = Reports(self.access, self.catalog, self.files, matcher or ArrowMatcher())
+
+    def reconfigure(self, config: Config) -> None:
+        """Serves `config` from now on (a reload): new calls read the new snapshot.
+
+        Only partners, collaborations and their policies change here; settings bound to
+        the data directory, sockets or threads keep their running values until a restart.
+        Each call reads the configuration through `access`, and replacing one reference
+        is atomic, so a call sees the old snapshot or the new one, never a mixture.
+        """
+        config = replace(config, server=replace(self.config.server, tls=config.server.tls))
+        self.config = config
+        self.access.config = config
 
     def close(self) -> None:
         """Closes the database and releases the data directory."""
         self.database.close()
         os.close(self._lock_fd)
+
+
+def open_audit_log(database: Database, config: Config) -> AuditLog:
+    """The query logs, checked at once against their own signed checkpoints.
+
+    The retired verifier keys of the configuration keep the old checkpoints verifiable;
+    they must carry the current key's name, since the logs' origins are named by it.
+    """
+    signer = load_signer(config.server.audit_signing_key)
+    previous = [NoteVerifier(key) for key in config.server.audit_previous_verifier_keys]
+    for verifier in previous:
+        if verifier.name != signer.name:
+            raise ConfigError(
+                "server.audit.previous_verifier_keys",
+                f"key {verifier.key_id} is named {verifier.name!r}, the signing key"
+                f" {signer.name!r}: a rotated key keeps its name (`cleanroom audit rotate-key`)",
+            )
+    return AuditLog(database, signer, previous)
 
 
 def load_signer(path: Path) -> NoteSigner:
