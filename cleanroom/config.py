@@ -87,6 +87,10 @@ class ServerConfig:
     max_upload_message_bytes: int = 4 * 1024 * 1024
     upload_idle_timeout_seconds: float = 60.0
     retention_sweep_seconds: float = 3600.0
+    max_calls_per_partner: int = 4
+    max_uploads_per_partner: int = 2
+    max_upload_seconds: float = 6 * 3600.0
+    min_upload_bytes_per_second: int = 16 * 1024
     ops_listen: str = "127.0.0.1:9464"
     audit_previous_verifier_keys: tuple[str, ...] = ()
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -417,6 +421,10 @@ _SERVER_KEYS = {
     "max_upload_message_bytes",
     "upload_idle_timeout_seconds",
     "retention_sweep_seconds",
+    "max_calls_per_partner",
+    "max_uploads_per_partner",
+    "max_upload_seconds",
+    "min_upload_bytes_per_second",
     "engine",
 }
 _ENGINE_KEYS = {"kind", "master", "settings", "location", "ranges", "probe_seconds", "driver_rows"}
@@ -481,6 +489,7 @@ def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
         "upload_idle_timeout_seconds": _seconds(table, "upload_idle_timeout_seconds", 60.0),
         "retention_sweep_seconds": _seconds(table, "retention_sweep_seconds", 3600.0),
         "audit_previous_verifier_keys": _previous_keys(audit),
+        **_fair_sharing(table, max_workers),
     }
     engine = _parse_engine(
         table.table("engine", _ENGINE_KEYS, {}), base_dir, cast("Path | None", values["data_dir"])
@@ -489,6 +498,35 @@ def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
     if tls is None or None in files.values() or None in values.values():
         raise _SkipError("server")
     return ServerConfig(tls=TlsConfig(**cast("dict[str, Path]", files)), engine=engine, **values)
+
+
+def _fair_sharing(table: _Table, max_workers: int) -> dict[str, Any]:
+    """The per-partner limits and the upload time limits, each checked."""
+    # Bounded by the limit each shares; a bad one is reported once, under its own key.
+    workers = min(max(max_workers, 1), 256)
+    per_partner = _count(table, "max_calls_per_partner", min(4, workers), workers)
+    calls = min(max(per_partner, 1), workers)
+    uploads = _count(table, "max_uploads_per_partner", min(2, calls), calls)
+    min_rate = table.get("min_upload_bytes_per_second", int, 16 * 1024)
+    if not 0 <= min_rate <= 1024 * 1024 * 1024:
+        table.problem(
+            "min_upload_bytes_per_second",
+            f"must be 0 (no minimum) to 1 GiB a second, got {min_rate}",
+        )
+    return {
+        "max_calls_per_partner": per_partner,
+        "max_uploads_per_partner": uploads,
+        "max_upload_seconds": _seconds(table, "max_upload_seconds", 6 * 3600.0),
+        "min_upload_bytes_per_second": min_rate,
+    }
+
+
+def _count(table: _Table, name: str, default: int, most: int) -> int:
+    """A per-partner limit: at least 1, at most `most` (the limit it shares)."""
+    value: int = table.get(name, int, default)
+    if not 1 <= value <= most:
+        table.problem(name, f"must be 1 to {most}, got {value}")
+    return value
 
 
 def _previous_keys(audit: _Table | None) -> tuple[str, ...]:

@@ -37,7 +37,7 @@ class CleanRoom:
             raise ConfigError(
                 "server.data_dir", f"cannot use {data_dir} as a directory: {error.strerror}"
             ) from None
-        self._lock_fd = _lock(data_dir / "LOCK")
+        self._lock_fd = _lock(data_dir)
         self.config = config
         self.database = Database(data_dir / "cleanroom.sqlite3")
         self.catalog = Catalog(self.database)
@@ -145,16 +145,17 @@ def load_signer(path: Path) -> NoteSigner:
         ) from None
 
 
-def _lock(path: os.PathLike[str]) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+def _lock(data_dir: Path) -> int:
+    """Holds the data directory's `LOCK` file for as long as the server runs."""
+    fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise FailedPreconditionError(
             "DATA_DIR_IN_USE",
-            f"Another server is using the data directory {os.fspath(path)!r}'s parent;"
-            " stop it first or use another data_dir.",
-            path=os.fspath(path),
+            f"Another server is using the data directory {data_dir}: stop it first, or give"
+            " this one another server.data_dir.",
+            data_dir=str(data_dir),
         ) from None
     return fd
