@@ -47,6 +47,34 @@ class TlsConfig:
     client_ca: Path
 
 
+ENGINE_KINDS = ("memory", "spark")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The matching engine (`[server.engine]`): in memory, or Spark with its copies' location.
+
+    Attributes:
+        kind: "memory" (the default) or "spark".
+        master: The Spark master URL: local[N], spark://host:port, k8s://https://host:port.
+        settings: Spark settings (`spark.*` keys), passed to the session as they are.
+        location: Where the datasets' prefix-range copies go, read by the executors: a
+            path or a URI (README, "Scaling"). Default: `ranges/` in the data directory.
+        ranges: Prefix ranges per new copy, a power of two (copies keep theirs).
+        probe_seconds: How long a start-up probe job may wait for an executor.
+        driver_rows: Questions over fewer rows (all their datasets together) are matched
+            on the server by the in-memory engine, faster than any Spark job.
+    """
+
+    kind: str = "memory"
+    master: str = "local[*]"
+    settings: Mapping[str, str] = field(default_factory=dict)
+    location: str = ""
+    ranges: int = 64
+    probe_seconds: float = 60.0
+    driver_rows: int = 1_000_000
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Where the server listens and keeps its data, and the key that signs its logs."""
@@ -65,6 +93,7 @@ class ServerConfig:
     min_upload_bytes_per_second: int = 16 * 1024
     ops_listen: str = "127.0.0.1:9464"
     audit_previous_verifier_keys: tuple[str, ...] = ()
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
 
 @dataclass(frozen=True)
@@ -396,7 +425,9 @@ _SERVER_KEYS = {
     "max_uploads_per_partner",
     "max_upload_seconds",
     "min_upload_bytes_per_second",
+    "engine",
 }
+_ENGINE_KEYS = {"kind", "master", "settings", "location", "ranges", "probe_seconds", "driver_rows"}
 _TLS_KEYS = {"certificate", "private_key", "client_ca"}
 _AUDIT_KEYS = {"signing_key", "previous_verifier_keys"}
 _OPS_KEYS = {"listen"}
@@ -460,10 +491,13 @@ def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
         "audit_previous_verifier_keys": _previous_keys(audit),
         **_fair_sharing(table, max_workers),
     }
+    engine = _parse_engine(
+        table.table("engine", _ENGINE_KEYS, {}), base_dir, cast("Path | None", values["data_dir"])
+    )
     files = {name: path(tls, name) for name in ("certificate", "private_key", "client_ca")}
     if tls is None or None in files.values() or None in values.values():
         raise _SkipError("server")
-    return ServerConfig(tls=TlsConfig(**cast("dict[str, Path]", files)), **values)
+    return ServerConfig(tls=TlsConfig(**cast("dict[str, Path]", files)), engine=engine, **values)
 
 
 def _fair_sharing(table: _Table, max_workers: int) -> dict[str, Any]:
@@ -543,6 +577,46 @@ def _witnesses(
         )
         quorum = len(witnesses)
     return tuple(witnesses), quorum
+
+
+def _parse_engine(table: _Table, base_dir: Path, data_dir: Path | None) -> EngineConfig:
+    """`[server.engine]`; each bad value is a problem, its default used to go on checking."""
+    defaults = EngineConfig()
+    kind = table.get("kind", str, defaults.kind)
+    if kind not in ENGINE_KINDS:
+        table.problem("kind", f"must be {' or '.join(map(repr, ENGINE_KINDS))}, got {kind!r}")
+    settings: dict[str, str] = {}
+    for name, value in table.get("settings", dict, {}).items():
+        if not name.startswith("spark.") or isinstance(value, dict | list):
+            table.problem(
+                f"settings.{name}",
+                'Spark settings are spark.* keys, quoted ("spark.executor.memory" = "4g"),'
+                " with a string, number or boolean value",
+            )
+            continue
+        settings[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    location = table.get("location", str, "")
+    if not location:
+        location = str((data_dir or base_dir) / "ranges")
+    elif "://" not in location:
+        location = str(base_dir / Path(location))
+    elif location.split("://", 1)[0] not in ("file", "hdfs", "viewfs", "s3", "s3a", "gs"):
+        table.problem("location", "must be a path or a file://, hdfs://, s3a:// or gs:// URI")
+    ranges = table.get("ranges", int, defaults.ranges)
+    if ranges < 1 or ranges & (ranges - 1) or ranges > 65536:
+        table.problem("ranges", f"must be a power of two from 1 to 65536, got {ranges}")
+    driver_rows = table.get("driver_rows", int, defaults.driver_rows)
+    if driver_rows < 0:
+        table.problem("driver_rows", f"must be 0 or more, got {driver_rows}")
+    return EngineConfig(
+        kind=kind,
+        master=table.get("master", str, defaults.master),
+        settings=settings,
+        location=location,
+        ranges=ranges,
+        probe_seconds=_seconds(table, "probe_seconds", defaults.probe_seconds),
+        driver_rows=driver_rows,
+    )
 
 
 def _listen(table: _Table, name: str, default: str) -> str:

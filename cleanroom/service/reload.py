@@ -34,6 +34,7 @@ RESTART_ONLY = (
     "max_uploads_per_partner",
     "max_upload_seconds",
     "min_upload_bytes_per_second",
+    "engine",  # the Spark session and the copies' location live as long as the server
 )
 
 
