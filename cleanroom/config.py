@@ -90,6 +90,12 @@ class PrivacyPolicy:
         match_rate_cap: Rates above it are shown as "above the cap" (e.g. 0.85), or None.
         max_reports_per_partner_per_day: How many reports one brand may create per UTC day
             (0: no limit).
+        exact_releases_per_dataset_version: Without noise, how many reports each analyst
+            brand may have over one version of another brand's dataset (at least 1).
+        exact_releases_per_dataset_version_in_collaboration: Without noise, how many
+            reports all analyst brands together may have over one version of a dataset
+            (0: no limit beyond the per-brand one). 1 stops two colluding brands from
+            differencing; see README "Privacy model".
     """
 
     minimum_threshold: int = 50
@@ -100,6 +106,8 @@ class PrivacyPolicy:
     whole_percent_rates: bool = True
     match_rate_cap: float | None = None
     max_reports_per_partner_per_day: int = 0
+    exact_releases_per_dataset_version: int = 1
+    exact_releases_per_dataset_version_in_collaboration: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -114,6 +122,11 @@ class PrivacyPolicy:
             ("match_rate_cap", self.match_rate_cap is None or 0 < self.match_rate_cap < 1,
              "must be between 0 and 1, e.g. 0.85"),
             ("max_reports_per_partner_per_day", self.max_reports_per_partner_per_day >= 0,
+             "must be 0 (no limit) or more"),
+            ("exact_releases_per_dataset_version", self.exact_releases_per_dataset_version >= 1,
+             "must be at least 1"),
+            ("exact_releases_per_dataset_version_in_collaboration",
+             self.exact_releases_per_dataset_version_in_collaboration >= 0,
              "must be 0 (no limit) or more"),
         ]  # fmt: skip
         for field_name, ok, rule in checks:
@@ -133,11 +146,30 @@ class Collaboration:
     members: Mapping[str, frozenset[Role]]
     policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
     retention_days: int | None = None
+    epsilon_shares: Mapping[str, float] = field(default_factory=dict)
 
     def roles_of(self, partner: Partner) -> frozenset[Role]:
         """The partner's roles here: its member roles, plus admin for administrators."""
         roles = self.members.get(partner.id, frozenset())
         return roles | {Role.ADMIN} if partner.administrator else roles
+
+    def epsilon_share(self, partner_id: str) -> float:
+        """The part of the epsilon budget that one member brand's reports may spend.
+
+        A member's configured `epsilon_share`, else an equal part of what the configured
+        shares leave, split among the analyst members without one (administrators who
+        are no analyst member share that part too, as one more member).
+        """
+        if partner_id in self.epsilon_shares:
+            return self.epsilon_shares[partner_id]
+        unset = [
+            p for p, roles in self.members.items()
+            if Role.ANALYST in roles and p not in self.epsilon_shares
+        ]  # fmt: skip
+        if partner_id not in unset:
+            unset.append(partner_id)
+        left = self.policy.epsilon_budget - sum(self.epsilon_shares.values())
+        return max(left, 0.0) / len(unset)
 
 
 @dataclass(frozen=True)
@@ -266,7 +298,7 @@ _COLLABORATION_KEYS = {
     "members",
     "policy",
 }
-_MEMBER_KEYS = {"partner", "roles"}
+_MEMBER_KEYS = {"partner", "roles", "epsilon_share"}
 _POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
     "minimum_threshold": int,
     "minimum_dataset_size": int,
@@ -276,6 +308,8 @@ _POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
     "whole_percent_rates": bool,
     "match_rate_cap": (int, float),
     "max_reports_per_partner_per_day": int,
+    "exact_releases_per_dataset_version": int,
+    "exact_releases_per_dataset_version_in_collaboration": int,
 }
 _POLICY_KEYS = set(_POLICY_TYPES)
 
@@ -342,6 +376,24 @@ def _parse_partner(table: _Table) -> Partner:
     )
 
 
+def _check_shares(table: _Table, shares: Mapping[str, float], policy: PrivacyPolicy) -> None:
+    if sum(shares.values()) > policy.epsilon_budget * (1 + 1e-9):
+        raise ConfigError(
+            table.child("members"),
+            f"the members' epsilon_share values add up to {sum(shares.values()):g}, more"
+            f" than the policy's epsilon_budget ({policy.epsilon_budget:g})",
+        )
+
+
+def _epsilon_share(member: _Table) -> float | None:
+    share: float | None = member.get("epsilon_share", (int, float), None)
+    if share is not None and not 0 < share <= MAX_EPSILON:
+        raise ConfigError(
+            member.child("epsilon_share"), f"must be above 0 and at most {MAX_EPSILON}"
+        )
+    return share
+
+
 def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Collaboration:
     collaboration_id = table.get_id("id")
     kcv = table.get("key_check_value", str)
@@ -359,6 +411,7 @@ def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Coll
     if len(set(types)) != len(types) or not types:
         raise ConfigError(table.child("identifier_types"), "list each type once, at least one")
     members: dict[str, frozenset[Role]] = {}
+    shares: dict[str, float] = {}
     for key, item in table.tables("members"):
         member = _Table(item, key, _MEMBER_KEYS)
         partner_id = member.get("partner", str)
@@ -374,6 +427,9 @@ def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Coll
                     f"{key}.roles", f"unknown role {role!r}; use {', '.join(sorted(valid))}"
                 )
         members[partner_id] = frozenset(Role(role) for role in roles)
+        share = _epsilon_share(member)
+        if share is not None:
+            shares[partner_id] = share
     policy_table = _Table(table.get("policy", dict, {}), table.child("policy"), _POLICY_KEYS)
     defaults = PrivacyPolicy()
     values = {
@@ -384,6 +440,7 @@ def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Coll
         policy = PrivacyPolicy(**values)
     except PolicyError as error:
         raise ConfigError(policy_table.child(error.field), str(error)) from None
+    _check_shares(table, shares, policy)
     retention = table.get("retention_days", int, None)
     if retention is not None and not 1 <= retention <= 36500:
         raise ConfigError(table.child("retention_days"), f"must be 1 to 36500, got {retention}")
@@ -395,4 +452,5 @@ def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Coll
         identifier_types=types,
         members=members,
         policy=policy,
+        epsilon_shares=shares,
     )

@@ -249,14 +249,25 @@ class CleanRoomClient:
         ).overlap_report
 
     def create_report_response(
-        self, parent: str, *, base: str, others: list[str], segment_column: str | None = None
+        self,
+        parent: str,
+        *,
+        base: str,
+        others: list[str],
+        segment_column: str | None = None,
+        validate_only: bool = False,
     ) -> report_service_pb2.CreateOverlapReportResponse:
-        """Like `create_report`, with whether the report was a stored one (`reused`)."""
+        """Like `create_report`, with whether the report was a stored one (`reused`).
+
+        With `validate_only`, a dry run: the response's `estimate` says what the report
+        would cost and how accurate it would be, and nothing is computed or spent.
+        """
         request = report_service_pb2.CreateOverlapReportRequest(
             parent=parent,
             overlap_report=overlap_report_pb2.OverlapReport(
                 base_dataset=base, other_datasets=others, segment_column=segment_column or ""
             ),
+            validate_only=validate_only,
         )
         with _mapped_errors():
             return self._reports.CreateOverlapReport(request, timeout=self.timeout)

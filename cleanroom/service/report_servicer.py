@@ -39,6 +39,12 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         )
         question = convert.overlap_question(parent, asked)
         call.names(*question.datasets)
+        if request.validate_only:
+            call.summarize(validate_only=True)
+            estimate = self.reports.estimate(call.caller, parent, question)
+            return pb.CreateOverlapReportResponse(
+                estimate=convert.report_estimate(estimate), reused=estimate.reused
+            )
         answer = self.reports.create(call.caller, parent, question)
         report = answer.report
         call.names(report.name)
@@ -86,7 +92,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         call = current_call()
         collaboration = privacy_budget_collaboration(request.name)
         call.names(request.name, collaboration=collaboration)
-        budget, policy = self.reports.budget(call.caller, collaboration)
+        budget, policy, member = self.reports.budget(call.caller, collaboration)
         return pb.GetPrivacyBudgetResponse(
-            privacy_budget=convert.privacy_budget(collaboration, budget, policy)
+            privacy_budget=convert.privacy_budget(collaboration, budget, policy, member)
         )
