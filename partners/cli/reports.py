@@ -57,8 +57,11 @@ def report() -> None:
 @click.option("--other", "others", multiple=True, required=True,
               help="A dataset to compare with (id or name); 1 to 7 of them.")  # fmt: skip
 @click.option("--segment", default=None, help="A segment column of the base to split by.")
-@click.option("--estimate", is_flag=True,
-              help="A dry run: show what the report would cost and how accurate it would be.")  # fmt: skip
+@click.option(
+    "--estimate",
+    is_flag=True,
+    help="A dry run: show what the report would cost and how accurate it would be.",
+)
 @output_options
 @connection_options
 def report_create(

@@ -19,7 +19,13 @@ import pyarrow as pa
 from cleanroom.tls.pki import DemoPki
 from cleanroom.v1 import overlap_report_pb2
 from partners.errors import ServerError
-from tests.support import COLLABORATION, RunningServer, dataset_name, running_server, write_digest_file
+from tests.support import (
+    COLLABORATION,
+    RunningServer,
+    dataset_name,
+    running_server,
+    write_digest_file,
+)
 
 PARENT = f"collaborations/{COLLABORATION}"
 _names = itertools.count()

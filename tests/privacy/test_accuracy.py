@@ -57,7 +57,9 @@ def test_the_estimate_tells_cost_and_accuracy_and_spends_nothing(
         assert estimate.member_remaining_epsilon == before
         assert estimate.interval_half_width == interval_half_width(estimate.noise_scale)
         assert acme.get_budget(PARENT).member_remaining_epsilon == before  # nothing spent
-        assert server.clean_room.catalog.reports(COLLABORATION, creator=None, after=0, limit=9) == []
+        assert (
+            server.clean_room.catalog.reports(COLLABORATION, creator=None, after=0, limit=9) == []
+        )
 
         report = acme.create_report(PARENT, base=base, others=[other])
         assert report.noise.scale == estimate.noise_scale

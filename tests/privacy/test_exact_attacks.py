@@ -28,7 +28,7 @@ from tests.privacy.attack import (
     observe,
     upload_columns,
 )
-from tests.support import KCV, COLLABORATION, running_server
+from tests.support import COLLABORATION, KCV, running_server
 
 PARENT = f"collaborations/{COLLABORATION}"
 QUOTA = "EXACT_RELEASE_QUOTA_USED"
