@@ -147,6 +147,20 @@ class AnalystKnowledge:
             equation: dict[Count, int] = {c: 1 for c in cells if c.mask >> marginal.bit & 1}
             equation[marginal] = -1
             self.equations.append(equation)
+        # The released counts that total matched cells (see `small_total`): each
+        # segment's unmatched cell, and each marginal count, with the cells they total.
+        self.totals: list[tuple[Count, list[CellCount]]] = []
+        by_segment: dict[str | None, list[CellCount]] = {}
+        for cell in cells:
+            if cell.mask:
+                by_segment.setdefault(cell.segment, []).append(cell)
+        for segment in sorted(segments, key=repr):
+            if CellCount(segment, 0) in values:
+                self.totals.append((CellCount(segment, 0), by_segment.get(segment, [])))
+        for marginal in sorted(
+            (c for c in values if isinstance(c, MarginalCount)), key=lambda m: m.bit
+        ):
+            self.totals.append((marginal, [c for c in cells if c.mask >> marginal.bit & 1]))
 
     def bounds(self, count: Count, suppression: Suppression) -> tuple[int, int]:
         """The range a suppressed count's mark reveals: none beyond 0 to the base's size."""
@@ -160,23 +174,12 @@ class AnalystKnowledge:
         dataset: the pairwise count, when released, gives the total of its suppressed
         cells. Either total must be 0 (nothing suppressed) or at least k.
         """
-        k = self.threshold
-        cells = [c for c in self.values if isinstance(c, CellCount)]
-        for segment in sorted({c.segment for c in cells}, key=repr):
-            unmatched = CellCount(segment, 0)
-            if unmatched not in self.values or unmatched in suppression:
+        for released, matched in self.totals:
+            if released in suppression:
                 continue
-            hidden = [c for c in cells if c.segment == segment and c.mask and c in suppression]
-            if hidden and sum(self.values[c] for c in hidden) < k:
-                return unmatched
-        for marginal in sorted(
-            (c for c in self.values if isinstance(c, MarginalCount)), key=lambda m: m.bit
-        ):
-            if marginal in suppression:
-                continue
-            hidden = [c for c in cells if c.mask >> marginal.bit & 1 and c in suppression]
-            if hidden and sum(self.values[c] for c in hidden) < k:
-                return marginal
+            hidden = [self.values[c] for c in matched if c in suppression]
+            if hidden and sum(hidden) < self.threshold:
+                return released
         return None
 
     def pinned(self, target: Count, suppression: Suppression) -> bool:

@@ -28,7 +28,7 @@ def _print_report(report: Any, output: str) -> None:
 
 
 def _print_estimate(estimate: Any, output: str) -> None:
-    if output != "table":
+    if output in ("json", "csv"):  # one record: JSON serves machines either way
         click.echo(render.as_json(estimate))
         return
     if estimate.reused:

@@ -86,6 +86,14 @@ def test_the_estimate_tells_cost_and_accuracy_and_spends_nothing(
         assert float(size_row["noise_scale"]) == measured.noise_scale
         table = cli(server, "acme", "report", "get", report.name)
         assert f"{measured.interval_low:,}-{measured.interval_high:,}" in table
+        budget = cli(server, "acme", "budget", f"--collaboration={COLLABORATION}")
+        share = 1000 / 3  # three analyst brands, no share configured: equal parts
+        assert f"your brand (acme): {share - 1:g} remaining of its share of {share:g}" in budget
+        dry_table = cli(
+            server, "brightmart", "report", "create", f"--collaboration={COLLABORATION}",
+            f"--base={other}", f"--other={base}", "--estimate",
+        )  # fmt: skip
+        assert f"would spend epsilon 1 of your {share:g} left" in dry_table
 
 
 def test_intervals_hold_the_exact_count_95_percent_of_the_time(
