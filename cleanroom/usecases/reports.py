@@ -228,21 +228,20 @@ class Reports:
 
     def budget(
         self, caller: Caller, parent: CollaborationName
-    ) -> tuple[PrivacyBudget, PrivacyPolicy, MemberBudget]:
-        """The collaboration's privacy budget and policy, and the caller's own part of it."""
+    ) -> tuple[PrivacyBudget, PrivacyPolicy, MemberBudget | None]:
+        """The collaboration's privacy budget and policy, and an analyst caller's own part."""
         collaboration = self.access.require(
             caller, parent, [Role.ANALYST, Role.AUDITOR, Role.ADMIN], "read the privacy budget"
         )
         policy = collaboration.policy
+        total = self.catalog.budget(parent.collaboration, to_micro(policy.epsilon_budget))
         partner = caller.known_partner()
+        if Role.ANALYST not in collaboration.roles_of(partner):
+            return total, policy, None  # auditors and operators spend nothing
         creator = partner_name(partner.id)
         share = collaboration.epsilon_share(partner.id)
         member = self._member_budget(collaboration, creator)
-        return (
-            self.catalog.budget(parent.collaboration, to_micro(policy.epsilon_budget)),
-            policy,
-            MemberBudget(creator, share, member.spent, member.remaining),
-        )
+        return total, policy, MemberBudget(creator, share, member.spent, member.remaining)
 
     def _table(self, name: DatasetName, record: DatasetRecord) -> DatasetTable:
         try:
