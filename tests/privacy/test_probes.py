@@ -60,8 +60,8 @@ def _probes(world: World, rows: int) -> list[tuple[str, str, bytes]]:
     reports = report_service_pb2_grpc.ReportServiceStub(channel)
     partners = partner_service_pb2_grpc.PartnerServiceStub(channel)
 
-    def report(others: list[str]) -> Callable[[], object]:
-        question = overlap_report_pb2.OverlapReport(base_dataset=mine, other_datasets=others)
+    def report(others: list[str], base: str = mine) -> Callable[[], object]:
+        question = overlap_report_pb2.OverlapReport(base_dataset=base, other_datasets=others)
         request = report_service_pb2.CreateOverlapReportRequest(
             parent=PARENT, overlap_report=question
         )
@@ -97,6 +97,7 @@ def _probes(world: World, rows: int) -> list[tuple[str, str, bytes]]:
         answer(upload_as("brightmart-secret")),
         answer(get_dataset),
         answer(delete_dataset),
+        answer(report([mine], base=SECRET)),
     ]
     channel.close()
     return answers
