@@ -10,7 +10,9 @@ cannot tell apart, the estimate the attack computes must be.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +21,20 @@ import pyarrow as pa
 import pytest
 from pyarrow import ipc
 
-from cleanroom.tls.pki import DemoPki
+from cleanroom.config import parse_config
+from cleanroom.service.server import audit_interceptor, build_server
+from cleanroom.tls.pki import DemoPki, partner_dns_name
+from cleanroom.usecases.clean_room import CleanRoom
 from cleanroom.v1 import overlap_report_pb2, partner_service_pb2, partner_service_pb2_grpc
 from tests.privacy.attack import (
     World,
     fresh,
     in_two_worlds,
     observe,
+    upload,
     upload_columns,
 )
-from tests.support import COLLABORATION, KCV, running_server
+from tests.support import COLLABORATION, KCV, RunningServer, config_data, running_server
 
 PARENT = f"collaborations/{COLLABORATION}"
 QUOTA = "EXACT_RELEASE_QUOTA_USED"
@@ -159,6 +165,43 @@ def test_a_thousand_datasets_first(pki: DemoPki, tmp_path: Path) -> None:
                             dataset_id="acme-z-twin")  # fmt: skip
         assert isinstance(world.report("acme", base, [victim]), bytes)
         assert refused_with(world.report("acme", twin, [victim]), QUOTA)
+
+
+@contextmanager
+def _server_with_a_second_certificate(pki: DemoPki, data_dir: Path) -> Iterator[RunningServer]:
+    """A test server where acme's partner entry also names the "stranger" certificate."""
+    data = config_data(pki, data_dir)
+    acme = next(p for p in data["partners"] if p["id"] == "acme")
+    acme["certificate_names"].append(partner_dns_name("stranger"))
+    config = parse_config(data, base_dir=data_dir)
+    room = CleanRoom(config)
+    interceptor = audit_interceptor(room)
+    grpc_server, port = build_server(room, interceptor=interceptor)
+    running = RunningServer(pki, config, room, grpc_server, port, interceptor)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_a_second_certificate_of_the_same_brand(pki: DemoPki, tmp_path: Path) -> None:
+    """The quota is the brand's, not the certificate's: by default, with no setting."""
+    people = People()
+    seen = []
+    for member in (False, True):
+        where = tmp_path / ("with" if member else "without")
+        where.mkdir()
+        with _server_with_a_second_certificate(pki, where / "data") as server:
+            world = World(server, where, member)
+            victim = _victim(world, people)
+            base = world.upload("acme", people.audience(), dataset_id="acme-audience")
+            padded = people.audience() + people.target + people.more_padding
+            twin = upload(server, "stranger", where, padded, dataset_id="acme-twin")
+            seen.append([world.report("acme", base, [victim]),
+                         world.report("stranger", twin, [victim])])  # fmt: skip
+    assert seen[0] == seen[1]
+    assert refused_with(seen[1][1], QUOTA)
+    assert ("scope", "member") in seen[1][1][4]
 
 
 def _second_identity(world: World, people: People) -> list[Any]:
