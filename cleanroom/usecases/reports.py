@@ -152,7 +152,12 @@ class Reports:
             scale = calibrate(sensitivity(question, types), policy.epsilon_per_report).scale
         if asked.stored is not None:
             return Estimate(True, policy.noise, 0.0, scale, member.remaining, True, "")
-        refusal = self._refusal(asked)
+        refusal: CleanRoomError | None
+        try:
+            self._check_daily_limit(asked.collaboration, asked.creator)
+            refusal = self._refusal(asked)
+        except ResourceExhaustedError as limited:
+            refusal = limited
         return Estimate(
             reused=False,
             noise=policy.noise,

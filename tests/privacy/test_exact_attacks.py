@@ -362,3 +362,26 @@ def test_the_same_question_again_returns_the_stored_report(pki: DemoPki, tmp_pat
 
     without, with_target = in_two_worlds(pki, tmp_path, attack)
     assert without == with_target
+
+
+def test_the_estimate_tells_the_quota_before_asking(pki: DemoPki, tmp_path: Path) -> None:
+    people = People()
+    with running_server(pki, tmp_path / "data") as server:
+        world = World(server, tmp_path, member=True)
+        victim = _victim(world, people)
+        base = world.upload("acme", people.audience(), dataset_id="acme-audience")
+        twin = world.upload("acme", people.audience() + people.more_padding,
+                            dataset_id="acme-audience-2")  # fmt: skip
+        acme = server.client("acme")
+
+        def estimate(mine: str) -> Any:
+            return acme.create_report_response(
+                PARENT, base=mine, others=[victim], validate_only=True
+            ).estimate
+
+        first = estimate(base)
+        assert (first.allowed, first.noise, first.epsilon_cost) == (True, False, 0.0)
+        acme.create_report(PARENT, base=base, others=[victim])
+        assert estimate(base).reused
+        later = estimate(twin)
+        assert (later.allowed, later.refusal_reason) == (False, QUOTA)
