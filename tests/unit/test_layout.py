@@ -26,6 +26,7 @@ LAYERS = [
     ("cleanroom.cli",),
     ("cleanroom.demo",),
     ("cleanroom.service",),
+    ("cleanroom.ops",),
     ("cleanroom.usecases",),
     ("cleanroom.audit",),
     ("cleanroom.storage",),
