@@ -75,6 +75,7 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
                 if record is None:
                     return pb.UploadDatasetResponse()
             finally:
+                call.upload_bytes, call.upload_rows = upload.bytes, upload.rows
                 # Sizes in the log are coarse: auditors read it (README "Privacy model").
                 call.summarize(
                     chunks=upload.chunks,
