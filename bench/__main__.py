@@ -11,6 +11,8 @@ MODULES = (
     "bench.prepare",
     "bench.load",
     "bench.operations",
+    "bench.audit",
+    "bench.spark",
     "bench.release",
 )
 

@@ -19,6 +19,7 @@ from rich.console import Group
 from rich.table import Table
 
 from cleanroom.v1 import audit_event_pb2, dataset_pb2, overlap_report_pb2
+from partners.inert import inert, inert_json
 
 SUPPRESSED = "suppressed"
 
@@ -83,13 +84,13 @@ def _bytes(name: str, value: bytes) -> str:
 def as_json(messages: Iterable[Message] | Message) -> str:
     """Messages as JSON (an array for several), with the API's field names."""
     if isinstance(messages, Message):
-        return json.dumps(message_data(messages), indent=2, ensure_ascii=False)
-    return json.dumps([message_data(m) for m in messages], indent=2, ensure_ascii=False)
+        return inert_json(json.dumps(message_data(messages), indent=2, ensure_ascii=False))
+    return inert_json(json.dumps([message_data(m) for m in messages], indent=2, ensure_ascii=False))
 
 
 def json_line(message: Message) -> str:
     """A message as one line of JSON (for JSON Lines output)."""
-    return json.dumps(message_data(message), ensure_ascii=False)
+    return inert_json(json.dumps(message_data(message), ensure_ascii=False))
 
 
 def count_text(count: overlap_report_pb2.ReleasedCount, threshold: int) -> str:
@@ -146,7 +147,7 @@ def report_csv(report: overlap_report_pb2.OverlapReport) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: inert(v, markup=False) for k, v in row.items()} for row in rows)
     return out.getvalue()
 
 
@@ -161,7 +162,7 @@ def report_tables(report: overlap_report_pb2.OverlapReport) -> Group:
         else "exact counts"
     )
     title = (
-        f"Overlap report {short(report.name)}: base {short(report.base_dataset)}"
+        f"Overlap report {inert(short(report.name))}: base {inert(short(report.base_dataset))}"
         f" ({noise}; threshold {k}; {report.released_count} counts released,"
         f" {report.suppressed_count} suppressed)"
     )
@@ -169,7 +170,7 @@ def report_tables(report: overlap_report_pb2.OverlapReport) -> Group:
     size_table.add_column("dataset")
     size_table.add_column("rows", justify="right")
     for name, count in sizes.items():
-        size_table.add_row(short(name), count_text(count, k))
+        size_table.add_row(inert(short(name)), count_text(count, k))
 
     pair_table = Table(title="Pairwise overlap", title_justify="left")
     for column, justify in [("rows of", "left"), ("matching", "left"), ("matched rows", "right"),
@@ -177,19 +178,21 @@ def report_tables(report: overlap_report_pb2.OverlapReport) -> Group:
         pair_table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for pair in report.pairwise_overlaps:
         pair_table.add_row(
-            short(pair.dataset),
-            short(pair.matched_dataset),
+            inert(short(pair.dataset)),
+            inert(short(pair.matched_dataset)),
             count_text(pair.matched_row_count, k),
             ("above " if pair.match_rate_capped else "")
             + _percent(pair.match_rate if pair.HasField("match_rate") else None),
         )
 
-    cell_table = Table(title=f"Membership of {short(report.base_dataset)}", title_justify="left")
+    cell_table = Table(
+        title=f"Membership of {inert(short(report.base_dataset))}", title_justify="left"
+    )
     if report.segment_column:
-        cell_table.add_column(report.segment_column)
+        cell_table.add_column(inert(report.segment_column))
     others = list(report.other_datasets)
     for other in others:
-        cell_table.add_column(f"in {short(other)}", justify="center")
+        cell_table.add_column(f"in {inert(short(other))}", justify="center")
     cell_table.add_column("base rows", justify="right")
     cell_table.add_column("share", justify="right")
     segment_totals = _segment_totals(report)
@@ -201,7 +204,9 @@ def report_tables(report: overlap_report_pb2.OverlapReport) -> Group:
             if cell.base_row_count.HasField("value") and total
             else None
         )
-        segment = [cell.segment or "(none)"] if report.segment_column else []
+        segment = (
+            [inert(cell.segment) if cell.segment else "(none)"] if report.segment_column else []
+        )
         cell_table.add_row(*segment, *marks, count_text(cell.base_row_count, k), _percent(share))
     if report.withheld_segments:
         withheld = ", ".join(s or "(none)" for s in report.withheld_segments)
@@ -227,11 +232,11 @@ def datasets_table(datasets: Iterable[dataset_pb2.Dataset]) -> Table:
         table.add_column(column, justify="right" if column == "rows" else "left")
     for d in datasets:
         table.add_row(
-            d.name,
-            short(d.owner),
+            inert(d.name),
+            inert(short(d.owner)),
             f"{d.row_count:,}",
-            ", ".join(d.identifier_types),
-            ", ".join(d.segment_columns) or "-",
+            inert(", ".join(d.identifier_types)),
+            inert(", ".join(d.segment_columns) or "-"),
             d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
         )
     return table
@@ -255,10 +260,11 @@ def audit_table(events: Iterable[audit_event_pb2.AuditEvent]) -> Table:
         table.add_row(
             str(e.index),
             e.event_time.ToDatetime().strftime("%m-%d %H:%M:%S"),
-            short(e.caller),
-            ",".join(e.caller_roles) or "-",
-            e.method.rsplit("/", 1)[-1],
-            "\n".join(short(r) for r in e.resources) or "-",
-            outcome,
+            inert(short(e.caller)),
+            inert(",".join(e.caller_roles) or "-"),
+            inert(e.method.rsplit("/", 1)[-1]),
+            # One resource a line: the newlines are the table's, never the server's.
+            "\n".join(inert(short(r)) for r in e.resources) or "-",
+            inert(outcome),
         )
     return table

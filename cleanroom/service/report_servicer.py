@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import grpc
 
+from cleanroom.matching.engine import cancellable
 from cleanroom.names import CollaborationName, OverlapReportName, privacy_budget_collaboration
 from cleanroom.paging import decode_token, next_page, page_size
 from cleanroom.privacy.report import OverlapReport
@@ -45,7 +48,11 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
             return pb.CreateOverlapReportResponse(
                 estimate=convert.report_estimate(estimate), reused=estimate.reused
             )
-        answer = self.reports.create(call.caller, parent, question)
+        with cancellable() as cancellation:
+            # Called when the call ends, also when the client cancels it or its deadline
+            # passes: an engine that can stop (a Spark job) stops then.
+            context.add_callback(cancellation.cancel)
+            answer = self.reports.create(call.caller, parent, question)
         report = answer.report
         call.names(report.name)
         outcome = call.event.outcome
@@ -53,6 +60,9 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         outcome.suppressed_count = report.suppressed_count
         outcome.epsilon_spent = answer.epsilon_spent
         call.summarize(reused_stored_report=answer.reused)
+        collaboration = self.reports.access.collaboration(parent)
+        if collaboration is not None:  # the policy of this release, for auditors to check
+            call.summarize(policy=dataclasses.asdict(collaboration.policy))
         return pb.CreateOverlapReportResponse(
             overlap_report=self._api(report), reused=answer.reused
         )

@@ -16,6 +16,7 @@ from partners.cli._common import (
     reported_errors,
     resource_name,
 )
+from partners.inert import inert
 
 
 def _print_report(report: Any, output: str) -> None:
@@ -119,8 +120,8 @@ def report_list(collaboration: str, as_json: bool, **options: Any) -> None:
             return
         for r in reports:
             console.print(
-                f"{r.name}  base {render.short(r.base_dataset)} vs"
-                f" {', '.join(render.short(o) for o in r.other_datasets)}"
+                f"{inert(r.name)}  base {inert(render.short(r.base_dataset))} vs"
+                f" {inert(', '.join(render.short(o) for o in r.other_datasets))}"
                 f"  ({r.create_time.ToDatetime():%Y-%m-%d %H:%M})"
             )
 

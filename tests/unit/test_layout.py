@@ -41,6 +41,7 @@ LAYERS = [
     ("partners.audit",),
     ("partners.client",),
     ("partners.render", "partners.frames"),
+    ("partners.inert",),
     ("partners.preparation",),
     ("partners.profiles",),
     ("partners.errors",),
