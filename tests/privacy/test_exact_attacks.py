@@ -22,6 +22,7 @@ import pytest
 from pyarrow import ipc
 
 from cleanroom.config import parse_config
+from cleanroom.ops.metrics import CallMetrics
 from cleanroom.service.server import audit_interceptor, build_server
 from cleanroom.tls.pki import DemoPki, partner_dns_name
 from cleanroom.usecases.clean_room import CleanRoom
@@ -156,7 +157,8 @@ def test_a_thousand_datasets_first(pki: DemoPki, tmp_path: Path) -> None:
                 timeout=60,
             )  # fmt: skip
 
-        with ThreadPoolExecutor(6) as pool:  # each upload waits a moment before it commits
+        # Two at a time (the most one partner may run): each waits a moment to commit.
+        with ThreadPoolExecutor(2) as pool:
             list(pool.map(small_upload, range(1000)))
         assert len(server.clean_room.catalog.datasets(COLLABORATION, owner="acme", after="",
                                                       limit=2000)) == 1000  # fmt: skip
@@ -175,9 +177,10 @@ def _server_with_a_second_certificate(pki: DemoPki, data_dir: Path) -> Iterator[
     acme["certificate_names"].append(partner_dns_name("stranger"))
     config = parse_config(data, base_dir=data_dir)
     room = CleanRoom(config)
-    interceptor = audit_interceptor(room)
+    metrics = CallMetrics()
+    interceptor = audit_interceptor(room, metrics)
     grpc_server, port = build_server(room, interceptor=interceptor)
-    running = RunningServer(pki, config, room, grpc_server, port, interceptor)
+    running = RunningServer(pki, config, room, grpc_server, port, interceptor, metrics)
     try:
         yield running
     finally:
