@@ -94,13 +94,15 @@ def json_line(message: Message) -> str:
 
 
 def count_text(count: overlap_report_pb2.ReleasedCount, threshold: int) -> str:
-    """A released count for people: the number, or why it is withheld."""
+    """A released count for people: the number (with its 95% interval), or "suppressed".
+
+    A suppressed count says nothing more, not even whether it is below the threshold.
+    """
     if count.HasField("value"):
+        if count.HasField("interval_low"):
+            return f"{count.value:,} ({count.interval_low:,}-{count.interval_high:,})"
         return f"{count.value:,}"
-    reason = overlap_report_pb2.SuppressionReason.Name(count.suppression_reason)
-    if reason == "SUPPRESSION_REASON_BELOW_THRESHOLD":
-        return f"< {threshold} ({SUPPRESSED})"
-    return f"{SUPPRESSED} ({reason.removeprefix('SUPPRESSION_REASON_').lower()})"
+    return SUPPRESSED
 
 
 def _percent(value: float | None) -> str:
@@ -112,7 +114,7 @@ def report_rows(report: overlap_report_pb2.OverlapReport) -> list[dict[str, Any]
     rows: list[dict[str, Any]] = []
 
     def add(figure: str, count: overlap_report_pb2.ReleasedCount, **where: Any) -> None:
-        reason = overlap_report_pb2.SuppressionReason.Name(count.suppression_reason)
+        noisy = count.HasField("interval_low")
         rows.append(
             {
                 "figure": figure,
@@ -121,7 +123,10 @@ def report_rows(report: overlap_report_pb2.OverlapReport) -> list[dict[str, Any]
                 "segment": "",
                 **where,
                 "value": count.value if count.HasField("value") else "",
-                "suppression": "" if count.HasField("value") else reason,
+                "suppression": "" if count.HasField("value") else SUPPRESSED,
+                "noise_scale": f"{count.noise_scale:g}" if noisy else "",
+                "interval_low": count.interval_low if noisy else "",
+                "interval_high": count.interval_high if noisy else "",
             }
         )
 
@@ -151,7 +156,8 @@ def report_tables(report: overlap_report_pb2.OverlapReport) -> Group:
     k = report.minimum_threshold
     sizes = {s.dataset: s.row_count for s in report.dataset_sizes}
     noise = (
-        f"discrete Laplace noise of scale {report.noise.scale:g} (epsilon {report.noise.epsilon:g})"
+        f"discrete Laplace noise of scale {report.noise.scale:g} (epsilon {report.noise.epsilon:g};"
+        " 95% intervals in brackets)"
         if report.HasField("noise")
         else "exact counts"
     )
@@ -202,6 +208,9 @@ def report_tables(report: overlap_report_pb2.OverlapReport) -> Group:
             [inert(cell.segment) if cell.segment else "(none)"] if report.segment_column else []
         )
         cell_table.add_row(*segment, *marks, count_text(cell.base_row_count, k), _percent(share))
+    if report.withheld_segments:
+        withheld = ", ".join(s or "(none)" for s in report.withheld_segments)
+        cell_table.caption = f"not split out (fewer than {k} base rows): {withheld}"
     return Group(title, size_table, pair_table, cell_table)
 
 
