@@ -13,6 +13,8 @@ import os
 
 import click
 
+from partners.cli._examples import annotate
+
 # Command name: (module of this package, the command's attribute, its one-line help). The
 # help is repeated here so that `--help` lists the commands without importing them; a
 # test checks it against each command's own.
@@ -71,6 +73,7 @@ class _LazyGroup(click.Group):
         command = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
         if not isinstance(command, click.Command):  # a wrong table: a bug
             raise TypeError(f"{module}.{attribute} is not a command")
+        annotate(command, cmd_name)
         if ctx is not None and cmd_name != "config":  # config shows them, not as flags
             ctx.default_map = {
                 **(ctx.default_map or {}),
