@@ -230,6 +230,18 @@ class CleanRoomClient:
             if not token:
                 return
 
+    def list_shared_datasets(self, parent: str) -> Iterator[dataset_pb2.SharedDataset]:
+        """Every dataset shared in a collaboration (owner, types, segments; no sizes)."""
+        token = ""
+        while True:
+            request = partner_service_pb2.ListSharedDatasetsRequest(parent=parent, page_token=token)
+            with _mapped_errors():
+                response = self._partners.ListSharedDatasets(request, timeout=self.timeout)
+            yield from response.shared_datasets
+            token = response.next_page_token
+            if not token:
+                return
+
     def delete_dataset(self, name: str) -> None:
         """Deletes a dataset of the caller's brand."""
         request = partner_service_pb2.DeleteDatasetRequest(name=name)
