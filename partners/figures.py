@@ -170,7 +170,7 @@ class Pattern:
         """`only <base>`-style words for the pattern, with short ids."""
         if not self.matched:
             return "in none of the others"
-        return "in " + " & ".join(short(o) for o in others if o in self.matched)
+        return "in " + " & ".join(short(o) for o in others if o in self.matched) + " only"
 
 
 @dataclass(frozen=True)

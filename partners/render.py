@@ -99,12 +99,13 @@ def _table(title: str, plain: bool) -> Table:
         title_justify="left",
         box=box.SIMPLE if plain else box.HEAVY_HEAD,
         safe_box=True,
+        collapse_padding=True,
     )
 
 
 def _interval_text(figure: figures.Figure, scale: float | None) -> str:
     interval = figure.interval(scale)
-    return "" if interval is None else f"{interval[0]:,} to {interval[1]:,}"
+    return "" if interval is None else f"{interval[0]:,}-{interval[1]:,}"
 
 
 def _figure_text(figure: figures.Figure) -> str:
@@ -137,9 +138,9 @@ def report_facts(found: figures.ReportFigures) -> list[str]:
 
 def _counted(table: Table, title: str, scale: float | None) -> None:
     """Adds a count column and, with noise, its interval column."""
-    table.add_column(title, justify="right")
+    table.add_column(title, justify="right", overflow="fold")
     if scale:
-        table.add_column("95% interval", justify="right")
+        table.add_column("95% interval", justify="right", no_wrap=True)
 
 
 def _count_cells(figure: figures.Figure, scale: float | None) -> list[str]:
@@ -150,7 +151,7 @@ def _sizes_table(found: figures.ReportFigures, plain: bool) -> Table:
     table = _table("Datasets", plain)
     table.add_column("dataset", overflow="fold")
     _counted(table, "in this report", found.scale)
-    table.add_column("exact (your upload)", justify="right")
+    table.add_column("exact (your upload)", justify="right", overflow="fold")
     for name in found.datasets:
         exact = found.exact_sizes.get(name)
         table.add_row(
@@ -166,7 +167,7 @@ def _pairs_table(found: figures.ReportFigures, plain: bool) -> Table:
     table.add_column("rows of", overflow="fold")
     table.add_column("matching", overflow="fold")
     _counted(table, "matched rows", found.scale)
-    table.add_column("match rate", justify="right")
+    table.add_column("match rate", justify="right", no_wrap=True)
     for pair in found.report.pairwise_overlaps:
         table.add_row(
             Text(short(pair.dataset)),
@@ -185,7 +186,7 @@ def _cells_table(found: figures.ReportFigures, plain: bool) -> tuple[Table, list
     for other in found.others:
         table.add_column(Text(f"in {short(other)}"), justify="center", overflow="fold")
     _counted(table, "base rows", found.scale)
-    table.add_column("share", justify="right")
+    table.add_column("share", justify="right", no_wrap=True)
     notes: list[str] = []
     for segment in found.segments if report.segment_column else [None]:
         patterns = found.patterns(segment)

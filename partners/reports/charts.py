@@ -12,6 +12,7 @@ matplotlib is imported when a chart is drawn, never when this module is imported
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,11 @@ def _canvas(width: float, height: float) -> Iterator[Canvas]:
 
 def _svg(canvas: Canvas) -> str:
     out = io.StringIO()
-    canvas.savefig(out, format="svg", metadata={"Date": None})
+    with warnings.catch_warnings():
+        # matplotlib measures text with its own font, which lacks Thai or CJK glyphs; the
+        # SVG keeps the text as text, and the browser draws it with its fonts.
+        warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
+        canvas.savefig(out, format="svg", metadata={"Date": None})
     text = out.getvalue()
     return text[text.index("<svg") :]  # no XML prolog inside HTML
 
@@ -205,7 +210,12 @@ def venn_svg(found: ReportFigures) -> str | None:
     with _canvas(5.5, 4.2) as canvas:
         ax = canvas.subplots()
         draw: Any = venn2 if len(labels) == 2 else venn3
-        diagram = draw(subsets=areas, set_labels=labels, ax=ax)
+        with warnings.catch_warnings():
+            # Three circles cannot show every set of seven areas exactly: matplotlib-venn
+            # warns and draws its closest fit, which the caption says it is.
+            warnings.filterwarnings("ignore", "Bad circle positioning", UserWarning)
+            warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
+            diagram = draw(subsets=areas, set_labels=labels, ax=ax)
         for region, figure in regions.items():
             patch = diagram.get_patch_by_id(region)
             if patch is not None:
@@ -291,7 +301,8 @@ def segments_svg(found: ReportFigures) -> str | None:
     if not found.report.segment_column:
         return None
     segments = found.segments
-    columns = min(3, len(segments))
+    patterns_count = 2 ** len(found.others)
+    columns = min(3 if patterns_count <= 4 else 2 if patterns_count <= 8 else 1, len(segments))
     rows = -(-len(segments) // columns)
     patterns = found.patterns()
     width = max(2.6, 0.35 * len(patterns) + 1.2)

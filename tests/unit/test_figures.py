@@ -1,0 +1,98 @@
+"""The figures every view shows: exact 95% intervals of the noise, shares, sources."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from opendp.accuracy import discrete_laplacian_scale_to_accuracy
+
+from partners import figures
+from partners.figures import Figure, ReportFigures, noise_half_width
+from tests.report_samples import EXACT_SIZES, OWNERS, dataset, sample_report
+
+
+@pytest.mark.parametrize("scale", [0.3, 0.5, 1.0, 2.0, 2.5, 3.3, 10.0, 100.0, 1234.5])
+def test_one_noise_interval_is_opendps_accuracy(scale: float) -> None:
+    # OpenDP's accuracy a is where P(|noise| >= a) = 5%: the whole a below it is ours.
+    accuracy = discrete_laplacian_scale_to_accuracy(scale, 0.05)
+    assert noise_half_width(scale) == int(np.ceil(accuracy)) - 1
+
+
+def _brute_force_sum(scale: float, terms: int) -> int:
+    """The same half-width by direct convolution of the probabilities, term after term."""
+    t = np.exp(-1 / scale)
+    reach = int(scale * 40) + 5
+    x = np.arange(-reach, reach + 1)
+    one = (1 - t) / (1 + t) * t ** np.abs(x)
+    total = one
+    for _ in range(terms - 1):
+        total = np.convolve(total, one)
+    middle = len(total) // 2
+    for a in range(middle + 1):
+        if total[middle - a : middle + a + 1].sum() >= 0.95:
+            return a
+    raise AssertionError("no quantile")
+
+
+@pytest.mark.parametrize(("scale", "terms"), [(0.5, 2), (1.0, 3), (2.0, 4), (2.5, 7), (4.0, 16)])
+def test_sums_of_noises_have_the_exact_interval(scale: float, terms: int) -> None:
+    assert noise_half_width(scale, terms) == _brute_force_sum(scale, terms)
+
+
+def test_intervals_grow_with_the_figures_terms_and_stop_at_zero() -> None:
+    assert noise_half_width(2.0, 16) > noise_half_width(2.0, 4) > noise_half_width(2.0)
+    assert Figure(3, terms=1).interval(2.0) == (0, 3 + noise_half_width(2.0))
+    assert Figure(100, terms=0).interval(2.0) is None  # exact
+    assert Figure(None, "suppressed", 1).interval(2.0) is None
+    assert Figure(100).interval(None) is None
+
+
+def test_shares_are_over_released_cells_and_say_so() -> None:
+    found = ReportFigures(sample_report())
+    segment = found.segments[0]
+    patterns = found.patterns(segment)
+    shares, note = found.shares(patterns)
+    released = [p.figure.value for p in patterns if p.figure.value is not None]
+    assert len(released) == len(patterns) - 1
+    assert [s.text for s in shares].count(figures.SUPPRESSED) == 1
+    assert "1 cell withheld" in note
+    assert f"{sum(released):,}" in note
+    # The released shares add up to 100% (to the rounding of one decimal each).
+    total = sum(float(s.text.rstrip("%")) for s in shares if s.text != figures.SUPPRESSED)
+    assert abs(total - 100) <= 0.05 * len(released)
+
+
+def test_a_two_way_share_equals_the_match_rate() -> None:
+    report = sample_report(others=("brightmart-crm",), segments=())
+    found = ReportFigures(report)
+    patterns = found.patterns()
+    shares, _ = found.shares(patterns)
+    matched = next(s for p, s in zip(patterns, shares, strict=True) if p.matched)
+    base, other = report.base_dataset, report.other_datasets[0]
+    base_rows = found.size(base).value
+    assert base_rows is not None
+    # The same figure, the same rounding: the share of "in brightmart-crm only" is the rate
+    # of the base matching it when both come from the same released cells.
+    cell = next(p for p in patterns if p.matched).figure.value
+    assert cell is not None
+    assert matched.text == figures.percent(cell, sum(p.figure.value or 0 for p in patterns))
+
+
+def test_summed_figures_are_withheld_when_a_part_is() -> None:
+    found = ReportFigures(sample_report())
+    overall = {p.matched: p.figure for p in found.patterns()}
+    withheld = [f for f in overall.values() if f.value is None]
+    assert len(withheld) == 2
+    assert all("withheld" in f.withheld for f in withheld)
+    released = [f for f in overall.values() if f.value is not None]
+    assert all(f.terms == 2 and "sum over 2 segments" in f.source for f in released)
+
+
+def test_owners_and_exact_sizes() -> None:
+    found = ReportFigures(sample_report(), OWNERS, EXACT_SIZES)
+    assert found.who(dataset("acme-crm")) == "acme-crm (acme)"
+    assert found.who(dataset("corvid-app-users")) == "corvid-app-users"
+    base = found.size(dataset("acme-crm"))
+    assert base.terms == len(found.report.membership_cells)
+    assert base.source == "sum of the membership cells"
+    assert found.match_rate(dataset("acme-crm"), dataset("corvid-app-users")) == "21.5%"
