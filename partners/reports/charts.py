@@ -49,7 +49,7 @@ def _svg(canvas: Canvas) -> str:
         # matplotlib measures text with its own font, which lacks Thai or CJK glyphs; the
         # SVG keeps the text as text, and the browser draws it with its fonts.
         warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
-        canvas.savefig(out, format="svg", metadata={"Date": None})
+        canvas.savefig(out, format="svg", metadata={"Date": None}, bbox_inches="tight")
     text = out.getvalue()
     return text[text.index("<svg") :]  # no XML prolog inside HTML
 

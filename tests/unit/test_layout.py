@@ -210,7 +210,9 @@ def test_drawing_libraries_load_only_when_a_report_is_drawn() -> None:
         ).stdout
     )
     heavy = [
-        m for m in loaded if m.split(".")[0] in ("matplotlib", "matplotlib_venn", "jinja2", "openpyxl")
+        m
+        for m in loaded
+        if m.split(".")[0] in ("matplotlib", "matplotlib_venn", "jinja2", "openpyxl")
     ]
     assert not heavy, heavy
 
