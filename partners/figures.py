@@ -114,16 +114,19 @@ class Figure:
         withheld: Why there is no value, for people ("" when there is one).
         terms: How many noisy counts it adds up (0 for exact counts).
         source: What the figure is, or what it is derived from, in words.
+        at_least: The value is a lower bound: the sum of the released parts of a figure
+            some of whose parts are withheld (the withheld parts are never estimated).
     """
 
     value: int | None
     withheld: str = ""
     terms: int = 1
     source: str = ""
+    at_least: bool = False
 
     def interval(self, scale: float | None) -> tuple[int, int] | None:
-        """The 95% interval of the count before noise; None when exact or withheld."""
-        if self.value is None or not scale or not self.terms:
+        """The 95% interval of the count before noise; None when exact, withheld or a bound."""
+        if self.value is None or self.at_least or not scale or not self.terms:
             return None
         half = noise_half_width(scale, self.terms)
         return max(0, self.value - half), self.value + half
@@ -139,16 +142,31 @@ def released(count: overlap_report_pb2.ReleasedCount, threshold: int, **kw: obje
 
 
 def total(parts: Sequence[Figure], source: str) -> Figure:
-    """The sum of figures; withheld if any part is, for a withheld part is never guessed."""
-    if any(p.value is None for p in parts):
-        return Figure(None, f"{SUPPRESSED} (a part is withheld)", 0, source)
-    return Figure(sum(p.value or 0 for p in parts), "", sum(p.terms for p in parts), source)
+    """The sum of figures: withheld if every part is, a lower bound if some are.
+
+    A withheld part is never guessed: with some parts released, the figure is their sum
+    and says it is a lower bound (`at_least`).
+    """
+    released_parts = [p for p in parts if p.value is not None]
+    if not released_parts:
+        return Figure(None, SUPPRESSED, 0, source)
+    value = sum(p.value or 0 for p in released_parts)
+    terms = sum(p.terms for p in released_parts)
+    if len(released_parts) < len(parts):
+        missing = len(parts) - len(released_parts)
+        return Figure(
+            value, "", terms, f"{source}; at least: {missing} withheld part(s) left out", True
+        )
+    return Figure(value, "", terms, source)
 
 
 def difference(plus: Sequence[Figure], minus: Sequence[Figure], source: str) -> Figure:
-    """Plus - minus, floored at zero (noise can make it negative); withheld if a part is."""
+    """The sum of `plus` less that of `minus`, floored at zero (noise can make it negative).
+
+    Withheld if a part is withheld or only a lower bound.
+    """
     parts = [*plus, *minus]
-    if any(p.value is None for p in parts):
+    if any(p.value is None or p.at_least for p in parts):
         return Figure(None, f"{SUPPRESSED} (a part is withheld)", 0, source)
     value = sum(p.value or 0 for p in plus) - sum(p.value or 0 for p in minus)
     return Figure(max(0, value), "", sum(p.terms for p in parts), source)

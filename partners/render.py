@@ -99,7 +99,6 @@ def _table(title: str, plain: bool) -> Table:
         title_justify="left",
         box=box.SIMPLE if plain else box.HEAVY_HEAD,
         safe_box=True,
-        collapse_padding=True,
     )
 
 

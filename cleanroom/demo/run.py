@@ -9,6 +9,7 @@ query log; the operator stops the server.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -250,6 +251,27 @@ def _marketer_reports(world: DemoWorld, console: Console) -> None:
         f"--segment={segment}", "--csv",
     )  # fmt: skip
     _partner(world, console, "acme", "budget", f"--collaboration={COLLABORATION}")
+    _step(console, "acme's marketer: the report as a page with charts")
+    _partner(
+        world, console, "acme", "datasets", "list", "--shared", f"--collaboration={COLLABORATION}"
+    )
+    _partner(world, console, "acme", "report", "list", f"--collaboration={COLLABORATION}")
+    listed = subprocess.run(
+        [sys.executable, "-m", "partners", "report", "list", f"--collaboration={COLLABORATION}",
+         "--json"],
+        env=_partner_env(world, "acme"), check=True, cwd=world.root, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    three_way = next(r["name"] for r in json.loads(listed.stdout) if len(r["other_datasets"]) == 2)
+    page = world.root / "acme-report.html"
+    _partner(
+        world, console, "acme", "report", "html", three_way.rsplit("/", 1)[-1],
+        f"--collaboration={COLLABORATION}", f"--out={page.name}",
+    )  # fmt: skip
+    console.print(
+        f"The three-way report as one self-contained HTML page: [bold]{page}[/]"
+        " (open it in a browser; it needs no network)."
+    )
 
 
 def _auditor_reads_log(world: DemoWorld, console: Console) -> None:

@@ -67,7 +67,7 @@ def datasets_list(collaboration: str, shared: bool, as_json: bool, **options: An
             if as_json:
                 click.echo(render.as_json(found))
             else:
-                console.print(render.shared_datasets_table(found))
+                console.print(render.shared_datasets_table(found, plain=not console.is_terminal))
             return
         items = list(client.list_datasets(parent))
         if as_json:

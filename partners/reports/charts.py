@@ -55,7 +55,9 @@ def _svg(canvas: Canvas) -> str:
 
 
 def _bar_label(figure: Figure) -> str:
-    return SUPPRESSED if figure.value is None else f"{figure.value:,}"
+    if figure.value is None:
+        return SUPPRESSED
+    return f"≥ {figure.value:,}" if figure.at_least else f"{figure.value:,}"
 
 
 def _height(bars: Sequence[Figure], scale: float | None) -> float:
@@ -88,6 +90,19 @@ def _bars(
                 va="center",
                 color="#555555",
                 fontsize=8,
+            )
+        elif figure.at_least:  # released parts only: a lower bound, drawn as one
+            (patch,) = ax.bar(
+                [i],
+                [figure.value],
+                color="#a9c1dc",
+                edgecolor=RELEASED_COLOUR,
+                hatch="..",
+                linewidth=0.8,
+            )
+            patch.set_gid(f"{prefix}-partial-{i}")
+            label = ax.text(
+                i, figure.value, _bar_label(figure), ha="center", va="bottom", fontsize=7
             )
         else:
             (patch,) = ax.bar([i], [figure.value], color=RELEASED_COLOUR)
@@ -224,6 +239,8 @@ def venn_svg(found: ReportFigures) -> str | None:
                     patch.set_hatch("///")
                     patch.set_facecolor("none")
                     patch.set_edgecolor(WITHHELD_COLOUR)
+                elif figure.at_least:
+                    patch.set_hatch("..")
             label = diagram.get_label_by_id(region)
             if label is None:
                 continue

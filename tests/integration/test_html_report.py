@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from partners.cli import main
-from partners.figures import ReportFigures
+from partners.figures import Figure, ReportFigures
 from tests.chromium import chromium_or_skip, open_page
 from tests.support import (
     COLLABORATION,
@@ -38,6 +38,13 @@ SEGMENTS = ("ลูกค้าทอง", "Khách hàng bạc")
 # One identifier type keeps the sensitivity at 6; epsilon 6 gives a noise scale near 1, so
 # that the empty cells (true count 0) stay below k = 10 but for a chance of about 1e-4.
 NOISE = {"noise": True, "epsilon_budget": 10.0, "epsilon_per_report": 6.0}
+
+
+def _label(figure: Figure) -> str:
+    """How a chart labels a figure: the count, a lower bound, or "suppressed"."""
+    if figure.value is None:
+        return "suppressed"
+    return f"≥ {figure.value:,}" if figure.at_least else f"{figure.value:,}"
 
 
 def _env(server: RunningServer, partner: str) -> dict[str, str]:
@@ -75,7 +82,11 @@ def test_the_html_report_in_a_real_browser(noisy_server: RunningServer, tmp_path
     server = noisy_server
     base = _upload(server, tmp_path, "acme", list(range(600)))
     brightmart = _upload(server, tmp_path, "brightmart", list(range(300, 900)))
-    corvid = _upload(server, tmp_path, "corvid", [*range(200), *range(800, 1100)])
+    # Corvid also holds 30 persons of acme and brightmart, all in the first segment: the
+    # cell "in both" is released there and withheld (empty) in the second.
+    corvid = _upload(
+        server, tmp_path, "corvid", [*range(200), *range(300, 360, 2), *range(800, 1100)]
+    )
     report = server.client("acme").create_report(
         PARENT, base=base, others=[brightmart, corvid], segment_column="tier"
     )
@@ -92,8 +103,9 @@ def test_the_html_report_in_a_real_browser(noisy_server: RunningServer, tmp_path
 
     found = ReportFigures(report)
     patterns = found.patterns()
+    partial = [i for i, p in enumerate(patterns) if p.figure.at_least]
     withheld = [i for i, p in enumerate(patterns) if p.figure.value is None]
-    assert withheld, "the report should withhold the empty cell (in both others)"
+    assert partial == [3], "the cell in both others is withheld in one segment only"
 
     with open_page(page_file.as_uri(), tmp_path / "profile") as page:
         dom = page.evaluate(_READ_DOM)
@@ -108,20 +120,19 @@ def test_the_html_report_in_a_real_browser(noisy_server: RunningServer, tmp_path
 
     # UpSet: one bar or one hatched placeholder per pattern, each with one label.
     upset = dom["ids"]["upset"]
-    assert len(upset["bar"]) + len(upset["withheld"]) == len(patterns) == 4
+    assert len(upset["bar"]) + len(upset["withheld"]) + len(upset["partial"]) == len(patterns)
+    assert len(patterns) == 4
     assert sorted(upset["withheld"]) == withheld
+    assert sorted(upset["partial"]) == partial
     assert len(upset["interval"]) == len(upset["bar"])  # a whisker on every released bar
     for i, pattern in enumerate(patterns):
-        label = dom["labels"][f"upset-label-{i}"]
-        if pattern.figure.value is None:
-            assert label == "suppressed"
-        else:
-            assert label == f"{pattern.figure.value:,}"
+        assert dom["labels"][f"upset-label-{i}"] == _label(pattern.figure)
 
     # Venn: seven regions for three datasets, the withheld ones labelled, never numbered.
     venn = {k: v for k, v in dom["labels"].items() if k.startswith("venn-label-")}
     assert 1 <= len(venn) <= 7
-    assert dom["labels"]["venn-label-111"] == "suppressed"
+    assert dom["labels"]["venn-label-111"] == _label(patterns[3].figure)  # a lower bound
+    assert dom["labels"]["venn-label-111"].startswith("≥ ")
     assert [dom["labels"][f"venn-set-{i}"] for i in range(3)] == [
         "acme-customers (acme)", "brightmart-customers (brightmart)", "corvid-customers (corvid)",
     ]  # fmt: skip
@@ -144,11 +155,13 @@ def test_the_html_report_in_a_real_browser(noisy_server: RunningServer, tmp_path
         assert dom["labels"][f"segment-{s}-title"] == segment
         bars = [k for k in dom["all_ids"] if re.fullmatch(rf"segment-{s}-(bar|withheld)-\d+", k)]
         assert len(bars) == 4
-        segment_patterns = found.patterns(segment)
-        for i, pattern in enumerate(segment_patterns):
+        for i, pattern in enumerate(found.patterns(segment)):
             label = dom["labels"][f"segment-{s}-label-{i}"]
             assert (label == "suppressed") == (pattern.figure.value is None)
-            assert not any(ch.isdigit() for ch in label) or pattern.figure.value is not None
+            if pattern.figure.value is not None:
+                assert label == f"{pattern.figure.value:,}"
+    segment_withheld = [k for k in dom["all_ids"] if re.fullmatch(r"segment-\d-withheld-\d", k)]
+    assert segment_withheld, "the empty cell of the second segment is withheld"
 
     # No withheld shape anywhere carries a number.
     for key in dom["all_ids"]:
@@ -175,9 +188,9 @@ _READ_DOM = """
     const texts = [...document.getElementById(id).querySelectorAll('text')];
     if (texts.length) labels[id] = texts.map(t => t.textContent.trim()).join('\\n');
   }
-  const ids = {upset: {bar: [], withheld: [], interval: []}};
+  const ids = {upset: {bar: [], withheld: [], partial: [], interval: []}};
   for (const id of all_ids) {
-    const m = id.match(/^upset-(bar|withheld|interval)-(\\d+)$/);
+    const m = id.match(/^upset-(bar|withheld|partial|interval)-(\\d+)$/);
     if (m && !ids.upset[m[1]].includes(+m[2])) ids.upset[m[1]].push(+m[2]);
   }
   return {
@@ -187,3 +200,58 @@ _READ_DOM = """
   };
 })()
 """
+
+
+def test_tables_list_and_spreadsheets_from_the_real_server(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    from openpyxl import load_workbook
+
+    base = _upload(server, tmp_path, "acme", list(range(400)))
+    other = _upload(server, tmp_path, "brightmart", list(range(100, 405)))
+    report = server.client("acme").create_report(
+        PARENT, base=base, others=[other], segment_column="tier"
+    )
+    env = {**_env(server, "acme"), "COLUMNS": "160"}
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(main, list(args), env=env)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    table = run("report", "get", report.name)
+    assert "acme-customers (acme)" in table  # short id with its owner
+    assert "brightmart-customers (brightmart)" in table
+    assert "collaborations/" not in table.split("\n", 1)[1]  # short ids in the tables
+    assert "exact (your upload)" in table
+    assert "┃" not in table  # piped: plain text
+    listed = run("report", "list", f"--collaboration={COLLABORATION}")
+    for words in ("base", "others", "segment", "mode", "epsilon", "tier", "exact"):
+        assert words in listed
+
+    wide = run("report", "get", report.name, "--csv", "wide").splitlines()
+    assert wide[0] == (
+        "tier,acme-customers,brightmart-customers,base_rows,interval_low,interval_high,share,"
+        "suppression"
+    )
+    assert len(wide) == 1 + 2 * 2  # two segments, two patterns each
+    # Exact mode: no intervals; every row says yes for the base and yes/no for the other.
+    for row in wide[1:]:
+        fields = row.split(",")
+        assert fields[1] == "yes"
+        assert fields[2] in ("yes", "no")
+        assert fields[4:6] == ["", ""]
+    long_form = run("report", "get", report.name, "--csv").splitlines()
+    assert long_form[0].startswith("figure,")
+
+    book_path = tmp_path / "report.xlsx"
+    assert "wrote" in run("report", "get", report.name, "--format", "xlsx", "--out", str(book_path))
+    book = load_workbook(book_path, read_only=True)
+    assert book.sheetnames == ["Facts", "Datasets", "Pairwise", "Membership"]
+    membership = list(book["Membership"].iter_rows(values_only=True))
+    assert [str(v) for v in membership[0]] == wide[0].split(",")
+    assert len(membership) == len(wide)
+    datasets = list(book["Datasets"].iter_rows(values_only=True))
+    assert datasets[1][0] == "acme-customers"
+    assert datasets[1][6] == 400  # the exact size of acme's own upload
+    book.close()

@@ -80,14 +80,23 @@ def test_a_two_way_share_equals_the_match_rate() -> None:
     assert share.text == found.match_rate(base, other) == "56.8%"
 
 
-def test_summed_figures_are_withheld_when_a_part_is() -> None:
+def test_a_sum_with_a_withheld_part_is_a_lower_bound_never_a_guess() -> None:
     found = ReportFigures(sample_report())
     overall = {p.matched: p.figure for p in found.patterns()}
-    withheld = [f for f in overall.values() if f.value is None]
-    assert len(withheld) == 2
-    assert all("withheld" in f.withheld for f in withheld)
-    released = [f for f in overall.values() if f.value is not None]
-    assert all(f.terms == 2 and "sum over 2 segments" in f.source for f in released)
+    partial = [f for f in overall.values() if f.at_least]
+    assert len(partial) == 2  # each sums one released segment; the other is withheld
+    for figure in partial:
+        assert figure.interval(found.scale) is None
+        assert "at least" in figure.source
+    by_segment = {s: {p.matched: p.figure for p in found.patterns(s)} for s in found.segments}
+    for matched, figure in overall.items():
+        parts = [cells[matched].value for cells in by_segment.values()]
+        assert figure.value == sum(v for v in parts if v is not None)
+    complete = [f for f in overall.values() if not f.at_least]
+    assert all(f.terms == 2 and "sum over 2 segments" in f.source for f in complete)
+    # Nothing derived from a bound: the Venn regions that need one are withheld.
+    assert figures.difference([partial[0]], [], "x").value is None
+    assert figures.total([Figure(None), Figure(None)], "x").value is None
 
 
 def test_owners_and_exact_sizes() -> None:
