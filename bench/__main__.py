@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ("bench.startup", "bench.server", "bench.prepare", "bench.load")
+MODULES = ("bench.startup", "bench.server", "bench.prepare", "bench.load", "bench.reports")
 
 
 def main() -> int:
