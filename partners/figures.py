@@ -13,7 +13,7 @@ sum of their noises. `noise_half_width` gives the exact 95% half-width of such a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -125,20 +125,33 @@ class Figure:
     at_least: bool = False
 
     def interval(self, scale: float | None) -> tuple[int, int] | None:
-        """The 95% interval of the count before noise; None when exact, withheld or a bound."""
+        """The 95% interval of the count before noise; None when exact, withheld or a bound.
+
+        Computed here from the report's scale and the figure's number of noisy terms; where
+        the server states a figure's own interval, that is the one to show instead.
+        """
         if self.value is None or self.at_least or not scale or not self.terms:
             return None
         half = noise_half_width(scale, self.terms)
         return max(0, self.value - half), self.value + half
 
 
-def released(count: overlap_report_pb2.ReleasedCount, threshold: int, **kw: object) -> Figure:
-    """A server's released count as a figure."""
+def released(
+    count: overlap_report_pb2.ReleasedCount, threshold: int, *, terms: int = 1, source: str = ""
+) -> Figure:
+    """A server's released count as a figure: its value, or why it is withheld.
+
+    Args:
+        count: The count as released.
+        threshold: The report's minimum aggregation threshold, to say "< k".
+        terms: How many noisy counts it adds up (0 for exact counts).
+        source: What the figure is, in words.
+    """
     if count.HasField("value"):
-        return Figure(count.value, **kw)  # type: ignore[arg-type]
+        return Figure(count.value, "", terms, source)
     reason = overlap_report_pb2.SuppressionReason.Name(count.suppression_reason)
     why = f"< {threshold}" if reason == "SUPPRESSION_REASON_BELOW_THRESHOLD" else "withheld"
-    return Figure(None, f"{SUPPRESSED} ({why})", **kw)  # type: ignore[arg-type]
+    return Figure(None, f"{SUPPRESSED} ({why})", terms, source)
 
 
 def total(parts: Sequence[Figure], source: str) -> Figure:
@@ -332,8 +345,3 @@ class ReportFigures:
             else f"shares are of the {released_total:,} base rows in these cells"
         )
         return shares, note
-
-
-def released_counts(figures: Iterable[Figure]) -> int:
-    """How many of the figures have a value."""
-    return sum(f.value is not None for f in figures)

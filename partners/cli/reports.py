@@ -18,9 +18,10 @@ from partners.cli._common import (
     reported_errors,
     resource_name,
 )
-from partners.errors import AccessDeniedError, InputError
+from partners.errors import AccessDeniedError
 
 if TYPE_CHECKING:
+    from cleanroom.v1.overlap_report_pb2 import OverlapReport
     from partners.client import CleanRoomClient
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,11 +62,17 @@ class _ReportCommand(click.Command):
         return super().parse_args(ctx, _csv_wide_argument(args))
 
 
+def _check_file_options(file_format: str | None, out: Path | None) -> None:
+    """Refuses `--format xlsx` without `--out` before anything is asked of the server."""
+    if file_format == "xlsx" and out is None:
+        raise click.UsageError("--format xlsx writes a file: add --out FILE.")
+
+
 def _parent(report_name: str) -> str:
     return report_name.split("/overlapReports/", 1)[0]
 
 
-def report_context(client: CleanRoomClient, report: Any) -> dict[str, Any]:
+def report_context(client: CleanRoomClient, report: OverlapReport) -> dict[str, Any]:
     """The owners of a report's datasets and the exact sizes of the caller's own.
 
     Both come from listings the caller may read (every member's shared datasets, its own
@@ -94,13 +101,11 @@ def _print_report(
     file_format: str | None = None,
     out: Path | None = None,
 ) -> None:
-    if file_format == "xlsx":
-        if out is None:
-            raise InputError("OUTPUT_FILE_REQUIRED", "--format xlsx writes a file: add --out FILE.")
+    if file_format == "xlsx" and out is not None:
         from partners.reports import write_workbook  # noqa: PLC0415 (openpyxl on use)
 
         write_workbook(report, out, **report_context(client, report))
-        console.print(f"wrote {out}")
+        console.print(f"wrote {out}", markup=False)
     elif output == "json":
         click.echo(render.as_json(report))
     elif output == "csv":
@@ -139,6 +144,7 @@ def report_create(
     **options: Any,
 ) -> None:
     """Ask how your base dataset overlaps the others."""
+    _check_file_options(file_format, out)
     with reported_errors(), client_for(options) as client:
         response = client.create_report_response(
             f"collaborations/{collaboration}",
@@ -172,6 +178,7 @@ def report_get(
     **options: Any,
 ) -> None:
     """Show a report released earlier."""
+    _check_file_options(file_format, out)
     with reported_errors(), client_for(options) as client:
         _print_report(
             client.get_report(resource_name(collaboration, "overlapReports", name)), output,
@@ -194,7 +201,7 @@ def report_html(name: str, collaboration: str, out: Path, **options: Any) -> Non
 
         found = client.get_report(resource_name(collaboration, "overlapReports", name))
         write_html(found, out, **report_context(client, found))
-        console.print(f"wrote {out}")
+        console.print(f"wrote {out}", markup=False)
 
 
 @report.command(name="list")

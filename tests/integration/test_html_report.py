@@ -244,6 +244,10 @@ def test_tables_list_and_spreadsheets_from_the_real_server(
     long_form = run("report", "get", report.name, "--csv").splitlines()
     assert long_form[0].startswith("figure,")
 
+    refused = CliRunner().invoke(main, ["report", "get", report.name, "--format", "xlsx"], env=env)
+    assert refused.exit_code == 2
+    assert "add --out FILE" in refused.output
+
     book_path = tmp_path / "report.xlsx"
     assert "wrote" in run("report", "get", report.name, "--format", "xlsx", "--out", str(book_path))
     book = load_workbook(book_path, read_only=True)
