@@ -33,15 +33,35 @@ def _config(path: Path) -> Config:
         sys.exit(2)
 
 
+# Every command that reads the server's configuration takes it from --config or from
+# CLEANROOM_CONFIG, and says so in its help.
+config_option = click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    envvar="CLEANROOM_CONFIG",
+    show_envvar=True,
+    help="The server's TOML configuration, e.g. cleanroom.toml.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cleanroom")
 def main() -> None:
-    """Run and operate the clean room server."""
+    r"""Run and operate the clean room server.
+
+    Commands that read the configuration take --config or CLEANROOM_CONFIG, for example:
+
+    \b
+        export CLEANROOM_CONFIG=cleanroom.toml
+        cleanroom check-config
+        cleanroom serve
+    """
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
-              envvar="CLEANROOM_CONFIG", help="The server's TOML configuration.")  # fmt: skip
+@config_option
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING"]))
 def serve(config_path: Path, log_level: str) -> None:
     """Serve the clean room until SIGTERM or Ctrl-C."""
@@ -57,7 +77,7 @@ def serve(config_path: Path, log_level: str) -> None:
 
 
 @main.command(name="check-config")
-@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path))
+@config_option
 def check_config(config_path: Path) -> None:
     """Check a configuration file and summarize it, without starting anything."""
     config = _config(config_path)
@@ -123,19 +143,19 @@ def audit_keygen(name: str, out: Path) -> None:
         sys.exit(2)
     write_private_file(out, signer.key_text() + "\n")
     console.print(f"signing key written to {out}; set server.audit.signing_key to it")
-    console.print(f"verifier key for auditors to pin: [bold]{signer.verifier_key}[/]")
+    console.print("verifier key for auditors to pin (the next line, whole):")
+    click.echo(signer.verifier_key)  # never wrapped: auditors copy it as it is
 
 
 @audit.command(name="verifier-key")
-@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path))
+@config_option
 def audit_verifier_key(config_path: Path) -> None:
     """Print the verifier key that auditors pin, from the configured signing key."""
     click.echo(_signer(_config(config_path)).verifier_key)
 
 
 @audit.command(name="check")
-@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
-              help="The server's configuration (for its data directory and key).")  # fmt: skip
+@config_option
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Check this data directory instead of the configured one.")  # fmt: skip
 def audit_check(config_path: Path, data_dir: Path | None) -> None:

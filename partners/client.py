@@ -309,7 +309,12 @@ class CleanRoomClient:
         end_index: int | None = None,
         page_size: int = 500,
     ) -> Iterator[audit_event_pb2.AuditEvent]:
-        """The events of a collaboration's query log, oldest first, filtered."""
+        """The events of a collaboration's query log, oldest first, filtered.
+
+        `caller` is a partner's id (`acme`) or its resource name (`partners/acme`).
+        """
+        if caller and "/" not in caller:
+            caller = f"partners/{caller}"
         request = audit_service_pb2.ListAuditEventsRequest(
             parent=parent,
             page_size=page_size,

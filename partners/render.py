@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from rich import box
 from rich.console import Group
@@ -30,17 +31,68 @@ def short(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
+_INTEGERS = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+# Bytes fields that hold text (the log's canonical JSON entries); every other is a hash.
+_TEXT_BYTES = frozenset({"entry"})
+
+
+def message_data(message: Message) -> dict[str, Any]:
+    """A message as JSON-ready data with the API's field names, for people and scripts.
+
+    Unlike protobuf's JSON mapping, 64-bit integers stay numbers, and bytes are hashes in
+    hex (as in the audit export and the verifier's output), or the text that they hold.
+    """
+    return _typed(message, json_format.MessageToDict(message, preserving_proto_field_name=True))
+
+
+def _typed(message: Message, data: dict[str, Any]) -> dict[str, Any]:
+    for field in message.DESCRIPTOR.fields:
+        if field.name not in data:
+            continue
+        value = getattr(message, field.name)
+        kind = field.message_type
+        if kind is not None:
+            if kind.full_name.startswith("google.protobuf.") or kind.GetOptions().map_entry:
+                continue  # well-known types (timestamps) keep their JSON form; maps as they are
+            if field.is_repeated:
+                data[field.name] = [
+                    _typed(v, d) for v, d in zip(value, data[field.name], strict=True)
+                ]
+            else:
+                data[field.name] = _typed(value, data[field.name])
+        elif field.type in _INTEGERS:
+            data[field.name] = [int(v) for v in value] if field.is_repeated else int(value)
+        elif field.type == FieldDescriptor.TYPE_BYTES:
+            data[field.name] = (
+                [_bytes(field.name, v) for v in value]
+                if field.is_repeated
+                else (_bytes(field.name, value))
+            )
+    return data
+
+
+def _bytes(name: str, value: bytes) -> str:
+    return value.decode("utf-8", "replace") if name in _TEXT_BYTES else value.hex()
+
+
 def as_json(messages: Iterable[Message] | Message) -> str:
     """Messages as JSON (an array for several), with the API's field names."""
     if isinstance(messages, Message):
-        return json_format.MessageToJson(messages, preserving_proto_field_name=True, indent=2)
-    data = [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in messages]
-    return json.dumps(data, indent=2)
+        return json.dumps(message_data(messages), indent=2, ensure_ascii=False)
+    return json.dumps([message_data(m) for m in messages], indent=2, ensure_ascii=False)
 
 
 def json_line(message: Message) -> str:
     """A message as one line of JSON (for JSON Lines output)."""
-    return json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True))
+    return json.dumps(message_data(message), ensure_ascii=False)
 
 
 def count_text(count: overlap_report_pb2.ReleasedCount, threshold: int) -> str:

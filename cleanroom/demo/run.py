@@ -5,19 +5,25 @@ operator makes certificates and a configuration and starts the server (mutual TL
 here); each brand prepares its customer file with the shared secret and uploads the
 digests; a marketer asks for a three-way report split by segment; the auditor reads the
 query log; the operator stops the server.
+
+Every command is printed whole on one line (never wrapped), relative to the demo's folder,
+so that it can be pasted into a shell there: the connection settings are printed once as
+`export CLEANROOM_...` lines and the commands after them rely on them, as a user's would.
+`Transcript` records what was printed, so that a test can run it again as a new shell.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import resource
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -37,6 +43,21 @@ BRANDS = ("acme", "brightmart", "corvid")
 AUDITOR, OPERATOR = "ledger", "operator"
 MARKER = ".cleanroom-demo"
 START_TIMEOUT = 30.0
+DEFAULT_PORT = 50051  # the README's quick start assumes it; another is taken when it is busy
+REFUSED = "  # refused: "  # how a command that is meant to fail says so on its line
+
+
+@dataclass
+class Transcript:
+    """The shell lines the demo printed, in order, and who was connected for the next ones."""
+
+    lines: list[str] = field(default_factory=list)
+    connected_as: str | None = None
+
+    def show(self, console: Console, line: str) -> None:
+        """Prints `$ line` on one line, as it is (no markup, no wrapping), and records it."""
+        self.lines.append(line)
+        console.print(f"$ {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 @dataclass(frozen=True)
@@ -49,11 +70,18 @@ class DemoWorld:
     secret: Path
     customers: CustomerFiles
     port: int
+    transcript: Transcript
 
 
 def run_demo(*, work_dir: Path, rows: int, console: Console) -> int:
     """Runs the demo in `work_dir` (emptied first) and returns the exit status."""
+    return run_demo_world(work_dir=work_dir, rows=rows, console=console)[0]
+
+
+def run_demo_world(*, work_dir: Path, rows: int, console: Console) -> tuple[int, DemoWorld]:
+    """Runs the demo in `work_dir` (emptied first): the exit status and the world it made."""
     started = time.monotonic()
+    cpu_before = _cpu_seconds()
     world = _set_up(work_dir, rows, console)
     server = _start_server(world, console)
     try:
@@ -63,15 +91,37 @@ def run_demo(*, work_dir: Path, rows: int, console: Console) -> int:
     finally:
         _stop_server(server, console)
     _step(console, "Operator: check the stored logs offline")
-    console.print(f"$ cleanroom audit check --config {world.config.name}")
+    world.transcript.show(console, f"cleanroom audit check --config {world.config.name}")
     subprocess.run(
         [sys.executable, "-m", "cleanroom", "audit", "check", "--config", str(world.config)],
         check=True,
         cwd=world.root,
     )
     console.print(Rule())
-    console.print(f"[bold green]demo finished in {time.monotonic() - started:.1f} s[/]")
-    return 0
+    console.print(
+        f"[bold green]demo finished in {time.monotonic() - started:.1f} s[/]"
+        f" ({_cpu_seconds() - cpu_before:.1f} s of CPU, the server's and commands' included)"
+    )
+    console.print(
+        f"Its files stay in {world.root}. To try the commands yourself, put the project's"
+        " .venv/bin on your PATH (`. .venv/bin/activate`), start the server again with"
+        " the line below, then paste the `export` and `cleanroom-partner` lines above into"
+        " another shell in that folder:"
+    )
+    console.print(
+        f"cd {world.root} && cleanroom serve --config {world.config.name}",
+        markup=False, highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    return 0, world
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of the children it has waited for."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _step(console: Console, title: str) -> None:
@@ -103,12 +153,20 @@ def _set_up(work_dir: Path, rows: int, console: Console) -> DemoWorld:
     value = new_secret()
     write_secret(secret, value)
     kcv = key_check_value(value, COLLABORATION)
-    console.print(f"$ cleanroom-partner keygen --collaboration {COLLABORATION} --out {secret}")
+    transcript = Transcript()
+    transcript.show(
+        console,
+        f"cleanroom-partner keygen --collaboration {COLLABORATION}"
+        f" --out {secret.relative_to(root)}",
+    )
     console.print(f"key check value given to the operator: [bold]{kcv}[/]")
 
     _step(console, "Operator: the key that signs the query log's checkpoints")
     signing_key = root / "certs" / "log-signing.key"
-    console.print(f"$ cleanroom audit keygen --name {LOG_KEY_NAME} --out {signing_key.name}")
+    transcript.show(
+        console,
+        f"cleanroom audit keygen --name {LOG_KEY_NAME} --out {signing_key.relative_to(root)}",
+    )
     signer = NoteSigner.generate(LOG_KEY_NAME)
     write_private_file(signing_key, signer.key_text() + "\n")
     log_key = root / "auditor" / "log-verifier.key"
@@ -116,7 +174,7 @@ def _set_up(work_dir: Path, rows: int, console: Console) -> DemoWorld:
     log_key.write_text(signer.verifier_key + "\n")
     console.print(f"verifier key, pinned by the auditor in {log_key}: {signer.verifier_key}")
 
-    port = free_loopback_port()
+    port = _demo_port()
     config = root / "cleanroom.toml"
     config.write_text(
         config_toml(
@@ -145,32 +203,78 @@ def _set_up(work_dir: Path, rows: int, console: Console) -> DemoWorld:
     customers = write_customer_files(root / "brands", rows=rows)
     for brand, path in customers.paths.items():
         console.print(f"{brand}: {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
-    return DemoWorld(root, pki, config, secret, customers, port)
+    return DemoWorld(root, pki, config, secret, customers, port, transcript)
 
 
-def _partner_env(world: DemoWorld, partner: str) -> dict[str, str]:
-    files = world.pki.partners[partner]
-    return {
-        **os.environ,
+def _demo_port() -> int:
+    """The README's port when it is free, else any free one."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", DEFAULT_PORT))
+        except OSError:
+            return free_loopback_port()
+    return DEFAULT_PORT
+
+
+def connection_settings(world: DemoWorld, partner: str | None) -> dict[str, str]:
+    """The environment a shell in the demo's folder needs to reach the server.
+
+    With `partner`, its certificate and key too; paths are relative to the demo's folder.
+    """
+    settings = {
         "CLEANROOM_SERVER": f"127.0.0.1:{world.port}",
-        "CLEANROOM_CERT": str(files.certificate),
-        "CLEANROOM_KEY": str(files.private_key),
-        "CLEANROOM_CA": str(world.pki.ca.certificate),
+        "CLEANROOM_CA": str(world.pki.ca.certificate.relative_to(world.root)),
         "CLEANROOM_SERVER_NAME": "localhost",
+    }
+    if partner is not None:
+        files = world.pki.partners[partner]
+        settings["CLEANROOM_CERT"] = str(files.certificate.relative_to(world.root))
+        settings["CLEANROOM_KEY"] = str(files.private_key.relative_to(world.root))
+    return settings
+
+
+def _exports(settings: dict[str, str]) -> str:
+    return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in settings.items())
+
+
+def _partner(
+    world: DemoWorld, console: Console, who: str, *args: str, refused: str | None = None
+) -> None:
+    """Runs `cleanroom-partner ARGS` as `who`, as printed: the same words, the same settings.
+
+    When `who` is not the partner the shell was set up for, the `export` lines that make
+    it so are printed first. A command meant to be refused says why on its line and must
+    fail.
+    """
+    transcript = world.transcript
+    if transcript.connected_as is None:
+        transcript.show(console, _exports(connection_settings(world, None)))
+    if transcript.connected_as != who:
+        settings = connection_settings(world, who)
+        transcript.show(
+            console, _exports({k: settings[k] for k in ("CLEANROOM_CERT", "CLEANROOM_KEY")})
+        )
+        transcript.connected_as = who
+    transcript.show(
+        console,
+        f"cleanroom-partner {shlex.join(args)}" + (f"{REFUSED}{refused}" if refused else ""),
+    )
+    env = {
+        **os.environ,
+        **connection_settings(world, who),
         "COLUMNS": os.environ.get("COLUMNS", "120"),
     }
-
-
-def _partner(world: DemoWorld, console: Console, who: str, *args: str) -> None:
-    """Runs `cleanroom-partner ARGS` as `who`, showing the command first."""
-    console.print(f"[dim]{who}[/] $ cleanroom-partner {shlex.join(args)}")
     command = [sys.executable, "-m", "partners", *args]
-    subprocess.run(command, env=_partner_env(world, who), check=True, cwd=world.root)
+    done = subprocess.run(command, check=False, env=env, cwd=world.root)
+    if refused is None and done.returncode:
+        raise subprocess.CalledProcessError(done.returncode, ["cleanroom-partner", *args])
+    if refused is not None and not done.returncode:
+        raise RuntimeError(f"`cleanroom-partner {shlex.join(args)}` was not refused")
 
 
 def _start_server(world: DemoWorld, console: Console) -> subprocess.Popen[bytes]:
     _step(console, "Operator: start the server (mutual TLS on loopback)")
-    console.print(f"$ cleanroom serve --config {world.config.name}")
+    world.transcript.show(console, f"cleanroom serve --config {world.config.name}")
     with (world.root / "server.log").open("wb") as log:  # the server keeps its own copy
         server = subprocess.Popen(
             [sys.executable, "-m", "cleanroom", "serve", "--config", str(world.config)],
@@ -179,7 +283,7 @@ def _start_server(world: DemoWorld, console: Console) -> subprocess.Popen[bytes]
             cwd=world.root,
         )
     try:
-        _wait_until_serving(world)
+        wait_until_serving(world)
     except Exception:
         server.kill()
         console.print((world.root / "server.log").read_text())
@@ -188,7 +292,8 @@ def _start_server(world: DemoWorld, console: Console) -> subprocess.Popen[bytes]
     return server
 
 
-def _wait_until_serving(world: DemoWorld) -> None:
+def wait_until_serving(world: DemoWorld) -> None:
+    """Returns once the server of `world` answers its health check (raises after a while)."""
     files = world.pki.partners[OPERATOR]
     credentials = grpc.ssl_channel_credentials(
         root_certificates=world.pki.ca.certificate.read_bytes(),
@@ -256,17 +361,13 @@ def _marketer_reports(world: DemoWorld, console: Console) -> None:
         world, console, "acme", "datasets", "list", "--shared", f"--collaboration={COLLABORATION}"
     )
     _partner(world, console, "acme", "report", "list", f"--collaboration={COLLABORATION}")
-    listed = subprocess.run(
-        [sys.executable, "-m", "partners", "report", "list", f"--collaboration={COLLABORATION}",
-         "--json"],
-        env=_partner_env(world, "acme"), check=True, cwd=world.root, capture_output=True,
-        text=True,
-    )  # fmt: skip
-    three_way = next(r["name"] for r in json.loads(listed.stdout) if len(r["other_datasets"]) == 2)
     page = world.root / "acme-report.html"
+    # The stored report again (free), written as a page: `report html ID` does the same
+    # for a report id, which differs from run to run.
     _partner(
-        world, console, "acme", "report", "html", three_way.rsplit("/", 1)[-1],
-        f"--collaboration={COLLABORATION}", f"--out={page.name}",
+        world, console, "acme", "report", "create", f"--collaboration={COLLABORATION}",
+        "--base=acme-customers", "--other=brightmart-customers", "--other=corvid-customers",
+        f"--segment={segment}", "--format=html", f"--out={page.name}",
     )  # fmt: skip
     console.print(
         f"The three-way report as one self-contained HTML page: [bold]{page}[/]"
@@ -286,17 +387,10 @@ def _auditor_reads_log(world: DemoWorld, console: Console) -> None:
     _partner(world, console, AUDITOR, "audit", "export", f"--collaboration={COLLABORATION}",
              "--format=csv", "--out=auditor/query-log.csv")  # fmt: skip
     _step(console, "ledger (auditor): may read the log, but not ask for counts")
-    console.print(
-        f"[dim]{AUDITOR}[/] $ cleanroom-partner report list --collaboration={COLLABORATION}"
-    )
-    refused = subprocess.run(
-        [sys.executable, "-m", "partners", "report", "list", f"--collaboration={COLLABORATION}"],
-        env=_partner_env(world, AUDITOR),
-        cwd=world.root,
-        check=False,
-    )
-    if refused.returncode == 0:
-        raise RuntimeError("the auditor was allowed to list reports")
+    _partner(
+        world, console, AUDITOR, "report", "list", f"--collaboration={COLLABORATION}",
+        refused="auditors may not read reports",
+    )  # fmt: skip
     _step(console, "ledger (auditor): later, the log only grew since the saved checkpoint")
     _partner(world, console, AUDITOR, *verify)
 

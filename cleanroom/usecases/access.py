@@ -108,9 +108,9 @@ class AccessPolicy:
         if owner == partner.id or Role.ADMIN in collaboration.roles_of(partner):
             return
         raise PermissionDeniedError(
-            "NOT_DATASET_OWNER",
-            f"Partner {partner.id!r} may not use {name}: it does not exist or belongs to"
-            " another partner. Check the name with `cleanroom-partner datasets list`.",
+            "DATASET_NOT_ACCESSIBLE",
+            f"Partner {partner.id!r} cannot use {name}: it does not exist, was deleted, or"
+            " belongs to another partner. Check the name with `cleanroom-partner datasets list`.",
             partner=partner.id,
             dataset=str(name),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,11 @@ FORMATS = ("jsonl", "csv", "parquet")
 _FIELDS: list[pa.Field[Any]] = [
     pa.field("index", pa.int64()),
     pa.field("leaf_hash", pa.string()),
-    pa.field("event_time", pa.string()),
+    pa.field("event_time", pa.timestamp("us", tz="UTC")),
     pa.field("caller", pa.string()),
-    pa.field("caller_roles", pa.string()),
+    pa.field("caller_roles", pa.list_(pa.string())),
     pa.field("method", pa.string()),
-    pa.field("resources", pa.string()),
+    pa.field("resources", pa.list_(pa.string())),
     pa.field("request_summary", pa.string()),
     pa.field("status_code", pa.string()),
     pa.field("reason", pa.string()),
@@ -48,11 +49,11 @@ def event_row(event: audit_event_pb2.AuditEvent) -> dict[str, Any]:
     return {
         "index": event.index,
         "leaf_hash": event.leaf_hash.hex(),
-        "event_time": data["event_time"],
+        "event_time": datetime.fromisoformat(data["event_time"]),
         "caller": data["caller"],
-        "caller_roles": ",".join(data["caller_roles"]),
+        "caller_roles": list(data["caller_roles"]),
         "method": data["method"],
-        "resources": " ".join(data["resources"]),
+        "resources": list(data["resources"]),
         "request_summary": json.dumps(data["request_summary"], sort_keys=True),
         "status_code": outcome["status_code"],
         "reason": outcome["reason"],
@@ -61,6 +62,22 @@ def event_row(event: audit_event_pb2.AuditEvent) -> dict[str, Any]:
         "suppressed_count": outcome["suppressed_count"],
         "epsilon_spent": outcome["epsilon_spent"],
         "entry": event.entry.decode("utf-8"),
+    }
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    raise TypeError(type(value))
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    """A row for CSV, which has no lists: roles comma-joined, resources space-joined."""
+    return {
+        **row,
+        "event_time": _iso(row["event_time"]),
+        "caller_roles": ",".join(row["caller_roles"]),
+        "resources": " ".join(row["resources"]),
     }
 
 
@@ -79,13 +96,13 @@ def export_events(
     try:
         if file_format == "jsonl":
             with scratch.open("w", encoding="utf-8") as out:
-                out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+                out.writelines(
+                    json.dumps(row, ensure_ascii=False, default=_iso) + "\n" for row in rows
+                )
+        elif file_format == "csv":
+            pa_csv.write_csv(pa.Table.from_pylist([_flat(row) for row in rows]), str(scratch))
         else:
-            table = pa.Table.from_pylist(rows, schema=SCHEMA)
-            if file_format == "csv":
-                pa_csv.write_csv(table, str(scratch))
-            else:
-                pq.write_table(table, str(scratch))
+            pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), str(scratch))
         os.replace(scratch, destination)
     except OSError as error:
         raise InputError(

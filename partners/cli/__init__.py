@@ -79,10 +79,28 @@ class _LazyGroup(click.Group):
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cleanroom")
 def main() -> None:
-    """The partner toolkit of the clean room: prepare, upload, report, audit.
+    r"""The partner toolkit of the clean room: prepare, upload, report, audit.
 
     Your customer file never leaves your machine: `prepare` turns it into salted digests
     with the collaboration secret, and only those are uploaded.
+
+    Commands that talk to the server read where it is and who you are from these
+    environment variables (or the matching options; `COMMAND --help` lists them):
+
+    \b
+        CLEANROOM_SERVER       host:port of the server        (--server)
+        CLEANROOM_CERT         your client certificate, PEM   (--cert)
+        CLEANROOM_KEY          its private key, PEM           (--key)
+        CLEANROOM_CA           the CA of the server's cert    (--ca)
+        CLEANROOM_SERVER_NAME  the name in the server's cert  (--server-name)
+        CLEANROOM_LOG_KEY      the log's pinned verifier key  (audit verify --log-key)
+
+    For example:
+
+    \b
+        export CLEANROOM_SERVER=cleanroom.example:50051 CLEANROOM_CA=ca.pem
+        export CLEANROOM_CERT=acme.pem CLEANROOM_KEY=acme-key.pem
+        cleanroom-partner datasets list --collaboration spring-launch
     """
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,6 +17,30 @@ from partners.errors import InputError, PartnerError, ServerError
 if TYPE_CHECKING:
     from partners.client import CleanRoomClient
 
+
+class Timestamp(click.ParamType[datetime]):
+    """A time in ISO 8601: `2026-11-01`, `2026-11-01T08:00:00Z`, `...+07:00`; UTC if no offset."""
+
+    name = "timestamp"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(
+                f"{value!r} is not an ISO 8601 time: use e.g. 2026-11-01, 2026-11-01T08:00:00Z"
+                " or 2026-11-01T15:00:00+07:00",
+                param,
+                ctx,
+            )
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+TIMESTAMP = Timestamp()
 console = Console()
 errors = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])

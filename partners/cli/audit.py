@@ -15,6 +15,7 @@ from partners import render
 from partners.audit.export import FORMATS, export_events
 from partners.audit.verify import AuditorState, verify_log
 from partners.cli._common import (
+    TIMESTAMP,
     client_for,
     connection_options,
     console,
@@ -31,10 +32,20 @@ def audit() -> None:
 
 @audit.command(name="list")
 @click.option("--collaboration", required=True, help="The collaboration id ('-': server log).")
-@click.option("--since", type=click.DateTime(), default=None, help="Events at or after (UTC).")
-@click.option("--until", type=click.DateTime(), default=None, help="Events before (UTC).")
+@click.option(
+    "--since",
+    type=TIMESTAMP,
+    default=None,
+    help="Events at or after this ISO 8601 time (UTC unless it has an offset).",
+)
+@click.option(
+    "--until",
+    type=TIMESTAMP,
+    default=None,
+    help="Events before this ISO 8601 time (UTC unless it has an offset).",
+)
 @click.option("--method", default=None, help="Only this method, e.g. CreateOverlapReport.")
-@click.option("--caller", default=None, help="Only this caller, e.g. partners/acme.")
+@click.option("--caller", default=None, help="Only this caller: acme or partners/acme.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @connection_options
 def audit_list(

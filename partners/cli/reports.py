@@ -28,14 +28,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def report_output_options(command: F) -> F:
-    """--table, --json and --csv, plus `--csv wide` and `--format xlsx --out FILE`."""
+    """--table, --json and --csv, plus `--csv wide` and `--format xlsx|html --out FILE`."""
     command = click.option(
         "--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
-        help="The file to write with --format xlsx.",
+        help="The file to write with --format.",
     )(command)  # fmt: skip
     command = click.option(
-        "--format", "file_format", type=click.Choice(["xlsx"]), default=None,
-        help="xlsx: an Excel workbook (facts, datasets, pairwise, membership) into --out.",
+        "--format", "file_format", type=click.Choice(["xlsx", "html"]), default=None,
+        help="Write a file into --out: xlsx, an Excel workbook (facts, datasets, pairwise,"
+        " membership); html, the page of `report html`.",
     )(command)  # fmt: skip
     command = click.option(
         "--csv-shape", "csv_shape", type=click.Choice(["long", "wide"]), default="long",
@@ -63,9 +64,9 @@ class _ReportCommand(click.Command):
 
 
 def _check_file_options(file_format: str | None, out: Path | None) -> None:
-    """Refuses `--format xlsx` without `--out` before anything is asked of the server."""
-    if file_format == "xlsx" and out is None:
-        raise click.UsageError("--format xlsx writes a file: add --out FILE.")
+    """Refuses `--format` without `--out` before anything is asked of the server."""
+    if file_format and out is None:
+        raise click.UsageError(f"--format {file_format} writes a file: add --out FILE.")
 
 
 def _parent(report_name: str) -> str:
@@ -101,10 +102,11 @@ def _print_report(
     file_format: str | None = None,
     out: Path | None = None,
 ) -> None:
-    if file_format == "xlsx" and out is not None:
-        from partners.reports import write_workbook  # noqa: PLC0415 (openpyxl on use)
+    if file_format and out is not None:
+        from partners.reports import write_html, write_workbook  # noqa: PLC0415 (on use)
 
-        write_workbook(report, out, **report_context(client, report))
+        write = write_workbook if file_format == "xlsx" else write_html
+        write(report, out, **report_context(client, report))
         console.print(f"wrote {out}", markup=False)
     elif output == "json":
         click.echo(render.as_json(report))

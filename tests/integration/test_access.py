@@ -228,7 +228,7 @@ def test_dataset_of_another_brand_is_denied_exactly_like_a_missing_one(
     theirs = upload(server, tmp_path, "brightmart", "brightmart-list")
     missing = dataset_name("brightmart-missing")
     acme = server.client("acme")
-    denied = ("PERMISSION_DENIED", "NOT_DATASET_OWNER")
+    denied = ("PERMISSION_DENIED", "DATASET_NOT_ACCESSIBLE")
     caller = "partners/acme"
     with logged(
         server,
@@ -327,7 +327,7 @@ def test_report_base_must_be_own_dataset_and_report_is_private_to_its_creator(
     brightmart_list = upload(server, tmp_path, "brightmart", "brightmart-list")
     corvid_list = upload(server, tmp_path, "corvid", "corvid-list")
     acme, brightmart = server.client("acme"), server.client("brightmart")
-    not_owner = ("PERMISSION_DENIED", "NOT_DATASET_OWNER")
+    not_owner = ("PERMISSION_DENIED", "DATASET_NOT_ACCESSIBLE")
     not_creator = ("PERMISSION_DENIED", "NOT_REPORT_CREATOR")
     with logged(
         server,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -108,3 +111,34 @@ def test_operator_keygen_verifier_key_and_offline_check(
     result = runner.invoke(operator_main, ["audit", "check", "--config", str(config)])
     assert result.exit_code == 1
     assert "first bad index 0" in result.output
+
+
+def test_keygen_prints_the_verifier_key_whole_on_its_own_line(tmp_path: Path) -> None:
+    """Through an 80-column pipe, as an operator's script would read it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cleanroom", "audit", "keygen",
+         "--name", "transparency.cleanroom.example.com/query-log", "--out", str(tmp_path / "k")],
+        capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "80"},
+    )  # fmt: skip
+    verifier_key = NoteSigner.from_key((tmp_path / "k").read_text()).verifier_key
+    assert verifier_key in done.stdout.splitlines()
+
+
+def test_every_operator_command_reads_cleanroom_config(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "cleanroom.toml", server.pki, server.data_dir)
+    runner = CliRunner()
+    env = {"CLEANROOM_CONFIG": str(config)}
+    for command in (["check-config"], ["audit", "verifier-key"], ["audit", "check"]):
+        result = runner.invoke(operator_main, command, env=env)
+        assert result.exit_code == 0, (command, result.output)
+        help_text = runner.invoke(operator_main, [*command, "--help"]).output
+        assert "CLEANROOM_CONFIG" in help_text, command
+
+
+def test_the_partner_help_lists_its_environment_variables() -> None:
+    help_text = CliRunner().invoke(partner_main, ["--help"]).output
+    for variable in ("CLEANROOM_SERVER", "CLEANROOM_CERT", "CLEANROOM_KEY", "CLEANROOM_CA"):
+        assert variable in help_text
+    assert "export CLEANROOM_SERVER=" in help_text

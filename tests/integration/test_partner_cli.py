@@ -133,4 +133,31 @@ def test_errors_are_clear_and_exit_non_zero(
         f"--collaboration={COLLABORATION}",
         code=1,
     )
-    assert "PERMISSION_DENIED NOT_DATASET_OWNER" in out
+    assert "PERMISSION_DENIED DATASET_NOT_ACCESSIBLE" in out
+
+
+def test_an_own_deleted_dataset_reads_as_not_accessible_not_as_someone_elses(
+    server: RunningServer, tmp_path: Path, secret_file: Path
+) -> None:
+    source = customers(tmp_path / "acme.csv", 0, 50)
+    digests = tmp_path / "acme.parquet"
+    run(
+        server, "acme", "prepare", str(source), str(digests), f"--collaboration={COLLABORATION}",
+        f"--secret-file={secret_file}", "--column=Email=email",
+    )  # fmt: skip
+    run(server, "acme", "upload", str(digests), "--dataset-id=acme-gone")
+    run(
+        server,
+        "acme",
+        "datasets",
+        "delete",
+        "acme-gone",
+        f"--collaboration={COLLABORATION}",
+        "--yes",
+    )
+    out = run(
+        server, "acme", "datasets", "show", "acme-gone", f"--collaboration={COLLABORATION}", code=1
+    )
+    assert "PERMISSION_DENIED DATASET_NOT_ACCESSIBLE" in out
+    assert "another partner" in out  # one message for every reader: missing, gone or theirs
+    assert "NOT_DATASET_OWNER" not in out
