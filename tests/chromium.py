@@ -54,9 +54,10 @@ class Page:
         self.socket = socket
         self.session = session
         self._next = 1000
+        self._events: list[str] = []  # events that arrived while a reply was awaited
 
     def send(self, method: str, **params: Any) -> dict[str, Any]:
-        """Sends a command and returns its result (events on the way are dropped)."""
+        """Sends a command and returns its result; events on the way are kept for `wait_for`."""
         self._next += 1
         ident = self._next
         message = {"id": ident, "method": method, "params": params, "sessionId": self.session}
@@ -67,9 +68,14 @@ class Page:
                 if "error" in reply:
                     raise RuntimeError(f"{method}: {reply['error']}")
                 return dict(reply.get("result", {}))
+            if "method" in reply and reply.get("sessionId") == self.session:
+                self._events.append(reply["method"])
 
     def wait_for(self, event: str) -> None:
-        """Waits for an event of this tab."""
+        """Waits for an event of this tab (or finds it among those that came already)."""
+        if event in self._events:
+            self._events.remove(event)
+            return
         while True:
             message = json.loads(self.socket.recv(timeout=60))
             if message.get("method") == event and message.get("sessionId") == self.session:
