@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,23 @@ def test_files(tmp_path: Path) -> None:
     withheld = [row for row in cells[1:] if row[-1]]
     assert len(withheld) == 2
     assert all(row[4] is None for row in withheld)  # no count, never a zero
+
+
+@pytest.mark.parametrize("missing", ["jinja2", "matplotlib_venn", "openpyxl"])
+def test_without_the_reports_extra_the_error_says_what_to_install(
+    missing: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from partners.errors import InputError
+
+    monkeypatch.setitem(sys.modules, missing, None)  # as if it were not installed
+    report = sample_report(others=("one-other",), segments=())
+
+    def draw() -> object:
+        if missing == "openpyxl":
+            return write_workbook(report, tmp_path / "r.xlsx")
+        return render_html(report)
+
+    with pytest.raises(InputError) as error:
+        draw()
+    assert error.value.reason == "REPORT_LIBRARIES_MISSING"
+    assert "cleanroom-partner[reports]" in error.value.message
