@@ -1,4 +1,4 @@
-"""Terminal tables, golden files at 80 and 160 columns, with Thai and Vietnamese labels.
+"""Terminal tables, golden files at 80 and 160 columns, with Thai, Vietnamese and CJK labels.
 
 The files under `golden/` are what a marketer sees; `UPDATE_GOLDEN=1` rewrites them after
 a deliberate change (read the diff before committing it). Widths are measured as a
@@ -41,7 +41,7 @@ def _shared() -> list[dataset_pb2.SharedDataset]:
     found = []
     for dataset_id, owner, segments in [
         ("acme-crm", "acme", ["ระดับ tier"]),
-        ("brightmart-loyalty-members", "brightmart", ["hạng thành viên", "vùng"]),
+        ("brightmart-loyalty-members", "brightmart", ["hạng thành viên", "vùng", "会员等级"]),
         ("corvid-app-users", "corvid", []),
     ]:
         item = dataset_pb2.SharedDataset(
@@ -76,7 +76,7 @@ def test_report_list_and_shared_datasets(width: int) -> None:
     shared = render.shared_datasets_table(_shared(), plain=True)
     text = _text(reports, width) + _text(shared, width)
     assert all(cell_len(line) <= width for line in text.splitlines())
-    for words in ("noisy", "exact", "ระดับ", "vùng", "brightmart"):
+    for words in ("noisy", "exact", "ระดับ", "vùng", "会员等级", "brightmart"):
         assert words in text
     _matches_golden(f"lists-{width}.txt", text)
 
