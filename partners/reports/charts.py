@@ -43,13 +43,16 @@ def _canvas(width: float, height: float) -> Iterator[Canvas]:
         yield MplFigure(figsize=(width, height), layout="constrained")
 
 
-def _svg(canvas: Canvas) -> str:
+def _svg(canvas: Canvas, *, tight: bool = False) -> str:
+    """The figure as SVG text; `tight` grows it to labels outside the axes (Venn sets)."""
     out = io.StringIO()
     with warnings.catch_warnings():
         # matplotlib measures text with its own font, which lacks Thai or CJK glyphs; the
         # SVG keeps the text as text, and the browser draws it with its fonts.
         warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
-        canvas.savefig(out, format="svg", metadata={"Date": None}, bbox_inches="tight")
+        canvas.savefig(
+            out, format="svg", metadata={"Date": None}, bbox_inches="tight" if tight else None
+        )
     text = out.getvalue()
     return text[text.index("<svg") :]  # no XML prolog inside HTML
 
@@ -66,6 +69,11 @@ def _height(bars: Sequence[Figure], scale: float | None) -> float:
     return max([*tops, 1]) * 1.15
 
 
+# Above this many bars a chart's numbers would overlap: the tables beside it give them.
+MAX_LABELLED_BARS = 32
+GAP = float("nan")  # breaks a line: one artist draws a whisker and its two caps
+
+
 def _bars(
     ax: Axes,
     bars: Sequence[Figure],
@@ -73,14 +81,41 @@ def _bars(
     prefix: str,
     height: float | None = None,
 ) -> None:
-    """Bars of released counts with their intervals; hatched placeholders for withheld ones."""
+    """Bars of released counts with their intervals; hatched placeholders for withheld ones.
+
+    Every bar's shape has an id saying what it is (`-bar-`, `-partial-`, `-withheld-`);
+    withheld ones are always labelled "suppressed", counts are labelled up to
+    MAX_LABELLED_BARS bars.
+    """
     height = height or _height(bars, scale)
+    numbered = len(bars) <= MAX_LABELLED_BARS
+    kinds: dict[str, list[int]] = {"bar": [], "partial": [], "withheld": []}
+    for i, figure in enumerate(bars):
+        kind = "withheld" if figure.value is None else "partial" if figure.at_least else "bar"
+        kinds[kind].append(i)
+    styles: dict[str, dict[str, Any]] = {
+        "bar": {"color": RELEASED_COLOUR},
+        "partial": {
+            "color": "#a9c1dc",
+            "edgecolor": RELEASED_COLOUR,
+            "hatch": "..",
+            "linewidth": 0.8,
+        },
+        "withheld": {
+            "color": "none",
+            "edgecolor": WITHHELD_COLOUR,
+            "hatch": "///",
+            "linewidth": 0.8,
+        },
+    }
+    for kind, indexes in kinds.items():
+        if not indexes:
+            continue
+        tops = [height if kind == "withheld" else bars[i].value or 0 for i in indexes]
+        for i, patch in zip(indexes, ax.bar(indexes, tops, **styles[kind]), strict=True):
+            patch.set_gid(f"{prefix}-{kind}-{i}")
     for i, figure in enumerate(bars):
         if figure.value is None:
-            (patch,) = ax.bar(
-                [i], [height], color="none", edgecolor=WITHHELD_COLOUR, hatch="///", linewidth=0.8
-            )
-            patch.set_gid(f"{prefix}-withheld-{i}")
             label = ax.text(
                 i,
                 height / 2,
@@ -91,40 +126,23 @@ def _bars(
                 color="#555555",
                 fontsize=8,
             )
-        elif figure.at_least:  # released parts only: a lower bound, drawn as one
-            (patch,) = ax.bar(
-                [i],
-                [figure.value],
-                color="#a9c1dc",
-                edgecolor=RELEASED_COLOUR,
-                hatch="..",
-                linewidth=0.8,
+            label.set_gid(f"{prefix}-label-{i}")
+            continue
+        top = figure.value
+        interval = figure.interval(scale)
+        if interval is not None:
+            low, high = interval
+            (whisker,) = ax.plot(
+                [i - 0.15, i + 0.15, GAP, i, i, GAP, i - 0.15, i + 0.15],
+                [low, low, GAP, low, high, GAP, high, high],
+                color="#222222",
+                linewidth=1,
             )
-            patch.set_gid(f"{prefix}-partial-{i}")
-            label = ax.text(
-                i, figure.value, _bar_label(figure), ha="center", va="bottom", fontsize=7
-            )
-        else:
-            (patch,) = ax.bar([i], [figure.value], color=RELEASED_COLOUR)
-            patch.set_gid(f"{prefix}-bar-{i}")
-            interval = figure.interval(scale)
-            top = figure.value
-            if interval is not None:
-                low, high = interval
-                lines = ax.errorbar(
-                    [i],
-                    [figure.value],
-                    yerr=[[figure.value - low], [high - figure.value]],
-                    fmt="none",
-                    ecolor="#222222",
-                    capsize=3,
-                    linewidth=1,
-                )
-                for line in lines.lines[2]:
-                    line.set_gid(f"{prefix}-interval-{i}")
-                top = high
-            label = ax.text(i, top, f"{figure.value:,}", ha="center", va="bottom", fontsize=7)
-        label.set_gid(f"{prefix}-label-{i}")
+            whisker.set_gid(f"{prefix}-interval-{i}")
+            top = high
+        if numbered:
+            label = ax.text(i, top, _bar_label(figure), ha="center", va="bottom", fontsize=7)
+            label.set_gid(f"{prefix}-label-{i}")
     ax.set_xlim(-0.6, len(bars) - 0.4)
     ax.set_ylim(0, height * 1.1)
     ax.spines[["top", "right"]].set_visible(False)
@@ -142,13 +160,20 @@ def upset_svg(found: ReportFigures) -> str:
         _bars(bars_ax, [p.figure for p in patterns], found.scale, "upset")
         bars_ax.set_ylabel("base rows")
         bars_ax.tick_params(axis="x", bottom=False, labelbottom=False)
+        # One collection each for the dots in and out and for the lines: a report of eight
+        # datasets has 128 patterns, and an artist per dot would draw slowly.
+        dots: dict[bool, tuple[list[int], list[int]]] = {True: ([], []), False: ([], [])}
+        spans: tuple[list[int], list[int], list[int]] = ([], [], [])
         for i, pattern in enumerate(patterns):
             members = [0, *(1 + found.others.index(o) for o in pattern.matched)]
             for row in range(len(datasets)):
-                matrix_ax.scatter(
-                    [i], [row], s=40, color="#222222" if row in members else "#dddddd", zorder=2
-                )
-            matrix_ax.plot([i, i], [min(members), max(members)], color="#222222", linewidth=1.5)
+                dots[row in members][0].append(i)
+                dots[row in members][1].append(row)
+            for part, value in zip(spans, (i, min(members), max(members)), strict=True):
+                part.append(value)
+        for inside, colour in ((False, "#dddddd"), (True, "#222222")):
+            matrix_ax.scatter(*dots[inside], s=40, color=colour, zorder=2)
+        matrix_ax.vlines(*spans, color="#222222", linewidth=1.5)
         matrix_ax.set_yticks(range(len(datasets)), [found.who(d) for d in datasets])
         matrix_ax.set_ylim(len(datasets) - 0.5, -0.5)
         matrix_ax.tick_params(axis="x", bottom=False, labelbottom=False)
@@ -255,7 +280,7 @@ def venn_svg(found: ReportFigures) -> str | None:
             set_label = diagram.get_label_by_id(letter)
             if set_label is not None:
                 set_label.set_gid(f"venn-set-{i}")
-        return _svg(canvas)
+        return _svg(canvas, tight=True)
 
 
 def heatmap_svg(found: ReportFigures) -> str:
@@ -334,12 +359,15 @@ def segments_svg(found: ReportFigures) -> str | None:
             ax = axes[index // columns][index % columns]
             _bars(ax, bars, found.scale, f"segment-{index}", height)
             ax.set_title(segment or "(none)", fontsize=9).set_gid(f"segment-{index}-title")
-            ax.set_xticks(
-                range(len(patterns)),
-                [_short_pattern(p, found.others) for p in patterns],
-                rotation=90,
-                fontsize=6,
-            )
+            if len(patterns) <= MAX_LABELLED_BARS:
+                ax.set_xticks(
+                    range(len(patterns)),
+                    [_short_pattern(p, found.others) for p in patterns],
+                    rotation=90,
+                    fontsize=6,
+                )
+            else:
+                ax.set_xticks([])
         for index in range(len(segments), rows * columns):
             axes[index // columns][index % columns].set_visible(False)
         canvas.supylabel("base rows")
