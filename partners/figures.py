@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from statistics import NormalDist
 
 import numpy as np
 
@@ -26,6 +27,9 @@ SUPPRESSED = "suppressed"
 # Tail mass below which the noise's probabilities are dropped when sums are convolved;
 # far below what changes a 95% quantile.
 _TAIL = 1e-15
+# Above this standard deviation of a sum, its quantile comes from the normal distribution
+# (a sum of at least a few dozen terms, or of noise scales in the tens of thousands).
+_EXACT_SPREAD = 20_000.0
 
 
 def percent(numerator: int, denominator: int) -> str:
@@ -78,7 +82,8 @@ def noise_half_width(scale: float, terms: int = 1, confidence: float = CONFIDENC
 
     The smallest whole `a` such that the sum of `terms` independent draws of OpenDP's
     discrete Laplace mechanism of this `scale` lies in [-a, a] with probability at least
-    `confidence`: exact for one term, by exact convolution for sums.
+    `confidence`: exact for one term, by exact convolution for sums (by the normal
+    distribution for sums whose standard deviation passes 20,000).
 
     Args:
         scale: The noise scale of the report (`ReportNoise.scale`).
@@ -89,6 +94,12 @@ def noise_half_width(scale: float, terms: int = 1, confidence: float = CONFIDENC
         return 0
     if terms == 1:
         return _single_half_width(scale, confidence)
+    t = math.exp(-1.0 / scale)
+    spread = math.sqrt(terms * 2 * t) / (1 - t)  # the sum's standard deviation
+    if spread > _EXACT_SPREAD:
+        # Very wide noise (a tiny epsilon) summed many times: the exact convolution would
+        # need tens of millions of points; the sum is then normal to far better than 1%.
+        return math.ceil(spread * NormalDist().inv_cdf(0.5 + confidence / 2))
     one = _pmf(scale)
     total: np.ndarray[tuple[int], np.dtype[np.float64]] | None = None
     power, left = one, terms

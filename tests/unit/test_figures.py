@@ -107,3 +107,11 @@ def test_owners_and_exact_sizes() -> None:
     assert base.terms == len(found.report.membership_cells)
     assert base.source == "sum of the membership cells"
     assert found.match_rate(dataset("acme-crm"), dataset("corvid-app-users")) == "21.5%"
+
+
+def test_very_wide_sums_use_the_normal_quantile_which_agrees_with_the_exact_one() -> None:
+    # Below the switch (exact convolution) and above it (normal): a sum's half-width grows
+    # with the square root of its terms, to well within 1% across the switch.
+    exact, normal = noise_half_width(1000.0, 150), noise_half_width(1000.0, 250)
+    assert normal / exact == pytest.approx((250 / 150) ** 0.5, rel=0.01)
+    assert noise_half_width(1e6, 1000) > 0  # a tiny epsilon still gets an interval at once
