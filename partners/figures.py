@@ -209,7 +209,7 @@ class Pattern:
     figure: Figure
 
     def label(self, others: Sequence[str]) -> str:
-        """`only <base>`-style words for the pattern, with short ids."""
+        """Words for the pattern with short ids: `in X & Y only`, or `in none of the others`."""
         if not self.matched:
             return "in none of the others"
         return "in " + " & ".join(short(o) for o in others if o in self.matched) + " only"
@@ -220,7 +220,6 @@ class Share:
     """A pattern's share of the released base rows of its segment, or why there is none."""
 
     text: str
-    note: str = ""
 
 
 @dataclass
