@@ -78,6 +78,7 @@ def test_members_see_every_dataset_but_no_size(server: RunningServer, tmp_path: 
         ("outsider", PARENT, "NOT_A_MEMBER"),
         ("ledger", PARENT, "ROLE_REQUIRED"),  # the auditor reads the log, not the catalog
         ("acme", "collaborations/no-such-thing", "NOT_A_MEMBER"),
+        ("stranger", PARENT, "UNKNOWN_CERTIFICATE"),  # a certificate of no partner
     ],
 )
 def test_only_members_may_list_and_every_call_is_logged(
@@ -92,7 +93,9 @@ def test_only_members_may_list_and_every_call_is_logged(
     events = server.events(METHOD)
     outcomes = [(e.caller, e.outcome.status_code) for e in events]
     assert ("partners/brightmart", "OK") in outcomes
-    if parent == PARENT:
+    if partner == "stranger":
+        assert any(code == "UNAUTHENTICATED" for _, code in outcomes)
+    elif parent == PARENT:
         assert (f"partners/{partner}", "PERMISSION_DENIED") in outcomes
 
 
