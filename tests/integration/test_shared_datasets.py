@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -18,6 +19,7 @@ from google.protobuf import json_format
 from partners.cli import main
 from partners.errors import AccessDeniedError
 from tests.support import (
+    BRANDS,
     COLLABORATION,
     RunningServer,
     dataset_name,
@@ -120,3 +122,32 @@ def test_the_command_line_lists_shared_datasets(server: RunningServer, tmp_path:
     listed = CliRunner().invoke(main, [*args, "--json"], env=env)
     assert listed.exit_code == 0, listed.output
     assert [d["owner"] for d in json.loads(listed.output)] == ["partners/acme", "partners/corvid"]
+
+
+def test_the_listing_pages(server: RunningServer, tmp_path: Path) -> None:
+    from cleanroom.v1 import partner_service_pb2, partner_service_pb2_grpc
+
+    names = [_upload(server, tmp_path, brand, 40, i) for i, brand in enumerate(BRANDS)]
+    with server.connection("corvid").channel() as channel:
+        stub = partner_service_pb2_grpc.PartnerServiceStub(channel)
+        seen, token = [], ""
+        while True:
+            request = partner_service_pb2.ListSharedDatasetsRequest(
+                parent=PARENT, page_size=1, page_token=token
+            )
+            page = stub.ListSharedDatasets(request, timeout=30)
+            assert len(page.shared_datasets) <= 1
+            seen += [d.name for d in page.shared_datasets]
+            token = page.next_page_token
+            if not token:
+                break
+        assert seen == sorted(names)
+        # A token that is not one of this listing is refused as bad input.
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ListSharedDatasets(
+                partner_service_pb2.ListSharedDatasetsRequest(
+                    parent=PARENT, page_token="bm90LWEtdG9rZW4"
+                ),
+                timeout=30,
+            )
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
