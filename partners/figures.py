@@ -17,10 +17,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from statistics import NormalDist
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from cleanroom.v1 import overlap_report_pb2
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    Probabilities = np.ndarray[tuple[int], np.dtype[np.float64]]
 
 CONFIDENCE = 0.95
 SUPPRESSED = "suppressed"
@@ -54,18 +58,20 @@ def _single_half_width(scale: float, confidence: float) -> int:
     return a
 
 
-def _pmf(scale: float) -> np.ndarray[tuple[int], np.dtype[np.float64]]:
+def _pmf(scale: float) -> Probabilities:
     """The discrete Laplace probabilities on -L..L, L where the tails fall below _TAIL."""
+    import numpy as np  # noqa: PLC0415 (only sums need it: tables start without it)
+
     t = math.exp(-1.0 / scale)
     reach = max(1, math.ceil(scale * -math.log(_TAIL)))
     x = np.abs(np.arange(-reach, reach + 1, dtype=np.float64))
     return np.asarray((1 - t) / (1 + t) * t**x, dtype=np.float64)
 
 
-def _convolve(
-    a: np.ndarray[tuple[int], np.dtype[np.float64]], b: np.ndarray[tuple[int], np.dtype[np.float64]]
-) -> np.ndarray[tuple[int], np.dtype[np.float64]]:
+def _convolve(a: Probabilities, b: Probabilities) -> Probabilities:
     """The distribution of the sum of two independent noises centred on their middles."""
+    import numpy as np  # noqa: PLC0415
+
     size = len(a) + len(b) - 1
     n = 1 << (size - 1).bit_length()
     out = np.fft.irfft(np.fft.rfft(a, n) * np.fft.rfft(b, n), n)[:size]
@@ -101,7 +107,9 @@ def noise_half_width(scale: float, terms: int = 1, confidence: float = CONFIDENC
         # need tens of millions of points; the sum is then normal to far better than 1%.
         return math.ceil(spread * NormalDist().inv_cdf(0.5 + confidence / 2))
     one = _pmf(scale)
-    total: np.ndarray[tuple[int], np.dtype[np.float64]] | None = None
+    import numpy as np  # noqa: PLC0415
+
+    total: Probabilities | None = None
     power, left = one, terms
     while left:  # binary powering: O(log terms) convolutions
         if left & 1:
