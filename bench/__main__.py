@@ -5,7 +5,14 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ("bench.startup", "bench.server", "bench.prepare", "bench.load", "bench.reports")
+MODULES = (
+    "bench.startup",
+    "bench.server",
+    "bench.prepare",
+    "bench.load",
+    "bench.operations",
+    "bench.reports",
+)
 
 
 def main() -> int:

@@ -65,6 +65,7 @@ class BenchServer:
                 identifier_types=["email", "phone", "maid"],
                 policy={"minimum_threshold": 50, "minimum_dataset_size": 1000, "noise": False},
                 comment="The benchmark's clean room: one brand per dataset, exact counts.",
+                ops_listen="127.0.0.1:0",  # any free port: benchmarks may run beside a server
             )
         )
         log_path = root / "server.log"

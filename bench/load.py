@@ -142,6 +142,7 @@ class LoadServer:
                     "epsilon_per_report": 0.001,
                 },
                 server={"max_workers": max_workers},
+                ops_listen="127.0.0.1:0",  # any free port: benchmarks may run beside a server
             )
         )
         self.log = root / "server.log"

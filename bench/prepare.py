@@ -4,6 +4,8 @@ Measures, on synthetic files made first (not timed) in a work folder under `--ou
 
 - emails: rows per second of `prepare` end to end (read CSV, normalize, digest, write
   Parquet), beside a plain per-row Python loop of normalize, SHA-256 and HMAC;
+- the same emails as a Thai Windows export: semicolon-delimited, cp874, with a column of
+  Thai names, delimiter and encoding told by `prepare` itself, beside the UTF-8 figure;
 - phones in mixed national and international formats: the same, beside the per-row loop
   that calls the phone library for every number;
 - `resolve` over three files of 1,000,000 records each: seconds;
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows=sizes.phone_rows,
                 baseline_rows=sizes.phone_baseline_rows,
             ),
+            "email_cp874": lambda: bench_cp874(work, rng, book, rows=sizes.email_rows),
             "resolve": lambda: bench_resolve(work, rng, book, sizes.resolve_records),
             "memory": lambda: bench_memory(work, rng, book, sizes.memory_bytes),
         }
@@ -140,8 +143,8 @@ def _arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         type=lambda text: set(text.split(",")),
-        default={"email", "phone", "resolve", "memory"},
-        help="a comma-separated subset of email, phone, resolve, memory",
+        default={"email", "email_cp874", "phone", "resolve", "memory"},
+        help="a comma-separated subset of email, email_cp874, phone, resolve, memory",
     )
     parser.add_argument("--no-warm-up", action="store_true", help="skip touching memory first")
     parser.add_argument(
@@ -212,6 +215,52 @@ def bench_column(
         flush=True,
     )
     return result
+
+
+THAI_NAMES = ("สมชาย", "สมหญิง", "ประยุทธ์", "วิภา", "กิตติ", "นภา")
+
+
+def bench_cp874(
+    work: Path, rng: np.random.Generator, book: _customers.PhoneBook, *, rows: int
+) -> dict[str, Any]:
+    """Time `prepare` on a semicolon-delimited cp874 CSV of emails and Thai names."""
+    utf8 = work / "email-th-utf8.csv"
+    source = work / "email-th.csv"
+    _customers.write_csv(utf8, rng, book, rows, ("email", "tier"))
+    names = pa.array(np.array(THAI_NAMES, dtype=object)[rng.integers(0, len(THAI_NAMES), rows)])
+    table = pa_csv.read_csv(utf8).append_column("name", names)
+    utf8.unlink()
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(table, sink, write_options=pa_csv.WriteOptions(delimiter=";"))
+    source.write_bytes(sink.getvalue().to_pybytes().decode().encode("cp874"))
+    del table, sink
+    print(
+        f"email_cp874: {rows:,} rows, {source.stat().st_size / 1e6:,.0f} MB of cp874 CSV",
+        flush=True,
+    )
+    before = _cpu_seconds()
+    started = time.perf_counter()
+    summary = prepare(
+        source,
+        work / "email-th.parquet",
+        secret=SECRET,
+        collaboration_id=COLLABORATION,
+        columns={"email": "email"},
+        segment_columns=["tier"],
+    )
+    seconds = time.perf_counter() - started
+    cpu = _cpu_seconds() - before
+    print(f"  prepare {rows / seconds:,.0f} rows/s ({summary.source})", flush=True)
+    return {
+        "rows": rows,
+        "csv_bytes": source.stat().st_size,
+        "seconds": seconds,
+        "rows_per_second": rows / seconds,
+        "cpu_seconds": cpu,
+        "cpu_microseconds_per_row": cpu / rows * 1e6,
+        "read_as": summary.source,
+        "valid": summary.types["email"].valid,
+    }
 
 
 def per_row_baseline(identifier_type: str, cells: list[str | None]) -> float:
@@ -507,6 +556,20 @@ def render(machine: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
                     _met(met),
                 )
             )
+    if "email_cp874" in results:
+        thai = results["email_cp874"]
+        utf8 = results.get("email")
+        rows.append(
+            (
+                f"emails, Thai export (`;`, cp874, Thai names): `prepare` {thai['rows']:,} rows",
+                f"{thai['rows_per_second']:,.0f} rows/s ({thai['seconds']:.1f} s,"
+                f" {thai['cpu_microseconds_per_row']:.2f} us CPU a row)",
+                f"UTF-8 CSV above: {utf8['rows_per_second']:,.0f} rows/s" if utf8 else "",
+                f"{thai['rows_per_second'] / utf8['rows_per_second']:.2f}x" if utf8 else "",
+                "shown beside UTF-8",
+                "",
+            )
+        )
     if "resolve" in results:
         resolved = results["resolve"]
         rows.append(

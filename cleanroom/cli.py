@@ -1,4 +1,9 @@
-"""`cleanroom`: the command line of the clean room's operators."""
+"""`cleanroom`: the command line of the clean room's operators.
+
+Every command that reads the server's configuration takes `--config` or, failing that,
+the environment variable `CLEANROOM_CONFIG`. gRPC is imported only by the commands that
+use it, so that `serve` can set GRPC_VERBOSITY before gRPC reads it.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,16 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.logging import RichHandler
+from rich.markup import escape
 
 from cleanroom.audit.check import check_logs
-from cleanroom.config import Config, load_config
-from cleanroom.demo.run import run_demo
-from cleanroom.errors import CleanRoomError
+from cleanroom.config import BUILTIN_IDENTIFIER_TYPES, Config, load_config
+from cleanroom.errors import CleanRoomError, ConfigError, ConfigProblemsError
 from cleanroom.names import SERVER_LOG
+from cleanroom.ops.backup import backup_data_dir, restore_data_dir
+from cleanroom.ops.checks import check_files
+from cleanroom.ops.logs import LEVELS, capture_native_stderr, configure_logging, grpc_verbosity
 from cleanroom.proofs.signed_note import NoteError, NoteSigner, NoteVerifier
-from cleanroom.service.server import serve as run_server
-from cleanroom.tls.files import read_tls
 from cleanroom.tls.pki import create_demo_pki, partner_dns_name, write_private_file
 from cleanroom.usecases.clean_room import load_signer
 
@@ -25,12 +30,26 @@ console = Console()
 errors = Console(stderr=True)
 
 
+def _problems(error: CleanRoomError) -> list[str]:
+    if isinstance(error, ConfigProblemsError):
+        return [p.message for p in error.problems]
+    return [error.message]
+
+
+def _fail(problems: list[str], code: int = 2) -> None:
+    for problem in problems:
+        errors.print(f"[bold red]error:[/] {escape(problem)}", soft_wrap=True)
+    if len(problems) > 1:
+        errors.print(f"{len(problems)} problems", soft_wrap=True)
+    sys.exit(code)
+
+
 def _config(path: Path) -> Config:
     try:
         return load_config(path)
     except CleanRoomError as error:
-        errors.print(f"[bold red]error:[/] {error.message}")
-        sys.exit(2)
+        _fail(_problems(error))
+        raise  # not reached: _fail exits
 
 
 # Every command that reads the server's configuration takes it from --config or from
@@ -62,40 +81,61 @@ def main() -> None:
 
 @main.command()
 @config_option
-@click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING"]))
-def serve(config_path: Path, log_level: str) -> None:
-    """Serve the clean room until SIGTERM or Ctrl-C."""
-    logging.basicConfig(
-        level=log_level, format="%(message)s", handlers=[RichHandler(console=errors)]
+@click.option("--log-level", default="INFO", type=click.Choice(LEVELS), show_default=True,
+              help="DEBUG adds probes and gRPC's own details; INFO logs every call.")  # fmt: skip
+@click.option("--log-format", default="json", type=click.Choice(["json", "text"]),
+              show_default=True, help="One JSON object a line, or key=value text.")  # fmt: skip
+def serve(config_path: Path, log_level: str, log_format: str) -> None:
+    """Serve the clean room until SIGTERM or Ctrl-C; SIGHUP reloads the configuration."""
+    grpc_verbosity(log_level)
+    configure_logging(
+        log_level, "json" if log_format == "json" else "text", capture_native_stderr()
     )
-    config = _config(config_path)
     try:
-        run_server(config)
+        config = load_config(config_path)
+        from cleanroom.service.server import serve as run_server  # noqa: PLC0415 - see above
+
+        run_server(config, config_path=config_path)
     except CleanRoomError as error:
-        errors.print(f"[bold red]error:[/] {error.message}")
-        sys.exit(1)
+        for problem in error.problems if isinstance(error, ConfigProblemsError) else [error]:
+            key = problem.key if isinstance(problem, ConfigError) else ""
+            logging.getLogger("cleanroom").error(
+                "cannot serve", extra={"key": key, "problem": problem.message}
+            )
+        sys.exit(2 if isinstance(error, ConfigError) else 1)
 
 
 @main.command(name="check-config")
 @config_option
 def check_config(config_path: Path) -> None:
-    """Check a configuration file and summarize it, without starting anything."""
+    """Check a configuration and the files it names, all at once, without starting."""
     config = _config(config_path)
-    try:
-        read_tls(config.server.tls)
-        load_signer(config.server.audit_signing_key)
-    except CleanRoomError as error:
-        errors.print(f"[bold red]error:[/] {error.message}")
-        sys.exit(2)
-    console.print(f"listen {config.server.listen}; data in {config.server.data_dir}")
+    files = check_files(config)
+    if files.problems:
+        _fail([p.message for p in files.problems])
+    for warning in files.warnings:
+        errors.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    server = config.server
+    console.print(
+        f"listen {server.listen}; ops (probes, metrics) {server.ops_listen};"
+        f" data in {server.data_dir}", soft_wrap=True
+    )  # fmt: skip
     for partner in config.partners.values():
         role = " (administrator)" if partner.administrator else ""
         console.print(f"partner {partner.id}{role}: {', '.join(partner.certificate_names)}")
     for c in config.collaborations.values():
+        kcv = c.key_check_value + (
+            f" (and the previous {c.previous_key_check_value} during a rotation)"
+            if c.previous_key_check_value
+            else ""
+        )
+        builtin = [t for t in c.identifier_types if t in BUILTIN_IDENTIFIER_TYPES]
         console.print(
-            f"collaboration {c.id}: KCV {c.key_check_value}, types {', '.join(c.identifier_types)},"
+            f"collaboration {c.id}: KCV {kcv}; built-in types {', '.join(builtin) or 'none'};"
+            f" declared types {', '.join(c.declared_identifier_types) or 'none'};"
             f" threshold {c.policy.minimum_threshold},"
-            f" minimum dataset size {c.policy.minimum_dataset_size}"
+            f" minimum dataset size {c.policy.minimum_dataset_size}",
+            soft_wrap=True,
         )
         for partner_id, roles in sorted(c.members.items()):
             console.print(f"  {partner_id}: {', '.join(sorted(roles))}")
@@ -108,19 +148,31 @@ def pki() -> None:
 
 
 @pki.command(name="init")
-@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False))
+@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Where the certificates and keys to hand out go.")  # fmt: skip
+@click.option("--ca-key-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where the CA's private key goes (mode 0700), apart from what is handed"
+              " out; default: OUT/ca-private.")  # fmt: skip
 @click.option("--partner", "partners", multiple=True, required=True,
               help="A partner id to issue a client certificate for. Repeat for each.")  # fmt: skip
 @click.option("--host", "hosts", multiple=True, default=("localhost", "127.0.0.1"),
               show_default=True, help="A name or address of the server.")  # fmt: skip
-def pki_init(out: Path, partners: tuple[str, ...], hosts: tuple[str, ...]) -> None:
+def pki_init(
+    out: Path, ca_key_dir: Path | None, partners: tuple[str, ...], hosts: tuple[str, ...]
+) -> None:
     """Create a CA, a server certificate and one client certificate per partner."""
     try:
-        made = create_demo_pki(out, partners=partners, server_hosts=hosts)
+        made = create_demo_pki(
+            out,
+            partners=partners,
+            server_hosts=hosts,
+            ca_key_directory=ca_key_dir or out / "ca-private",
+        )
     except CleanRoomError as error:
         errors.print(f"[bold red]error:[/] {error.message}")
         sys.exit(2)
-    console.print(f"CA: {made.ca.certificate}\nserver: {made.server.certificate}")
+    console.print(f"CA: {made.ca.certificate} (its key apart: {made.ca.private_key})")
+    console.print(f"server: {made.server.certificate}")
     for partner_id, files in made.partners.items():
         console.print(f"{partner_id}: {files.certificate} (SAN {partner_dns_name(partner_id)})")
 
@@ -194,4 +246,49 @@ def _signer(config: Config) -> NoteSigner:
               help="Where the demo writes certificates, files and the server's data.")  # fmt: skip
 def demo(rows: int, work_dir: Path) -> None:
     """Run the whole path once: three brands, a three-way report, the query log."""
+    from cleanroom.demo.run import run_demo  # noqa: PLC0415 - it loads gRPC
+
     sys.exit(run_demo(work_dir=work_dir, rows=rows, console=console))
+
+
+@main.command()
+@config_option
+@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="A new directory for the copy (mode 0700).")  # fmt: skip
+def backup(config_path: Path, out: Path) -> None:
+    """Copy the data directory consistently, while the server runs (uploads included)."""
+    config = _config(config_path)
+    try:
+        made = backup_data_dir(config.server.data_dir, out)
+    except CleanRoomError as error:
+        _fail([error.message])
+    console.print(
+        f"backed up {made.datasets} dataset files and the database"
+        f" ({made.bytes:,} bytes) to {made.directory}", soft_wrap=True
+    )  # fmt: skip
+    console.print(
+        "check it with: cleanroom audit check --data-dir "
+        f"{made.directory}; the signing key and TLS files are not in it: keep them apart",
+        soft_wrap=True,
+    )
+
+
+@main.command()
+@config_option
+@click.option("--from", "source", required=True,
+              type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="A directory written by `cleanroom backup`.")  # fmt: skip
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Restore here instead of the configured data directory.")  # fmt: skip
+def restore(config_path: Path, source: Path, data_dir: Path | None) -> None:
+    """Restore a backup into an empty data directory (the server stopped)."""
+    config = _config(config_path)
+    target = data_dir or config.server.data_dir
+    try:
+        made = restore_data_dir(source, target)
+    except CleanRoomError as error:
+        _fail([error.message])
+    console.print(
+        f"restored {made.datasets} dataset files and the database to {made.directory};"
+        " check it with `cleanroom audit check` before serving it", soft_wrap=True
+    )  # fmt: skip

@@ -7,15 +7,18 @@ Relative paths are taken from the directory of the file.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import enum
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, cast
 
-from cleanroom.errors import ConfigError
+from cleanroom.errors import ConfigError, ConfigProblemsError
 from cleanroom.names import ID_PATTERN, ID_RULE
 
 BUILTIN_IDENTIFIER_TYPES = ("email", "phone", "maid")
@@ -54,6 +57,7 @@ class ServerConfig:
     max_upload_message_bytes: int = 4 * 1024 * 1024
     upload_idle_timeout_seconds: float = 60.0
     retention_sweep_seconds: float = 3600.0
+    ops_listen: str = "127.0.0.1:9464"
 
 
 @dataclass(frozen=True)
@@ -102,24 +106,32 @@ class PrivacyPolicy:
     max_reports_per_partner_per_day: int = 0
 
     def __post_init__(self) -> None:
-        checks = [
-            ("minimum_threshold", self.minimum_threshold >= THRESHOLD_FLOOR,
-             f"must be at least {THRESHOLD_FLOOR}"),
-            ("minimum_dataset_size", self.minimum_dataset_size >= self.minimum_threshold,
-             f"must be at least minimum_threshold ({self.minimum_threshold})"),
-            ("epsilon_budget", 0 < self.epsilon_budget <= MAX_EPSILON,
-             f"must be above 0 and at most {MAX_EPSILON}"),
-            ("epsilon_per_report", 0 < self.epsilon_per_report <= self.epsilon_budget,
-             f"must be above 0 and at most epsilon_budget ({self.epsilon_budget})"),
-            ("match_rate_cap", self.match_rate_cap is None or 0 < self.match_rate_cap < 1,
-             "must be between 0 and 1, e.g. 0.85"),
-            ("max_reports_per_partner_per_day", self.max_reports_per_partner_per_day >= 0,
-             "must be 0 (no limit) or more"),
-        ]  # fmt: skip
-        for field_name, ok, rule in checks:
-            if not ok:
-                value = getattr(self, field_name)
-                raise PolicyError(field_name, f"{rule}, got {value}")
+        problems = policy_problems(self)
+        if problems:
+            raise problems[0]
+
+
+def policy_problems(policy: PrivacyPolicy) -> list[PolicyError]:
+    """Every rule that the values of `policy` break, each naming its field."""
+    checks = [
+        ("minimum_threshold", policy.minimum_threshold >= THRESHOLD_FLOOR,
+         f"must be at least {THRESHOLD_FLOOR}"),
+        ("minimum_dataset_size", policy.minimum_dataset_size >= policy.minimum_threshold,
+         f"must be at least minimum_threshold ({policy.minimum_threshold})"),
+        ("epsilon_budget", 0 < policy.epsilon_budget <= MAX_EPSILON,
+         f"must be above 0 and at most {MAX_EPSILON}"),
+        ("epsilon_per_report", 0 < policy.epsilon_per_report <= policy.epsilon_budget,
+         f"must be above 0 and at most epsilon_budget ({policy.epsilon_budget})"),
+        ("match_rate_cap", policy.match_rate_cap is None or 0 < policy.match_rate_cap < 1,
+         "must be between 0 and 1, e.g. 0.85"),
+        ("max_reports_per_partner_per_day", policy.max_reports_per_partner_per_day >= 0,
+         "must be 0 (no limit) or more"),
+    ]  # fmt: skip
+    return [
+        PolicyError(name, f"{rule}, got {getattr(policy, name)}")
+        for name, ok, rule in checks
+        if not ok
+    ]
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,18 @@ class Collaboration:
     members: Mapping[str, frozenset[Role]]
     policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
     retention_days: int | None = None
+    previous_key_check_value: str | None = None
+
+    @property
+    def accepted_key_check_values(self) -> tuple[str, ...]:
+        """The KCVs that uploads may carry: the current one, and the previous during a rotation."""
+        previous = self.previous_key_check_value
+        return (self.key_check_value,) if previous is None else (self.key_check_value, previous)
+
+    @property
+    def declared_identifier_types(self) -> tuple[str, ...]:
+        """The identifier types this collaboration declares beside the built-in ones."""
+        return tuple(t for t in self.identifier_types if t not in BUILTIN_IDENTIFIER_TYPES)
 
     def roles_of(self, partner: Partner) -> frozenset[Role]:
         """The partner's roles here: its member roles, plus admin for administrators."""
@@ -156,57 +180,124 @@ class Config:
         return None
 
 
-class _Table:
-    """A TOML table read strictly: unknown keys and wrong types are errors naming the key."""
+class _SkipError(Exception):
+    """A required value is missing or bad: the object that needs it is skipped, not checked."""
 
-    def __init__(self, data: Mapping[str, Any], key: str, allowed: set[str]) -> None:
+
+class _Problems:
+    """The problems found so far; parsing goes on after each so that all are shown at once."""
+
+    def __init__(self) -> None:
+        self.found: list[ConfigError] = []
+
+    def add(self, key: str, message: str) -> None:
+        self.found.append(ConfigError(key, message))
+
+    def skip(self, key: str, message: str) -> _SkipError:
+        """Records a problem that leaves nothing to check further; raise what it returns."""
+        self.add(key, message)
+        return _SkipError(key)
+
+
+def _did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`; did you mean 'x'?` for a near miss of one of `choices`, else an empty string."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class _Table:
+    """A TOML table read strictly: unknown keys and wrong types are problems naming the key.
+
+    A bad value with a default is recorded and the default used, so that later keys are
+    still checked; a bad required value raises `_SkipError` for the object that needs it.
+    """
+
+    def __init__(
+        self, data: Mapping[str, Any], key: str, allowed: set[str], problems: _Problems
+    ) -> None:
         self.data = data
         self.key = key
+        self.problems = problems
         for name in data:
             if name not in allowed:
-                raise ConfigError(
-                    self.child(name), f"unknown key; expected one of {', '.join(sorted(allowed))}"
+                hint = _did_you_mean(name, allowed)
+                expected = ", ".join(sorted(allowed))
+                problems.add(
+                    self.child(name),
+                    f"unknown key{hint} Expected one of {expected}"
+                    if hint
+                    else f"unknown key; expected one of {expected}",
                 )
 
     def child(self, name: str) -> str:
         return f"{self.key}.{name}" if self.key else name
 
+    def problem(self, name: str, message: str) -> None:
+        """Records a problem with the value of `name`."""
+        self.problems.add(self.child(name), message)
+
     def get(self, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
         if name not in self.data:
             if default is ...:
-                raise ConfigError(self.child(name), "required key is missing")
+                raise self.problems.skip(self.child(name), "required key is missing")
             return default
         value = self.data[name]
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            names = " or ".join(k.__name__ for k in kinds)
-            raise ConfigError(self.child(name), f"must be a {names}, got {type(value).__name__}")
+            names = " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
+            message = f"must be {names}, got {_KIND_NAMES.get(type(value), type(value).__name__)}"
+            if default is ...:
+                raise self.problems.skip(self.child(name), message)
+            self.problem(name, message)
+            return default
         return float(cast("float", value)) if float in kinds else value
 
     def get_id(self, name: str) -> str:
         value: str = self.get(name, str)
         if not ID_PATTERN.fullmatch(value):
-            raise ConfigError(self.child(name), f"{value!r} is not a valid id: use {ID_RULE}")
+            raise self.problems.skip(
+                self.child(name), f"{value!r} is not a valid id: use {ID_RULE}"
+            )
         return value
 
     def get_strings(self, name: str, default: Any = ...) -> tuple[str, ...]:
         values = self.get(name, list, default)
         if not all(isinstance(v, str) for v in values):
-            raise ConfigError(self.child(name), "must be a list of strings")
+            if default is ...:
+                raise self.problems.skip(self.child(name), "must be a list of strings")
+            self.problem(name, "must be a list of strings")
+            return tuple(default)
         return tuple(values)
+
+    def table(self, name: str, allowed: set[str], default: Any = ...) -> _Table:
+        """The sub-table `name`, read with its own allowed keys."""
+        return _Table(self.get(name, dict, default), self.child(name), allowed, self.problems)
 
     def tables(self, name: str) -> list[tuple[str, Mapping[str, Any]]]:
         items = self.get(name, list, [])
         if not all(isinstance(item, dict) for item in items):
-            raise ConfigError(self.child(name), f"must be an array of tables ([[{name}]])")
+            self.problem(name, f"must be an array of tables ([[{name}]])")
+            return []
         return [(f"{self.child(name)}[{i}]", item) for i, item in enumerate(items)]
+
+
+# "must be a int" reads badly; TOML's own names for its types read well.
+_KIND_NAMES: dict[type, str] = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "a string",
+    list: "an array",
+    dict: "a table",
+}
 
 
 def load_config(path: Path) -> Config:
     """Reads and checks the configuration file at `path`.
 
     Raises:
-        ConfigError: The file is missing, is not TOML, or has a bad value.
+        ConfigError: The file is missing, is not TOML, or has bad values (a `ConfigProblemsError`
+            listing every one of them).
     """
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -214,22 +305,35 @@ def load_config(path: Path) -> Config:
         raise ConfigError(str(path), "configuration file not found") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(str(path), f"not a valid TOML file: {error}") from None
+    except OSError as error:
+        raise ConfigError(str(path), f"cannot read the file: {error.strerror}") from None
     return parse_config(data, base_dir=path.resolve().parent)
 
 
 def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
-    """Checks configuration data already read from TOML; paths are relative to `base_dir`."""
-    root = _Table(data, "", {"server", "partners", "collaborations"})
-    server = _parse_server(_Table(root.get("server", dict), "server", _SERVER_KEYS), base_dir)
+    """Checks configuration data already read from TOML; paths are relative to `base_dir`.
+
+    Raises:
+        ConfigProblemsError: Every problem found, each naming its key.
+    """
+    problems = _Problems()
+    root = _Table(data, "", {"server", "partners", "collaborations"}, problems)
+    server: ServerConfig | None = None
+    with contextlib.suppress(_SkipError):
+        server = _parse_server(root.table("server", _SERVER_KEYS), base_dir)
     partners: dict[str, Partner] = {}
     owners: dict[str, str] = {}
     for key, table in root.tables("partners"):
-        partner = _parse_partner(_Table(table, key, _PARTNER_KEYS))
+        try:
+            partner = _parse_partner(_Table(table, key, _PARTNER_KEYS, problems))
+        except _SkipError:
+            continue
         if partner.id in partners:
-            raise ConfigError(f"{key}.id", f"partner {partner.id!r} is defined twice")
+            problems.add(f"{key}.id", f"partner {partner.id!r} is defined twice")
+            continue
         for name in partner.certificate_names:
             if name in owners:
-                raise ConfigError(
+                problems.add(
                     f"{key}.certificate_names",
                     f"{name!r} already belongs to partner {owners[name]!r}",
                 )
@@ -237,11 +341,24 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
         partners[partner.id] = partner
     collaborations: dict[str, Collaboration] = {}
     for key, table in root.tables("collaborations"):
-        collaboration = _parse_collaboration(_Table(table, key, _COLLABORATION_KEYS), partners)
+        try:
+            collaboration = _parse_collaboration(
+                _Table(table, key, _COLLABORATION_KEYS, problems), partners
+            )
+        except _SkipError:
+            continue
         if collaboration.id in collaborations:
-            raise ConfigError(f"{key}.id", f"collaboration {collaboration.id!r} is defined twice")
+            problems.add(f"{key}.id", f"collaboration {collaboration.id!r} is defined twice")
+            continue
         collaborations[collaboration.id] = collaboration
-    return Config(server=server, partners=partners, collaborations=collaborations)
+    if problems.found or server is None:
+        raise ConfigProblemsError(problems.found)
+    # Read-only views: a configuration is a snapshot that running calls share.
+    return Config(
+        server=server,
+        partners=MappingProxyType(partners),
+        collaborations=MappingProxyType(collaborations),
+    )
 
 
 _SERVER_KEYS = {
@@ -249,6 +366,7 @@ _SERVER_KEYS = {
     "data_dir",
     "tls",
     "audit",
+    "ops",
     "max_workers",
     "max_upload_message_bytes",
     "upload_idle_timeout_seconds",
@@ -256,12 +374,14 @@ _SERVER_KEYS = {
 }
 _TLS_KEYS = {"certificate", "private_key", "client_ca"}
 _AUDIT_KEYS = {"signing_key"}
+_OPS_KEYS = {"listen"}
 _PARTNER_KEYS = {"id", "display_name", "certificate_names", "administrator"}
 _COLLABORATION_KEYS = {
     "id",
     "retention_days",
     "display_name",
     "key_check_value",
+    "previous_key_check_value",
     "identifier_types",
     "members",
     "policy",
@@ -281,43 +401,49 @@ _POLICY_KEYS = set(_POLICY_TYPES)
 
 
 def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
-    tls = _Table(table.get("tls", dict), table.child("tls"), _TLS_KEYS)
-    audit = _Table(table.get("audit", dict), table.child("audit"), _AUDIT_KEYS)
+    def path(t: _Table | None, name: str) -> Path | None:
+        if t is None:
+            return None
+        try:
+            return base_dir / Path(t.get(name, str))
+        except _SkipError:
+            return None
 
-    def path(t: _Table, name: str) -> Path:
-        return base_dir / Path(t.get(name, str))
-
+    tls = audit = None
+    with contextlib.suppress(_SkipError):
+        tls = table.table("tls", _TLS_KEYS)
+    with contextlib.suppress(_SkipError):
+        audit = table.table("audit", _AUDIT_KEYS)
+    ops = table.table("ops", _OPS_KEYS, {})
     max_workers = table.get("max_workers", int, 8)
     if not 1 <= max_workers <= 256:
-        raise ConfigError(table.child("max_workers"), f"must be 1 to 256, got {max_workers}")
+        table.problem("max_workers", f"must be 1 to 256, got {max_workers}")
     max_message = table.get("max_upload_message_bytes", int, 4 * 1024 * 1024)
     if not 64 * 1024 <= max_message <= 64 * 1024 * 1024:
-        raise ConfigError(
-            table.child("max_upload_message_bytes"), f"must be 64 KiB to 64 MiB, got {max_message}"
-        )
-    return ServerConfig(
-        listen=_listen(table),
-        data_dir=path(table, "data_dir"),
-        tls=TlsConfig(
-            certificate=path(tls, "certificate"),
-            private_key=path(tls, "private_key"),
-            client_ca=path(tls, "client_ca"),
-        ),
-        audit_signing_key=path(audit, "signing_key"),
-        max_workers=max_workers,
-        max_upload_message_bytes=max_message,
-        upload_idle_timeout_seconds=_seconds(table, "upload_idle_timeout_seconds", 60.0),
-        retention_sweep_seconds=_seconds(table, "retention_sweep_seconds", 3600.0),
-    )
+        table.problem("max_upload_message_bytes", f"must be 64 KiB to 64 MiB, got {max_message}")
+    values = {
+        "listen": _listen(table, "listen", "127.0.0.1:50051"),
+        "ops_listen": _listen(ops, "listen", "127.0.0.1:9464"),
+        "data_dir": path(table, "data_dir"),
+        "audit_signing_key": path(audit, "signing_key"),
+        "max_workers": max_workers,
+        "max_upload_message_bytes": max_message,
+        "upload_idle_timeout_seconds": _seconds(table, "upload_idle_timeout_seconds", 60.0),
+        "retention_sweep_seconds": _seconds(table, "retention_sweep_seconds", 3600.0),
+    }
+    files = {name: path(tls, name) for name in ("certificate", "private_key", "client_ca")}
+    if tls is None or None in files.values() or None in values.values():
+        raise _SkipError("server")
+    return ServerConfig(tls=TlsConfig(**cast("dict[str, Path]", files)), **values)
 
 
-def _listen(table: _Table) -> str:
-    listen: str = table.get("listen", str, "127.0.0.1:50051")
+def _listen(table: _Table, name: str, default: str) -> str:
+    listen: str = table.get(name, str, default)
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(
-            table.child("listen"),
-            f"must be host:port with a port from 0 to 65535, e.g. 127.0.0.1:50051; got {listen!r}",
+        table.problem(
+            name,
+            f"must be host:port with a port from 0 to 65535, e.g. {default}; got {listen!r}",
         )
     return listen
 
@@ -325,7 +451,7 @@ def _listen(table: _Table) -> str:
 def _seconds(table: _Table, name: str, default: float) -> float:
     value: float = table.get(name, (int, float), default)
     if not 0.1 <= value <= 86400 * 7:
-        raise ConfigError(table.child(name), f"must be 0.1 to 604800 seconds, got {value}")
+        table.problem(name, f"must be 0.1 to 604800 seconds, got {value}")
     return value
 
 
@@ -333,7 +459,7 @@ def _parse_partner(table: _Table) -> Partner:
     partner_id = table.get_id("id")
     names = table.get_strings("certificate_names")
     if not names:
-        raise ConfigError(table.child("certificate_names"), "list at least one certificate name")
+        table.problem("certificate_names", "list at least one certificate name")
     return Partner(
         id=partner_id,
         display_name=table.get("display_name", str, partner_id),
@@ -342,57 +468,105 @@ def _parse_partner(table: _Table) -> Partner:
     )
 
 
-def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Collaboration:
-    collaboration_id = table.get_id("id")
-    kcv = table.get("key_check_value", str)
-    if not KCV_PATTERN.fullmatch(kcv):
-        raise ConfigError(
-            table.child("key_check_value"),
-            "must be 16 lowercase hex characters, as `cleanroom-partner keygen` prints",
+def _kcv(table: _Table, name: str, *, required: bool) -> str | None:
+    kcv: str | None = table.get(name, str, ... if required else None)
+    if kcv is not None and not KCV_PATTERN.fullmatch(kcv):
+        table.problem(
+            name, "must be 16 lowercase hex characters, as `cleanroom-partner keygen` prints"
         )
+    return kcv
+
+
+def _identifier_types(table: _Table) -> tuple[str, ...]:
     types = table.get_strings("identifier_types", BUILTIN_IDENTIFIER_TYPES)
     for identifier_type in types:
         if not ID_PATTERN.fullmatch(identifier_type.replace("_", "-")):
-            raise ConfigError(
-                table.child("identifier_types"), f"{identifier_type!r} is not a valid type name"
-            )
-    if len(set(types)) != len(types) or not types:
-        raise ConfigError(table.child("identifier_types"), "list each type once, at least one")
-    members: dict[str, frozenset[Role]] = {}
-    for key, item in table.tables("members"):
-        member = _Table(item, key, _MEMBER_KEYS)
-        partner_id = member.get("partner", str)
-        if partner_id not in partners:
-            raise ConfigError(f"{key}.partner", f"no partner {partner_id!r} is defined")
-        if partner_id in members:
-            raise ConfigError(f"{key}.partner", f"partner {partner_id!r} is a member twice")
-        roles = member.get_strings("roles")
-        valid = {role.value for role in Role}
-        for role in roles:
-            if role not in valid:
-                raise ConfigError(
-                    f"{key}.roles", f"unknown role {role!r}; use {', '.join(sorted(valid))}"
+            table.problem("identifier_types", f"{identifier_type!r} is not a valid type name")
+        elif identifier_type not in BUILTIN_IDENTIFIER_TYPES:
+            # A declared type is normalized by trimming only: a misspelt built-in would
+            # silently become one, and match nothing the brands' emails match.
+            hint = _did_you_mean(identifier_type, BUILTIN_IDENTIFIER_TYPES)
+            if hint:
+                table.problem(
+                    "identifier_types",
+                    f"{identifier_type!r} looks like a misspelt built-in type{hint} (built-in:"
+                    f" {', '.join(BUILTIN_IDENTIFIER_TYPES)}); a declared type needs a name of"
+                    " its own, such as loyalty_id",
                 )
-        members[partner_id] = frozenset(Role(role) for role in roles)
-    policy_table = _Table(table.get("policy", dict, {}), table.child("policy"), _POLICY_KEYS)
+    if len(set(types)) != len(types) or not types:
+        table.problem("identifier_types", "list each type once, at least one")
+    return types
+
+
+def _members(table: _Table, partners: Mapping[str, Partner]) -> dict[str, frozenset[Role]]:
+    members: dict[str, frozenset[Role]] = {}
+    valid = {role.value for role in Role}
+    for key, item in table.tables("members"):
+        member = _Table(item, key, _MEMBER_KEYS, table.problems)
+        try:
+            partner_id = member.get("partner", str)
+            roles = member.get_strings("roles")
+        except _SkipError:
+            continue
+        if partner_id not in partners:
+            member.problem(
+                "partner",
+                f"no partner {partner_id!r} is defined{_did_you_mean(partner_id, partners)}",
+            )
+            continue
+        if partner_id in members:
+            member.problem("partner", f"partner {partner_id!r} is a member twice")
+            continue
+        unknown = [role for role in roles if role not in valid]
+        for role in unknown:
+            member.problem(
+                "roles",
+                f"unknown role {role!r}{_did_you_mean(role, valid)}; use"
+                f" {', '.join(sorted(valid))}",
+            )
+        members[partner_id] = frozenset(Role(role) for role in roles if role in valid)
+    return members
+
+
+def _policy(table: _Table) -> PrivacyPolicy:
+    policy_table = table.table("policy", _POLICY_KEYS, {})
     defaults = PrivacyPolicy()
     values = {
         name: policy_table.get(name, kind, getattr(defaults, name))
         for name, kind in _POLICY_TYPES.items()
     }
-    try:
-        policy = PrivacyPolicy(**values)
-    except PolicyError as error:
-        raise ConfigError(policy_table.child(error.field), str(error)) from None
+    # Checked whole first, so that every broken rule is told, not only the first.
+    unchecked = object.__new__(PrivacyPolicy)
+    for name, value in values.items():
+        object.__setattr__(unchecked, name, value)
+    broken = policy_problems(unchecked)
+    for error in broken:
+        policy_table.problem(error.field, str(error))
+    return defaults if broken else PrivacyPolicy(**values)
+
+
+def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Collaboration:
+    collaboration_id = table.get_id("id")
+    kcv = _kcv(table, "key_check_value", required=True)
+    previous = _kcv(table, "previous_key_check_value", required=False)
+    if previous is not None and previous == kcv:
+        table.problem(
+            "previous_key_check_value",
+            "is the same as key_check_value; during a rotation it is the old secret's KCV",
+        )
+    types = _identifier_types(table)
+    members = _members(table, partners)
+    policy = _policy(table)
     retention = table.get("retention_days", int, None)
     if retention is not None and not 1 <= retention <= 36500:
-        raise ConfigError(table.child("retention_days"), f"must be 1 to 36500, got {retention}")
+        table.problem("retention_days", f"must be 1 to 36500, got {retention}")
     return Collaboration(
         id=collaboration_id,
         retention_days=retention,
         display_name=table.get("display_name", str, collaboration_id),
-        key_check_value=kcv,
+        key_check_value=str(kcv),
+        previous_key_check_value=previous,
         identifier_types=types,
-        members=members,
+        members=MappingProxyType(members),
         policy=policy,
     )

@@ -81,3 +81,19 @@ class ConfigError(CleanRoomError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__("INVALID_CONFIG", f"{key}: {message}", key=key)
         self.key = key
+
+
+class ConfigProblemsError(ConfigError):
+    """Every problem of a configuration at once; `key` and `message` lead with the first.
+
+    Attributes:
+        problems: Each problem, naming its key, in the order of the file.
+    """
+
+    def __init__(self, problems: list[ConfigError]) -> None:
+        first = problems[0]
+        super().__init__(first.key, first.message.removeprefix(f"{first.key}: "))
+        self.problems = list(problems)
+        if len(problems) > 1:
+            self.message = "\n".join(p.message for p in problems)
+            self.args = (self.message,)

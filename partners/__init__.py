@@ -5,7 +5,8 @@ the brand), uploads the digests, asks for overlap reports and reads the query lo
 
 Holds the preparation of customer files (`partners.preparation`), the client of the clean
 room's API (`client`), the auditor's verification and export of the log (`partners.audit`),
-the rendering of results (`render`) and the command line (`cli`). Imports the common part of
+the rendering of results (`render`), reports as pandas DataFrames (`frames`), connection
+profiles (`profiles`) and the command line (`cli`). Imports the common part of
 `cleanroom` (`cleanroom.v1`, `cleanroom.proofs`) and never the server. The names below are
 loaded on first use, so that `import partners` (and the command line's start) costs nothing.
 """
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from partners.client import CleanRoomClient, Connection
     from partners.errors import InputError, PartnerError, ServerError
+    from partners.frames import report_frame
     from partners.preparation.digest import key_check_value, new_secret, read_secret, write_secret
     from partners.preparation.pipeline import (
         DigestFile,
@@ -42,6 +44,7 @@ _EXPORTS = {
     "prepare": "partners.preparation.pipeline",
     "read_digest_file": "partners.preparation.pipeline",
     "read_secret": "partners.preparation.digest",
+    "report_frame": "partners.frames",
     "resolve": "partners.preparation.resolve",
     "write_secret": "partners.preparation.digest",
 }
@@ -61,6 +64,7 @@ __all__ = [
     "prepare",
     "read_digest_file",
     "read_secret",
+    "report_frame",
     "resolve",
     "write_secret",
 ]

@@ -132,16 +132,86 @@ def _upload_table(path: Path) -> tuple[pa.Table, Any]:
     return table.select(schema.names).cast(schema), info
 
 
-class CleanRoomClient:
-    """A partner's client of the clean room server. Use it as a context manager."""
+def _full_name(collaboration: str | None, collection: str, value: str) -> str:
+    """A full resource name from a short id in the default collaboration, or the name itself."""
+    if "/" in value or collaboration is None:
+        return value
+    return f"{_parent(collaboration)}/{collection}/{value}"
 
-    def __init__(self, connection: Connection, *, timeout: float = 300.0) -> None:
+
+def _parent(collaboration: str) -> str:
+    """`collaborations/ID` from an id; a name (anything with a `/`) is kept as it is."""
+    return collaboration if "/" in collaboration else f"collaborations/{collaboration}"
+
+
+class CleanRoomClient:
+    """A partner's client of the clean room server. Use it as a context manager.
+
+    With a default `collaboration`, every method that takes a resource name also takes a
+    short id (`acme-customers` for `collaborations/ID/datasets/acme-customers`), and every
+    `parent` may be the collaboration's id or left out.
+    """
+
+    def __init__(
+        self, connection: Connection, *, timeout: float = 300.0, collaboration: str | None = None
+    ) -> None:
         self.connection = connection
+        self.collaboration = collaboration
         self.timeout = timeout
         self._channel = connection.channel()
         self._partners = partner_service_pb2_grpc.PartnerServiceStub(self._channel)
         self._reports = report_service_pb2_grpc.ReportServiceStub(self._channel)
         self._audit = audit_service_pb2_grpc.AuditServiceStub(self._channel)
+
+    @classmethod
+    def from_profile(cls, profile: str | None = None, *, timeout: float = 300.0) -> Self:
+        """A client for a connection profile of the partner config file (`partners.profiles`).
+
+        The environment (CLEANROOM_SERVER, ..., CLEANROOM_COLLABORATION) wins over the
+        profile, as on the command line; the profile is `profile`, else CLEANROOM_PROFILE,
+        else the file's `default_profile`.
+
+        Raises:
+            InputError: If a setting is missing (MISSING_SETTING) or the profile is unknown.
+        """
+        from partners import profiles  # noqa: PLC0415 (only for this constructor)
+
+        found = profiles.resolved({}, profiles.profile_name(profile))
+        for key in ("server", "cert", "key", "ca"):
+            if not found[key].value:
+                raise errors.InputError(
+                    "MISSING_SETTING",
+                    f"No {key!r} is set: add it to the profile in {profiles.config_path()} or"
+                    f" set {profiles.SETTINGS[key]}.",
+                    {"setting": key},
+                )
+        connection = Connection(
+            target=str(found["server"].value),
+            certificate=Path(str(found["cert"].value)),
+            private_key=Path(str(found["key"].value)),
+            ca_certificate=Path(str(found["ca"].value)),
+            server_name=found["server_name"].value,
+        )
+        return cls(connection, timeout=timeout, collaboration=found["collaboration"].value)
+
+    def dataset_name(self, dataset: str) -> str:
+        """The full name of a dataset given by name or by id in the default collaboration."""
+        return _full_name(self.collaboration, "datasets", dataset)
+
+    def report_name(self, report: str) -> str:
+        """The full name of a report given by name or by id in the default collaboration."""
+        return _full_name(self.collaboration, "overlapReports", report)
+
+    def _parent_of(self, parent: str | None) -> str:
+        if parent:
+            return _parent(parent)
+        if self.collaboration is None:
+            raise errors.InputError(
+                "NO_COLLABORATION",
+                "No collaboration was given: pass it, or make the client with one"
+                " (collaboration=, or a profile's collaboration).",
+            )
+        return _parent(self.collaboration)
 
     def __enter__(self) -> Self:
         return self
@@ -214,12 +284,13 @@ class CleanRoomClient:
 
     def get_dataset(self, name: str) -> dataset_pb2.Dataset:
         """A dataset of the caller's brand, by name."""
-        request = partner_service_pb2.GetDatasetRequest(name=name)
+        request = partner_service_pb2.GetDatasetRequest(name=self.dataset_name(name))
         with _mapped_errors():
             return self._partners.GetDataset(request, timeout=self.timeout).dataset
 
-    def list_datasets(self, parent: str) -> Iterator[dataset_pb2.Dataset]:
+    def list_datasets(self, parent: str | None = None) -> Iterator[dataset_pb2.Dataset]:
         """Every dataset of the caller's brand in a collaboration, page after page."""
+        parent = self._parent_of(parent)
         token = ""
         while True:
             request = partner_service_pb2.ListDatasetsRequest(parent=parent, page_token=token)
@@ -244,12 +315,17 @@ class CleanRoomClient:
 
     def delete_dataset(self, name: str) -> None:
         """Deletes a dataset of the caller's brand."""
-        request = partner_service_pb2.DeleteDatasetRequest(name=name)
+        request = partner_service_pb2.DeleteDatasetRequest(name=self.dataset_name(name))
         with _mapped_errors():
             self._partners.DeleteDataset(request, timeout=self.timeout)
 
     def create_report(
-        self, parent: str, *, base: str, others: list[str], segment_column: str | None = None
+        self,
+        parent: str | None = None,
+        *,
+        base: str,
+        others: list[str],
+        segment_column: str | None = None,
     ) -> overlap_report_pb2.OverlapReport:
         """Asks for an overlap report of `base` (the caller's) against `others`.
 
@@ -261,32 +337,41 @@ class CleanRoomClient:
         ).overlap_report
 
     def create_report_response(
-        self, parent: str, *, base: str, others: list[str], segment_column: str | None = None
+        self,
+        parent: str | None = None,
+        *,
+        base: str,
+        others: list[str],
+        segment_column: str | None = None,
     ) -> report_service_pb2.CreateOverlapReportResponse:
         """Like `create_report`, with whether the report was a stored one (`reused`)."""
         request = report_service_pb2.CreateOverlapReportRequest(
-            parent=parent,
+            parent=self._parent_of(parent),
             overlap_report=overlap_report_pb2.OverlapReport(
-                base_dataset=base, other_datasets=others, segment_column=segment_column or ""
+                base_dataset=self.dataset_name(base),
+                other_datasets=[self.dataset_name(other) for other in others],
+                segment_column=segment_column or "",
             ),
         )
         with _mapped_errors():
             return self._reports.CreateOverlapReport(request, timeout=self.timeout)
 
-    def get_budget(self, parent: str) -> report_service_pb2.PrivacyBudget:
+    def get_budget(self, parent: str | None = None) -> report_service_pb2.PrivacyBudget:
         """The collaboration's privacy budget: total, spent and remaining epsilon."""
+        parent = self._parent_of(parent)
         request = report_service_pb2.GetPrivacyBudgetRequest(name=f"{parent}/privacyBudget")
         with _mapped_errors():
             return self._reports.GetPrivacyBudget(request, timeout=self.timeout).privacy_budget
 
     def get_report(self, name: str) -> overlap_report_pb2.OverlapReport:
         """A report released earlier to the caller's brand."""
-        request = report_service_pb2.GetOverlapReportRequest(name=name)
+        request = report_service_pb2.GetOverlapReportRequest(name=self.report_name(name))
         with _mapped_errors():
             return self._reports.GetOverlapReport(request, timeout=self.timeout).overlap_report
 
-    def list_reports(self, parent: str) -> Iterator[overlap_report_pb2.OverlapReport]:
+    def list_reports(self, parent: str | None = None) -> Iterator[overlap_report_pb2.OverlapReport]:
         """Every report released to the caller's brand in a collaboration, oldest first."""
+        parent = self._parent_of(parent)
         token = ""
         while True:
             request = report_service_pb2.ListOverlapReportsRequest(parent=parent, page_token=token)

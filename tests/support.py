@@ -17,6 +17,7 @@ import tomli_w
 
 from cleanroom.config import Config, parse_config
 from cleanroom.demo.deployment import loopback_connection
+from cleanroom.ops.metrics import CallMetrics
 from cleanroom.proofs.signed_note import NoteSigner
 from cleanroom.service.calls import CallInterceptor
 from cleanroom.service.server import audit_interceptor, build_server
@@ -77,6 +78,8 @@ def config_data(
                 "client_ca": str(pki.ca.certificate),
             },
             "audit": {"signing_key": str(log_signing_key(pki))},
+            # Any free port: many test servers run at once, each with its ops listener.
+            "ops": {"listen": "127.0.0.1:0"},
             **(server or {}),
         },
         "partners": [
@@ -110,6 +113,7 @@ class RunningServer:
     server: grpc.Server
     port: int
     interceptor: CallInterceptor
+    metrics: CallMetrics
     clients: dict[str, CleanRoomClient] = field(default_factory=dict)
 
     @property
@@ -167,9 +171,10 @@ def running_server(
     data = config_data(pki, data_dir, server=server, collaboration=collaboration, **policy)
     config = parse_config(data, base_dir=data_dir)
     clean_room = CleanRoom(config)
-    interceptor = audit_interceptor(clean_room)
+    metrics = CallMetrics()
+    interceptor = audit_interceptor(clean_room, metrics)
     server, port = build_server(clean_room, interceptor=interceptor)
-    running = RunningServer(pki, config, clean_room, server, port, interceptor)
+    running = RunningServer(pki, config, clean_room, server, port, interceptor, metrics)
     try:
         yield running
     finally:

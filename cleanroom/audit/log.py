@@ -180,6 +180,12 @@ class AuditLog:
             row = db.execute("SELECT tree_size FROM audit_logs WHERE log = ?", (log,)).fetchone()
         return int(row[0]) if row else 0
 
+    def sizes(self) -> dict[str, int]:
+        """The number of events in every log that has one."""
+        with self.database.reading() as db:
+            rows = db.execute("SELECT log, tree_size FROM audit_logs").fetchall()
+        return {str(log): int(size) for log, size in rows}
+
     def checkpoint(self, log: str, tree_size: int | None = None) -> str:
         """The signed checkpoint of a log at `tree_size` (the latest if None).
 

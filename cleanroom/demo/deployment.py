@@ -63,6 +63,7 @@ def config_toml(
     administrators: Sequence[str] = (),
     server: Mapping[str, object] | None = None,
     comment: str = "",
+    ops_listen: str | None = None,
 ) -> str:
     """The TOML text; paths are relative to `root`, where the file goes."""
 
@@ -82,6 +83,8 @@ def config_toml(
         },
     )
     lines += _table("[server.audit]", {"signing_key": SIGNING_KEY})
+    if ops_listen is not None:
+        lines += _table("[server.ops]", {"listen": ops_listen})
     for partner in [*members, *(a for a in administrators if a not in members)]:
         entry: dict[str, object] = {"id": partner, "certificate_names": [partner_dns_name(partner)]}
         if partner in administrators:

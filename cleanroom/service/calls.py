@@ -11,6 +11,7 @@ import contextvars
 import functools
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,12 +28,15 @@ from cleanroom.errors import (
     clip,
 )
 from cleanroom.names import SERVER_LOG, CollaborationName
+from cleanroom.ops.metrics import CallMetrics, CallOutcome
 from cleanroom.service.status import status_code, to_status
 from cleanroom.storage.refusals import storage_refusal
 from cleanroom.tls.pki import certificate_identities
 from cleanroom.usecases.access import AccessPolicy, Caller
 
 log = logging.getLogger(__name__)
+# The access log: one event per call, apart so that operators can route or filter it.
+access_log = logging.getLogger("cleanroom.calls")
 
 if TYPE_CHECKING:
     _ServerInterceptor = grpc.ServerInterceptor[Any, Any]
@@ -49,6 +53,10 @@ class AuditedCall:
         self.caller = caller
         self.collaboration: CollaborationName | None = None
         self.event = AuditEvent(method=method, caller=caller.label)
+        # The same id in the operator's log line and the query log's event ties them.
+        self.request_id = uuid.uuid4().hex[:16]
+        self.event.request_summary["request_id"] = self.request_id
+        self.started = time.monotonic()
 
     def names(self, *resources: object, collaboration: CollaborationName | None = None) -> None:
         """Records the resources the call names, and the collaboration whose log gets it."""
@@ -85,11 +93,22 @@ class CallInterceptor(_ServerInterceptor):
     """Identifies, audits and maps the errors of every call the server handles."""
 
     def __init__(
-        self, access: AccessPolicy, audit_log: AuditLog, *, max_calls: int | None = None
+        self,
+        access: AccessPolicy,
+        audit_log: AuditLog,
+        *,
+        max_calls: int | None = None,
+        metrics: CallMetrics | None = None,
+        unaudited: tuple[str, ...] = (),
     ) -> None:
+        # `metrics` counts every call; calls of the `unaudited` services (health, reflection)
+        # are counted and logged but not appended to the signed logs: probes would fill them.
         self.access = access
         self.audit_log = audit_log
         self.max_calls = max_calls
+        self.metrics = metrics
+        self.unaudited = unaudited
+        self._identities: tuple[object, dict[bytes, Caller]] = (None, {})
         self._in_flight = 0
         self._idle = threading.Condition()
 
@@ -155,7 +174,8 @@ class CallInterceptor(_ServerInterceptor):
         """One call: the caller identified, its failure mapped, its event appended at the end."""
         auth = context.auth_context()
         pem = (auth.get("x509_pem_cert") or [b""])[0]
-        call = AuditedCall(self._identify(pem), method)
+        pinned = self.access.pin()  # one configuration snapshot for the whole call
+        call = AuditedCall(self._identify(cast(bytes, pem)), method)
         token = _CURRENT.set(call)
         with self._idle:
             self._in_flight += 1
@@ -176,17 +196,70 @@ class CallInterceptor(_ServerInterceptor):
             try:
                 self._finish(call, context)
             finally:
+                self._record(call)
+                self.access.unpin(pinned)
                 with self._idle:
                     self._in_flight -= 1
                     self._idle.notify_all()
 
-    @functools.lru_cache(maxsize=256)  # noqa: B019 - one interceptor per server, few certificates
     def _identify(self, pem: bytes) -> Caller:
         if not pem:
             return Caller("", (), None)
-        identity = certificate_identities(pem)
-        names = (*identity.dns_names, *identity.uri_names, *identity.ip_addresses)
-        return self.access.identify(identity.subject, names)
+        # Cached per configuration: after a reload, certificates map to partners afresh.
+        config = self.access.config
+        cached_for, cache = self._identities
+        if cached_for is not config:
+            cache = {}
+            self._identities = (config, cache)
+        caller = cache.get(pem)
+        if caller is None:
+            identity = certificate_identities(pem)
+            names = (*identity.dns_names, *identity.uri_names, *identity.ip_addresses)
+            caller = Caller(identity.subject, names, config.partner_for(names))
+            if len(cache) < 256:
+                cache[pem] = caller
+        return caller
+
+    def _record(self, call: AuditedCall) -> None:
+        """Counts the finished call and writes its line of the access log."""
+        event, outcome = call.event, call.event.outcome
+        seconds = time.monotonic() - call.started
+        summary = event.request_summary
+        collaboration = call.collaboration.collaboration if call.collaboration else ""
+        if self.metrics is not None:
+            self.metrics.observe(
+                CallOutcome(
+                    method=event.method,
+                    status=outcome.status_code,
+                    reason=outcome.reason,
+                    seconds=seconds,
+                    partner=call.caller.partner.id if call.caller.partner else "unknown",
+                    collaboration=collaboration if event.log != SERVER_LOG else "",
+                    upload_bytes=int(summary.get("bytes", 0) or 0),
+                    upload_rows=int(summary.get("rows", 0) or 0),
+                )
+            )
+        if outcome.status_code == grpc.StatusCode.INTERNAL.name:
+            level = logging.ERROR
+        elif outcome.reason == "SERVER_BUSY" or outcome.status_code == "UNAVAILABLE":
+            level = logging.WARNING
+        elif event.method.startswith(self.unaudited):
+            level = logging.DEBUG  # probes and reflection come often and say little
+        else:
+            level = logging.INFO
+        access_log.log(
+            level,
+            "call",
+            extra={
+                "method": event.method,
+                "caller": event.caller,
+                "collaboration": collaboration,
+                "status": outcome.status_code,
+                "reason": outcome.reason,
+                "duration_ms": round(seconds * 1000, 3),
+                "request_id": call.request_id,
+            },
+        )
 
     def _fail(self, call: AuditedCall, context: grpc.ServicerContext, error: Exception) -> None:
         outcome = call.event.outcome
@@ -229,6 +302,8 @@ class CallInterceptor(_ServerInterceptor):
             event.caller_roles = tuple(sorted(self.access.roles(call.caller, call.collaboration)))
         else:
             event.log = SERVER_LOG
+        if event.method.startswith(self.unaudited):
+            return  # counted in the metrics and the access log instead (SPEC section 6)
         try:
             self.audit_log.append(event)
         except Exception as error:

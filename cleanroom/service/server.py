@@ -1,11 +1,16 @@
-"""The gRPC server: mutual TLS, the three services, health and reflection, graceful stop."""
+"""The gRPC server: mutual TLS, the three services, health and reflection, graceful stop.
+
+Beside it, the operations listener (probes and metrics, plain HTTP) and SIGHUP reload.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from concurrent import futures
+from pathlib import Path
 from types import FrameType
 
 import grpc
@@ -13,11 +18,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cleanroom.config import Config, TlsConfig
-from cleanroom.errors import ConfigError
+from cleanroom.errors import ConfigError, ConfigProblemsError
+from cleanroom.ops.checks import check_files
+from cleanroom.ops.listener import OpsListener
+from cleanroom.ops.metrics import CallMetrics
+from cleanroom.ops.probes import readiness
 from cleanroom.service.audit_servicer import AuditServicer
 from cleanroom.service.calls import CallInterceptor
 from cleanroom.service.partner_servicer import PartnerServicer
+from cleanroom.service.reload import Reloader
 from cleanroom.service.report_servicer import ReportServicer
+from cleanroom.service.tls_files import ServedTls
 from cleanroom.tls.files import read_tls
 from cleanroom.usecases.clean_room import CleanRoom
 from cleanroom.usecases.retention import RetentionSweeper, sweep
@@ -39,6 +50,8 @@ SERVICE_NAMES = (
 )
 GRACE_SECONDS = 10.0
 SPARE_THREADS = 4
+# Probes and discovery: counted in the metrics, not appended to the signed logs (SPEC 6).
+UNAUDITED_SERVICES = (f"/{health.SERVICE_NAME}/", f"/{reflection.SERVICE_NAME}/")
 
 
 def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
@@ -51,10 +64,14 @@ def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
     )
 
 
-def audit_interceptor(clean_room: CleanRoom) -> CallInterceptor:
-    """The interceptor that identifies, limits and audits every call of a server."""
+def audit_interceptor(clean_room: CleanRoom, metrics: CallMetrics | None = None) -> CallInterceptor:
+    """The interceptor that identifies, limits, counts and audits every call of a server."""
     return CallInterceptor(
-        clean_room.access, clean_room.audit_log, max_calls=clean_room.config.server.max_workers
+        clean_room.access,
+        clean_room.audit_log,
+        max_calls=clean_room.config.server.max_workers,
+        metrics=metrics,
+        unaudited=UNAUDITED_SERVICES,
     )
 
 
@@ -63,6 +80,7 @@ def build_server(
     *,
     listen: str | None = None,
     interceptor: CallInterceptor | None = None,
+    tls: ServedTls | None = None,
 ) -> tuple[grpc.Server, int]:
     """A started server for `clean_room` and the port it listens on.
 
@@ -72,6 +90,8 @@ def build_server(
             picks a free port, as tests do).
         interceptor: The interceptor that audits every call, if the caller wants to drain
             it at shutdown; one is made otherwise.
+        tls: The TLS files to serve, if the caller wants to replace them while it runs;
+            the configured ones otherwise.
     """
     config = clean_room.config.server
     interceptor = interceptor or audit_interceptor(clean_room)
@@ -104,7 +124,8 @@ def build_server(
     )
     address = listen or config.listen
     try:
-        port = server.add_secure_port(address, server_credentials(config.tls))
+        credentials = tls.credentials() if tls else server_credentials(config.tls)
+        port = server.add_secure_port(address, credentials)
     except RuntimeError:
         port = 0
     if port == 0:
@@ -115,36 +136,85 @@ def build_server(
     return server, port
 
 
-def serve(config: Config) -> None:
-    """Runs the server until SIGTERM or SIGINT, then stops gracefully."""
+def serve(config: Config, *, config_path: Path | None = None) -> None:
+    """Runs the server until SIGTERM or SIGINT, then stops gracefully; SIGHUP reloads.
+
+    Args:
+        config: The checked configuration.
+        config_path: The file it came from, re-read on SIGHUP (no reload without it).
+    """
+    # Whatever the server creates (database, dataset files, scratch) is the operator's only.
+    os.umask(0o077)
+    files = check_files(config)
+    if files.problems or files.tls is None:
+        raise ConfigProblemsError(files.problems)
+    for warning in files.warnings:
+        log.warning("certificate expires soon", extra={"problem": warning})
     clean_room = CleanRoom(config)
     try:
-        interceptor = audit_interceptor(clean_room)
-        server, port = build_server(clean_room, interceptor=interceptor)
-        sweeper = RetentionSweeper(
-            lambda: sweep(config, clean_room.datasets, clean_room.audit_log),
-            config.server.retention_sweep_seconds,
-        )
-        sweeper.start()
-        log.info(
-            "serving on %s (port %d), data in %s",
-            config.server.listen,
-            port,
-            config.server.data_dir,
-        )
-        stopping = threading.Event()
-
-        def stop(signum: int, _frame: FrameType | None) -> None:
-            log.info("received %s, stopping", signal.Signals(signum).name)
-            stopping.set()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        stopping.wait()
-        sweeper.stop()
-        server.stop(GRACE_SECONDS).wait()
-        if not interceptor.drain(GRACE_SECONDS):
-            log.warning("calls still running after %s s; their events may be lost", GRACE_SECONDS)
+        _serve(clean_room, ServedTls(files.tls), config_path)
     finally:
         clean_room.close()
     log.info("stopped")
+
+
+def _serve(clean_room: CleanRoom, tls: ServedTls, config_path: Path | None) -> None:
+    config = clean_room.config
+    metrics = CallMetrics()
+    metrics.watch(clean_room, lambda: tls.material)
+    ops = OpsListener(
+        config.server.ops_listen, metrics, lambda: readiness(clean_room, lambda: tls.material)
+    )
+    interceptor = audit_interceptor(clean_room, metrics)
+    server, port = build_server(clean_room, interceptor=interceptor, tls=tls)
+    ops.start()
+    sweeper = RetentionSweeper(
+        lambda: sweep(clean_room.config, clean_room.datasets, clean_room.audit_log),
+        config.server.retention_sweep_seconds,
+    )
+    sweeper.start()
+    log.info(
+        "serving",
+        extra={
+            "listen": config.server.listen,
+            "port": port,
+            "ops_listen": config.server.ops_listen,
+            "ops_port": ops.port,
+            "data_dir": str(config.server.data_dir),
+        },
+    )
+    reloader = Reloader(config_path, clean_room, tls, metrics) if config_path else None
+    requests: list[signal.Signals] = []
+    wake = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        requests.append(signal.Signals(signum))
+        wake.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    while True:
+        # The kernel may deliver a signal to any of gRPC's threads, which does not wake
+        # a main thread blocked on a lock; Python runs the handler once the main thread
+        # runs again, so it wakes up often.
+        if not wake.wait(0.25):
+            continue
+        wake.clear()
+        pending, requests[:] = list(requests), []
+        if any(s != signal.SIGHUP for s in pending):
+            stopping = next(s for s in pending if s != signal.SIGHUP)
+            log.info("stopping", extra={"signal": stopping.name})
+            break
+        log.info("reloading", extra={"signal": "SIGHUP", "path": str(config_path or "")})
+        if reloader is None:
+            log.warning("no configuration file to reload: started without one")
+        else:
+            reloader.reload()
+    sweeper.stop()
+    server.stop(GRACE_SECONDS).wait()
+    if not interceptor.drain(GRACE_SECONDS):
+        log.warning(
+            "calls still running after the grace period; their events may be lost",
+            extra={"grace_seconds": GRACE_SECONDS},
+        )
+    ops.stop()

@@ -6,6 +6,7 @@ writers anyway, and the statements here are short. Every change runs in one tran
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -76,6 +77,8 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 ) WITHOUT ROWID;
 """
 SCHEMA_VERSION = 3
+DATABASE_FILE = "cleanroom.sqlite3"
+"""The database's file name in the data directory."""
 
 
 class Database:
@@ -90,6 +93,8 @@ class Database:
             )
             return
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Created owner-only before SQLite does: its -wal and -shm files take this mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self._connection = sqlite3.connect(
             path, check_same_thread=False, isolation_level=None, timeout=30
         )

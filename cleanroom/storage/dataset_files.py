@@ -24,8 +24,9 @@ class DatasetFiles:
     def __init__(self, root: Path) -> None:
         self.datasets_dir = root / "datasets"
         self.tmp_dir = root / "tmp"
-        self.datasets_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        # Owner-only, whatever the umask: the files hold the brands' digests.
+        self.datasets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def scratch_file(self, suffix: str) -> Path:
         """A fresh path under `tmp/` for a file being written."""
@@ -38,6 +39,7 @@ class DatasetFiles:
         try:
             with pa.OSFile(str(scratch), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table.combine_chunks(), max_chunksize=max(1, table.num_rows))
+            scratch.chmod(0o600)
             _fsync(scratch)
             os.replace(scratch, self.datasets_dir / file_name)
             _fsync(self.datasets_dir)

@@ -137,6 +137,7 @@ def create_certificate_authority(
     common_name: str = "Clean room demo CA",
     not_before: datetime | None = None,
     not_after: datetime | None = None,
+    key_directory: Path | None = None,
 ) -> CertificateFiles:
     """Create a self-signed certificate authority with an ECDSA P-256 key.
 
@@ -145,6 +146,8 @@ def create_certificate_authority(
     Args:
         directory: Where to write the files.
         common_name: The CA's subject common name.
+        key_directory: Where to write `ca-key.pem` instead, apart from the files that
+            are handed out (created with mode 0700).
         not_before: Start of validity (timezone-aware); one hour ago by default.
         not_after: End of validity (timezone-aware); ten years after the start by default.
 
@@ -172,7 +175,14 @@ def create_certificate_authority(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .sign(key, hashes.SHA256())
     )
-    return _write_pair(directory, "ca", certificate, key)
+    if key_directory is None:
+        return _write_pair(directory, "ca", certificate, key)
+    key_directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key_directory.chmod(0o700)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = CertificateFiles(directory / "ca.pem", key_directory / "ca-key.pem")
+    _write_certificate_and_key(files.certificate, files.private_key, certificate, key)
+    return files
 
 
 def issue_certificate(
@@ -292,6 +302,7 @@ def create_demo_pki(
     *,
     partners: Sequence[str],
     server_hosts: Sequence[str] = ("localhost", "127.0.0.1"),
+    ca_key_directory: Path | None = None,
 ) -> DemoPki:
     """Create a CA, a server certificate and one client certificate per partner.
 
@@ -304,6 +315,8 @@ def create_demo_pki(
         partners: The partner ids, distinct DNS labels.
         server_hosts: The server's host names and IP addresses; each goes into the
             server certificate as a DNS name or an IP address, whichever it is.
+        ca_key_directory: Where the CA's private key goes, apart from the files to hand
+            out (`directory` by default, as for tests).
 
     Returns:
         The paths of every certificate and key.
@@ -325,7 +338,7 @@ def create_demo_pki(
             "No server host was given: give at least one host name or IP address.",
         )
     dns_names = {partner: partner_dns_name(partner) for partner in partners}
-    ca = create_certificate_authority(directory)
+    ca = create_certificate_authority(directory, key_directory=ca_key_directory)
     host_names = [host for host in server_hosts if not _is_ip_address(host)]
     host_ips = [host for host in server_hosts if _is_ip_address(host)]
     server = issue_certificate(

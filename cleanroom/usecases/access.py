@@ -6,6 +6,7 @@ the same `PermissionDeniedError` whether or not it exists.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -40,11 +41,41 @@ class Caller:
         return self.partner
 
 
+# The configuration a call started with, so that all it reads is of one snapshot.
+_PINNED: contextvars.ContextVar[tuple[AccessPolicy, Config] | None] = contextvars.ContextVar(
+    "pinned_config", default=None
+)
+
+
 class AccessPolicy:
-    """Checks callers against the configured partners, collaborations and roles."""
+    """Checks callers against the configured partners, collaborations and roles.
+
+    The configuration is an immutable snapshot, replaced whole on reload. A call pins the
+    snapshot it starts with (`pin`), so everything it checks comes from one snapshot even
+    if a reload lands while it runs.
+    """
 
     def __init__(self, config: Config) -> None:
-        self.config = config
+        self._config = config
+
+    @property
+    def config(self) -> Config:
+        """The snapshot pinned by the call under way on this thread, else the latest."""
+        pinned = _PINNED.get()
+        return pinned[1] if pinned is not None and pinned[0] is self else self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        self._config = config  # one reference replaced: atomic for the threads reading it
+
+    def pin(self) -> contextvars.Token[tuple[AccessPolicy, Config] | None]:
+        """Pins the latest snapshot for the call under way; `unpin` with the token."""
+        return _PINNED.set((self, self._config))
+
+    @staticmethod
+    def unpin(token: contextvars.Token[tuple[AccessPolicy, Config] | None]) -> None:
+        """Ends what `pin` began."""
+        _PINNED.reset(token)
 
     def identify(self, subject: str, certificate_names: tuple[str, ...]) -> Caller:
         """The caller that a verified client certificate stands for."""

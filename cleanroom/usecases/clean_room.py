@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from cleanroom.audit.log import AuditLog
@@ -29,7 +30,7 @@ class CleanRoom:
     def __init__(self, config: Config, *, matcher: Matcher | None = None) -> None:
         data_dir = config.server.data_dir
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as error:
             raise ConfigError(
                 "server.data_dir", f"cannot use {data_dir} as a directory: {error.strerror}"
@@ -46,6 +47,18 @@ class CleanRoom:
         self.audit_log = AuditLog(self.database, load_signer(config.server.audit_signing_key))
         self.datasets = Datasets(self.access, self.catalog, self.files)
         self.reports = Reports(self.access, self.catalog, self.files, matcher or ArrowMatcher())
+
+    def reconfigure(self, config: Config) -> None:
+        """Serves `config` from now on (a reload): new calls read the new snapshot.
+
+        Only partners, collaborations and their policies change here; settings bound to
+        the data directory, sockets or threads keep their running values until a restart.
+        Each call reads the configuration through `access`, and replacing one reference
+        is atomic, so a call sees the old snapshot or the new one, never a mixture.
+        """
+        config = replace(config, server=replace(self.config.server, tls=config.server.tls))
+        self.config = config
+        self.access.config = config
 
     def close(self) -> None:
         """Closes the database and releases the data directory."""

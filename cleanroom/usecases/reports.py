@@ -83,6 +83,7 @@ class Reports:
         )
         records = {question.base: base, **{o: self.catalog.dataset(o) for o in question.others}}
         checked = _check_inputs(collaboration, question, records)
+        _check_key_check_values(collaboration, checked)
         policy = collaboration.policy
         creator = partner_name(caller.known_partner().id)
         fingerprint = _fingerprint(question, checked, policy)
@@ -285,6 +286,38 @@ def _check_inputs(
             segment_column=column,
         )
     return checked
+
+
+def _check_key_check_values(
+    collaboration: Collaboration, records: Mapping[DatasetName, DatasetRecord]
+) -> None:
+    """Refuses datasets digested with different secrets, before any epsilon is spent.
+
+    After the collaboration secret is rotated, datasets of the old and the new secret
+    share no digest: a report over both would spend budget to show about 0% overlap.
+    """
+    accepted = collaboration.accepted_key_check_values
+    kcvs = {record.key_check_value for record in records.values()}
+    retired = sorted(kcvs - set(accepted))
+    if len(kcvs) == 1 and not retired:
+        return
+    by_kcv = ", ".join(
+        f"{name} ({record.key_check_value})" for name, record in sorted(records.items(), key=str)
+    )
+    problem = (
+        f"was made with a secret that collaboration {collaboration.id!r} no longer accepts"
+        f" ({', '.join(retired)}; it accepts {', '.join(accepted)})"
+        if retired
+        else "mixes datasets digested with different collaboration secrets"
+    )
+    raise FailedPreconditionError(
+        "KEY_CHECK_MISMATCH",
+        f"The report {problem}: {by_kcv}. Digests of different secrets never match; upload"
+        " every dataset again with the current secret, then ask again.",
+        key_check_values=",".join(sorted(kcvs)),
+        accepted_key_check_values=",".join(accepted),
+        datasets=",".join(sorted(str(name) for name in records)),
+    )
 
 
 def _missing(name: str) -> NotFoundError:

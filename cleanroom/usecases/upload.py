@@ -70,7 +70,7 @@ class UploadHeader:
                 " 64 lowercase hex characters.",
                 field="header.checksum",
             )
-        if self.key_check_value != collaboration.key_check_value:
+        if self.key_check_value not in collaboration.accepted_key_check_values:
             raise FailedPreconditionError(
                 "KEY_CHECK_MISMATCH",
                 f"The key check value {self.key_check_value!r} is not the one of"

@@ -2,12 +2,14 @@
 
 Each group of commands is a module of this package, loaded only when one of its commands
 runs, so that `--help` and every command start without loading what they do not use. The
-command modules import the rest of the toolkit; this file imports only click.
+command modules import the rest of the toolkit; this file imports only click, and reads the
+connection profile (`partners.profiles`) when a command runs, to give its options defaults.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -16,6 +18,11 @@ import click
 # test checks it against each command's own.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "audit": ("audit", "audit", "Read the collaboration's query log (auditors)."),
+    "config": (
+        "config",
+        "config",
+        "Show the connection settings in force and where each comes from.",
+    ),
     "budget": (
         "reports",
         "budget",
@@ -35,7 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "prepare": (
         "preparation",
         "prepare_command",
-        "Normalize and digest SOURCE (CSV or Parquet) into the digests file DESTINATION.",
+        "Normalize and digest SOURCE (CSV, TSV, XLSX, Parquet) into the digests file DESTINATION.",
     ),
     "report": ("reports", "report", "Create, get and list overlap reports."),
     "resolve": (
@@ -64,6 +71,11 @@ class _LazyGroup(click.Group):
         command = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
         if not isinstance(command, click.Command):  # a wrong table: a bug
             raise TypeError(f"{module}.{attribute} is not a command")
+        if ctx is not None and cmd_name != "config":  # config shows them, not as flags
+            ctx.default_map = {
+                **(ctx.default_map or {}),
+                cmd_name: _defaults_for(command, _profile_defaults(ctx)),
+            }
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -76,9 +88,51 @@ class _LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+# A setting of a connection profile (`partners.profiles`) and the parameter it defaults.
+_PARAMETERS = {
+    "server": "target",
+    "cert": "certificate",
+    "key": "private_key",
+    "ca": "ca_certificate",
+    "server_name": "server_name",
+    "collaboration": "collaboration",
+}
+
+
+def _profile_defaults(ctx: click.Context) -> dict[str, str]:
+    """The profile's settings, and CLEANROOM_COLLABORATION over its collaboration.
+
+    They become the defaults of the command's options: a flag beats them, and so does each
+    connection option's environment variable (click reads it before the defaults).
+    """
+    from partners import profiles  # noqa: PLC0415 (read only when a command runs)
+    from partners.errors import InputError  # noqa: PLC0415
+
+    try:
+        name = profiles.profile_name(ctx.params.get("profile"))
+        settings = profiles.load_profile(name)
+    except InputError as error:
+        raise click.UsageError(f"{error.reason}: {error.message}") from None
+    collaboration = os.environ.get(profiles.SETTINGS["collaboration"])
+    if collaboration:
+        settings["collaboration"] = collaboration
+    return {_PARAMETERS[key]: value for key, value in settings.items()}
+
+
+def _defaults_for(command: click.Command, values: dict[str, str]) -> dict[str, object]:
+    """The default map of a command or group: the values its options take."""
+    if isinstance(command, click.Group):
+        return {name: _defaults_for(sub, values) for name, sub in command.commands.items()}
+    names = {parameter.name for parameter in command.params}
+    return {key: value for key, value in values.items() if key in names}
+
+
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cleanroom")
-def main() -> None:
+@click.option("--profile", default=None, metavar="NAME",
+              help="The connection profile of the partner config file to use"
+                   " [env CLEANROOM_PROFILE].")  # fmt: skip
+def main(profile: str | None) -> None:
     r"""The partner toolkit of the clean room: prepare, upload, report, audit.
 
     Your customer file never leaves your machine: `prepare` turns it into salted digests
@@ -93,7 +147,12 @@ def main() -> None:
         CLEANROOM_KEY          its private key, PEM           (--key)
         CLEANROOM_CA           the CA of the server's cert    (--ca)
         CLEANROOM_SERVER_NAME  the name in the server's cert  (--server-name)
+        CLEANROOM_COLLABORATION  the collaboration            (--collaboration)
         CLEANROOM_LOG_KEY      the log's pinned verifier key  (audit verify --log-key)
+
+    Options and the environment win over a connection profile of
+    ~/.config/cleanroom-partner/config.toml (--profile, CLEANROOM_PROFILE; see
+    `config show`).
 
     For example:
 

@@ -6,17 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from partners import render
 from partners.cli._common import (
     client_for,
     connection_options,
     console,
-    errors,
     reported_errors,
     resource_name,
 )
+from partners.cli._progress import progress_of
 from partners.preparation.pipeline import read_digest_file
 
 
@@ -28,14 +27,11 @@ def upload(digests: Path, dataset_id: str, **options: Any) -> None:
     """Upload a digests file written by `prepare` as a new dataset."""
     with reported_errors():
         info = read_digest_file(digests)
-        with client_for(options) as client, Progress(
-            TextColumn("uploading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=errors, transient=True,
-        ) as progress:  # fmt: skip
-            task = progress.add_task("upload", total=info.row_count)
-            dataset = client.upload(
-                digests, dataset_id=dataset_id, progress=lambda rows: progress.advance(task, rows)
-            )
+        with (
+            client_for(options) as client,
+            progress_of("uploading", "rows", total=info.row_count) as advance,
+        ):
+            dataset = client.upload(digests, dataset_id=dataset_id, progress=advance)
         console.print(f"uploaded {dataset.name}: {dataset.row_count:,} rows")
         for stats in dataset.identifier_stats:
             console.print(

@@ -6,14 +6,15 @@ import json
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 
 from partners.cli._common import (
     column_types,
     console,
-    errors,
     reported_errors,
 )
+from partners.cli._progress import progress_of
+from partners.errors import InputError
 from partners.preparation.digest import read_secret
 from partners.preparation.pipeline import PreparationSummary, prepare
 from partners.preparation.resolve import (
@@ -27,7 +28,9 @@ from partners.preparation.resolve import (
 @click.command(name="prepare")
 @click.argument("source", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.argument("destination", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--collaboration", required=True, help="The collaboration id.")
+@click.option("--collaboration", required=True,
+              help="The collaboration id [env CLEANROOM_COLLABORATION, or the profile's]."
+              )  # fmt: skip
 @click.option("--secret-file", required=True, type=click.Path(path_type=Path),
               help="The collaboration secret, as `keygen` wrote it.")  # fmt: skip
 @click.option("--column", "columns", multiple=True, metavar="COLUMN=TYPE",
@@ -35,12 +38,31 @@ from partners.preparation.resolve import (
                    " Repeat for each.")  # fmt: skip
 @click.option("--hashed-column", "hashed_columns", multiple=True, metavar="COLUMN=TYPE",
               help="A column of SHA-256 hashes of normalized identifiers of TYPE (64 hex digits"
-                   " or 44 base64 characters), as UID2 and ad platforms take them. Repeat for"
-                   " each.")  # fmt: skip
-@click.option("--segment", "segments", multiple=True, metavar="COLUMN",
-              help="A segment column to keep (few distinct labels). Repeat for each.")  # fmt: skip
+                   " or 44 base64 characters), as UID2 and ad platforms take them. Phones must"
+                   " be hashed in E.164 with the '+' (+66812345678). Repeat for each.")  # fmt: skip
+@click.option("--hashed-phone-form", type=click.Choice(["e164", "digits"]), default="e164",
+              show_default=True,
+              help="How hashed phones were made: e164 (with '+') matches; digits (without"
+                   " '+', Meta's form) cannot be converted and is refused.")  # fmt: skip
+@click.option("--segment", "segments", multiple=True, metavar="COLUMN[=NAME]",
+              help="A segment column to keep (few distinct labels), renamed to NAME in the"
+                   " room, e.g. \"Member Tier=member_tier\". Repeat for each.")  # fmt: skip
 @click.option("--default-region", default=None, metavar="CC",
-              help="Region of phone numbers without a country code, e.g. US or GB.")  # fmt: skip
+              help="Region of phone numbers without a country code, e.g. TH or VN.")  # fmt: skip
+@click.option("--region-column", default=None, metavar="COLUMN",
+              help="A column with each row's region (TH, VN, or a country name such as"
+                   " Thailand or Việt Nam) for its phone number; the default region applies"
+                   " where it is empty.")  # fmt: skip
+@click.option("--delimiter", default=None, metavar="CHAR",
+              help="The CSV delimiter (\\t for tab); sniffed by default.")  # fmt: skip
+@click.option("--encoding", default=None, metavar="NAME",
+              help="The CSV encoding (utf-8, cp1252, cp874, utf-16...); detected by default."
+              )  # fmt: skip
+@click.option("--sheet", default=None, metavar="NAME",
+              help="The sheet of an XLSX file to read; the first by default.")  # fmt: skip
+@click.option("--strict", is_flag=True,
+              help="Fail (and write nothing) if any value is invalid, instead of dropping it."
+              )  # fmt: skip
 @click.option(
     "--declared-type", "declared", multiple=True, help="A type the collaboration declared."
 )
@@ -52,23 +74,25 @@ def prepare_command(
     secret_file: Path,
     columns: tuple[str, ...],
     hashed_columns: tuple[str, ...],
+    hashed_phone_form: str,
     segments: tuple[str, ...],
     default_region: str | None,
+    region_column: str | None,
+    delimiter: str | None,
+    encoding: str | None,
+    sheet: str | None,
+    strict: bool,
     declared: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Normalize and digest SOURCE (CSV or Parquet) into the digests file DESTINATION.
+    """Normalize and digest SOURCE (CSV, TSV, XLSX, Parquet) into the digests file DESTINATION.
 
     Give each identifier column with --column (raw values) or --hashed-column (SHA-256 of
     the normalized value); both give the same digests. Repeated digests keep their first row.
     """
     with reported_errors():
         secret = read_secret(secret_file)
-        with Progress(
-            TextColumn("preparing"), BarColumn(), TextColumn("{task.completed:,} rows"),
-            TimeElapsedColumn(), console=errors, disable=as_json, transient=True,
-        ) as progress:  # fmt: skip
-            task = progress.add_task("prepare", total=None)
+        with progress_of("preparing", "rows", quiet=as_json) as advance:
             summary = prepare(
                 source,
                 destination,
@@ -76,10 +100,16 @@ def prepare_command(
                 collaboration_id=collaboration,
                 columns=column_types(columns),
                 hashed_columns=column_types(hashed_columns),
-                segment_columns=segments,
+                segment_columns=segment_names(segments),
                 default_region=default_region,
+                region_column=region_column,
                 declared_types=declared,
-                progress=lambda rows: progress.advance(task, rows),
+                delimiter="\t" if delimiter in ("\\t", "tab", "TAB") else delimiter,
+                encoding=encoding,
+                sheet=sheet,
+                strict=strict,
+                hashed_phone_form="digits" if hashed_phone_form == "digits" else "e164",
+                progress=advance,
             )
         if as_json:
             click.echo(json.dumps(summary.to_dict(), indent=2))
@@ -87,9 +117,33 @@ def prepare_command(
             _print_summary(summary, destination)
 
 
+def segment_names(values: tuple[str, ...]) -> dict[str, str]:
+    """--segment COLUMN[=NAME] options as source column to name in the room.
+
+    The last `=` splits, so that a column name may hold one.
+    """
+    mapping: dict[str, str] = {}
+    for value in values:
+        column, sep, name = value.rpartition("=")
+        if not sep:
+            column, name = value, value
+        if not column or not name:
+            raise click.BadParameter(f"{value!r}: use COLUMN or COLUMN=NAME, e.g. tier=tier")
+        if column in mapping:
+            raise InputError(
+                "DUPLICATE_SEGMENT_COLUMN",
+                f"Segment column {column!r} is given more than once; name each segment once.",
+                {"column": column},
+            )
+        mapping[column] = name
+    return mapping
+
+
 def _print_summary(summary: PreparationSummary, destination: Path) -> None:
+    console.print(f"read {escape(summary.source)}", highlight=False)
     console.print(
-        f"read {summary.rows_read:,} rows; wrote {summary.rows_written:,} to {destination}"
+        f"read {summary.rows_read:,} rows; wrote {summary.rows_written:,} to"
+        f" {escape(str(destination))}"
         f" ({summary.rows_without_identifier:,} rows had no valid identifier)"
     )
     for identifier_type, s in summary.types.items():
@@ -101,7 +155,10 @@ def _print_summary(summary: PreparationSummary, destination: Path) -> None:
             f" {data['duplicates']:,} duplicates dropped"
             + (f"; invalid: {invalid}" if invalid else "")
             + (f"; normalized: {changes}" if changes else "")
+            + (f"; first invalid on {s.first_invalid}" if s.first_invalid else "")
         )
+    for hint in summary.hints:
+        console.print(f"[yellow]hint:[/] {escape(hint)}", highlight=False)
 
 
 def _source(value: str) -> Source:
@@ -149,18 +206,14 @@ def resolve_command(
     """
     with reported_errors():
         parsed = [_source(value) for value in sources]
-        with Progress(
-            TextColumn("reading"), BarColumn(), TextColumn("{task.completed:,} records"),
-            TimeElapsedColumn(), console=errors, disable=as_json, transient=True,
-        ) as progress:  # fmt: skip
-            task = progress.add_task("resolve", total=None)
+        with progress_of("reading", "records", quiet=as_json) as advance:
             summary = resolve(
                 parsed,
                 destination,
                 default_region=default_region,
                 declared_types=declared,
                 max_records_per_person=max_records_per_person,
-                progress=lambda rows: progress.advance(task, rows),
+                progress=advance,
             )
         if as_json:
             click.echo(json.dumps(summary.to_dict(), indent=2))

@@ -33,6 +33,23 @@ from partners.preparation.normalize import ASCII_WHITESPACE, InvalidIdentifierEr
 
 _MAID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _GMAIL_SUFFIX = "@gmail.com"
+# ASCII addresses that email-validator accepts for certain (lowercased): a dot-atom local
+# part, then host labels without leading, trailing or doubled hyphens (so no Punycode), the
+# last ending with a letter. Anything else goes to the row-by-row rule, which asks it.
+_EMAIL_ATEXT = "a-z0-9!#$%&'*+/=?^_`{|}~-"
+_PLAIN_EMAIL = (
+    rf"^[{_EMAIL_ATEXT}]+(\.[{_EMAIL_ATEXT}]+)*@([a-z0-9]+(-[a-z0-9]+)*\.)+"
+    r"([a-z0-9]+-)*[a-z0-9]*[a-z]$"
+)
+# email-validator refuses these top-level domains (its SPECIAL_USE_DOMAIN_NAMES; a test
+# keeps the two lists equal).
+_SPECIAL_USE_DOMAINS = (".arpa", ".invalid", ".local", ".localhost", ".onion", ".test")
+_SPECIAL_USE_LAST_BYTES = np.frombuffer(
+    "".join(sorted({name[-1] for name in _SPECIAL_USE_DOMAINS})).encode(), dtype=np.uint8
+)
+_MAX_LABEL_LENGTH = 63
+_LONG_LABEL = "[^.@]{64}"
+_MAX_EMAIL_LENGTH = 254
 
 
 @dataclass(frozen=True)
@@ -153,11 +170,37 @@ def _email_rule(cells: pa.StringArray, eligible: Mask) -> _FastResult:
     """Normalize ASCII email addresses as `normalize.explain_email` does."""
     text, read, trimmed = _trim(cells, eligible)
     lowered = pc.ascii_lower(text)
-    at_signs = byte_lengths(lowered) - byte_lengths(pc.replace_substring(lowered, "@", ""))
-    one_at = read & (at_signs == 1)
-    empty_domain = one_at & to_mask(pc.ends_with(lowered, "@"))
-    gmail = one_at & to_mask(pc.ends_with(lowered, _GMAIL_SUFFIX))
-    empty_local = one_at & ~empty_domain & to_mask(pc.starts_with(lowered, "@"))
+    lengths = byte_lengths(lowered)
+    # A pattern proves the syntax of the usual address (one '@', both sides non-empty): the
+    # '@' rules are then checked only on the few cells it leaves.
+    proven = (
+        read
+        & to_mask(pc.match_substring_regex(lowered, _PLAIN_EMAIL))
+        & (lengths <= _MAX_EMAIL_LENGTH)
+    )
+    proven &= ~_special_use(lowered, proven)
+    # Only an address longer than a label's limit can hold a label too long.
+    long = proven & (lengths > _MAX_LABEL_LENGTH)
+    if long.any():
+        proven &= ~(long & to_mask(pc.match_substring_regex(lowered, _LONG_LABEL)))
+    missing_at, multiple_at, empty_domain, empty_local, undecided = (
+        np.zeros(len(cells), dtype=bool) for _ in range(5)
+    )
+    rest = read & ~proven
+    if rest.any():
+        others = lowered.filter(from_mask(rest))
+        at_signs = byte_lengths(others) - byte_lengths(pc.replace_substring(others, "@", ""))
+        one_at = at_signs == 1
+        ends = to_mask(pc.ends_with(others, "@"))
+        starts = to_mask(pc.starts_with(others, "@"))
+        missing_at[rest] = at_signs == 0
+        multiple_at[rest] = at_signs > 1
+        empty_domain[rest] = one_at & ends
+        empty_local[rest] = one_at & ~ends & starts
+        # One '@' and both sides: the syntax is left to email-validator, row by row.
+        undecided[rest] = one_at & ~ends & ~starts
+    gmail = proven & to_mask(pc.ends_with(lowered, _GMAIL_SUFFIX))
+    gmail_empty = np.zeros(len(cells), dtype=bool)
     values = lowered
     tag_removed = np.zeros(len(cells), dtype=bool)
     dots_removed = np.zeros(len(cells), dtype=bool)
@@ -179,12 +222,14 @@ def _email_rule(cells: pa.StringArray, eligible: Mask) -> _FastResult:
         values = _scatter(gmail, gmail_values, values)
         tag_removed[gmail] = tagged
         dots_removed[gmail] = dotted
-        empty_local[gmail] |= byte_lengths(undotted) == 0
-    valid = one_at & ~empty_domain & ~empty_local
+        gmail_empty[gmail] = byte_lengths(undotted) == 0
+    # A Gmail address left without a local part is refused only once its syntax is known.
+    empty_local |= proven & gmail_empty
+    valid = proven & ~gmail_empty
     invalid = Counter(
         {
-            normalize.MISSING_AT_SIGN: _count(read & (at_signs == 0)),
-            normalize.MULTIPLE_AT_SIGNS: _count(read & (at_signs > 1)),
+            normalize.MISSING_AT_SIGN: _count(missing_at),
+            normalize.MULTIPLE_AT_SIGNS: _count(multiple_at),
             normalize.EMPTY_DOMAIN: _count(empty_domain),
             normalize.EMPTY_LOCAL_PART: _count(empty_local),
         }
@@ -197,7 +242,29 @@ def _email_rule(cells: pa.StringArray, eligible: Mask) -> _FastResult:
             normalize.GMAIL_DOTS_REMOVED: _count(valid & dots_removed),
         }
     )
-    return _FastResult(values, valid, _none(len(cells)), +invalid, +changes, _count(read))
+    return _FastResult(values, valid, undecided, +invalid, +changes, _count(read & ~undecided))
+
+
+def _special_use(lowered: pa.StringArray, rows: Mask) -> Mask:
+    """Tell which of the rows end in a special-use domain, which email-validator refuses.
+
+    Only addresses whose last letter ends one of those names are looked at.
+    """
+    found = np.zeros(len(lowered), dtype=bool)
+    data = string_data(lowered)
+    if not rows.any() or not len(data):
+        return found
+    offsets = string_offsets(lowered)
+    ends = offsets[1:]
+    last = data[np.maximum(ends - 1, 0)]
+    maybe = rows & (ends > offsets[:-1]) & np.isin(last, _SPECIAL_USE_LAST_BYTES)
+    if maybe.any():
+        subset = lowered.filter(from_mask(maybe))
+        hit = np.zeros(len(subset), dtype=bool)
+        for suffix in _SPECIAL_USE_DOMAINS:
+            hit |= to_mask(pc.ends_with(subset, suffix))
+        found[maybe] = hit
+    return found
 
 
 def _maid_rule(cells: pa.StringArray, eligible: Mask) -> _FastResult:

@@ -10,11 +10,17 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from partners.preparation import normalize
-from partners.preparation._columns import ColumnNormalizer, column_normalizer_for
+from partners.preparation._columns import (
+    ColumnNormalizer,
+    NormalizedColumn,
+    column_normalizer_for,
+)
 from partners.preparation.digest import (
     MALFORMED_SHA256,
     decode_sha256_column,
@@ -49,11 +55,13 @@ class DigestPlan:
         columns: The identifier columns, in the order of the digest columns.
         default_region: The region of phone numbers written without a country code.
         declared_types: The extra identifier types the collaboration declared.
+        region_column: A column of each row's phone region (ISO 3166-1 alpha-2), or None.
     """
 
     columns: tuple[ColumnPlan, ...]
     default_region: str | None
     declared_types: tuple[str, ...]
+    region_column: str | None = None
 
     def check(self) -> None:
         """Raise the `InputError` a worker would raise for an unknown type or region."""
@@ -106,7 +114,10 @@ def digest_batch(plan: DigestPlan, batch: pa.RecordBatch) -> list[ColumnDigests]
             digests = digest_sha256_column(column.key, decoded.hashes)
             results.append(ColumnDigests(digests, decoded.values_read, +invalid, Counter()))
         else:
-            normalized = normalizers[column.identifier_type](cells)
+            if plan.region_column is not None and column.identifier_type == "phone":
+                normalized = _phones_by_region(plan, cells, batch.column(plan.region_column))
+            else:
+                normalized = normalizers[column.identifier_type](cells)
             digests = digest_column(column.key, normalized.values)
             results.append(
                 ColumnDigests(
@@ -114,6 +125,45 @@ def digest_batch(plan: DigestPlan, batch: pa.RecordBatch) -> list[ColumnDigests]
                 )
             )
     return results
+
+
+def _phones_by_region(plan: DigestPlan, cells: Any, regions: Any) -> NormalizedColumn:
+    """Normalize phones with each row's region; the default region where it is empty.
+
+    A region cell is an ISO 3166-1 code or a country name (`normalize.region_of`); one that
+    names no region makes its row's phone invalid (`unknown_region`).
+    """
+    codes: Any = pc.utf8_trim_whitespace(regions)
+    codes = pc.if_else(pc.equal(codes, pa.scalar("")), pa.scalar(None, pa.string()), codes)
+    values: list[pa.Array[Any]] = []
+    positions: list[pa.Array[Any]] = []
+    values_read, invalid, changes = 0, Counter[str](), Counter[str]()
+    for code in pc.unique(codes).to_pylist():
+        rows = pc.indices_nonzero(
+            pc.is_null(codes) if code is None else pc.fill_null(pc.equal(codes, code), False)
+        )
+        subset: Any = pc.take(cells, rows)
+        region = plan.default_region if code is None else normalize.region_of(code)
+        if code is not None and region is None:
+            present = pc.fill_null(
+                pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(subset)), pa.scalar(0)), False
+            )
+            count = pc.sum(present).as_py() or 0
+            values_read += count
+            invalid[normalize.UNKNOWN_REGION] += count
+            values.append(pa.nulls(len(subset), pa.string()))
+        else:
+            found = _normalizers(region, plan.declared_types, ("phone",))["phone"](subset)
+            values_read += found.values_read
+            invalid.update(found.invalid)
+            changes.update(found.changes)
+            values.append(found.values)
+        positions.append(rows)
+    if not values:
+        return NormalizedColumn(pa.nulls(0, pa.string()), 0, invalid, changes)
+    order = pc.array_sort_indices(pa.concat_arrays(positions))
+    merged: Any = pc.take(pa.concat_arrays(values), order)
+    return NormalizedColumn(merged, values_read, +invalid, +changes)
 
 
 @functools.cache

@@ -14,6 +14,7 @@ Arrow columns for speed, and is tested to agree with them value for value.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Collection
 from typing import NamedTuple
@@ -44,6 +45,14 @@ INVALID_PHONE = "invalid_phone"
 TOO_LONG = "too_long"
 MALFORMED_MAID = "malformed_maid"
 ZERO_MAID = "zero_maid"
+UNKNOWN_REGION = "unknown_region"
+# Email syntax (checked by email-validator), as counted in the prepare summary.
+DISPLAY_NAME = "display_name"
+MAILTO_PREFIX = "mailto_prefix"
+CONTAINS_WHITESPACE = "contains_whitespace"
+UNSAFE_CHARACTER = "unsafe_character"
+INVALID_LOCAL_PART = "invalid_local_part"
+INVALID_DOMAIN = "invalid_domain"
 
 # Changes normalization can make to a value, as counted in the prepare summary.
 TRIMMED = "trimmed"
@@ -90,7 +99,9 @@ def explain_email(value: str) -> Normalized:
     """Normalize an email address as UID2 does, and tell what changed.
 
     Trims surrounding whitespace and lowercases A-Z; for `gmail.com` only, removes every `.`
-    from the local part and everything from the first `+` on.
+    from the local part and everything from the first `+` on. The syntax is checked first by
+    email-validator (syntax only, no DNS; no quoted local parts or address literals), whose
+    own normalization is not used.
 
     Args:
         value: The email address as the brand holds it.
@@ -99,7 +110,8 @@ def explain_email(value: str) -> Normalized:
         The normalized address and the changes made.
 
     Raises:
-        InvalidIdentifierError: Without exactly one `@`, or with an empty local part or domain.
+        InvalidIdentifierError: Without exactly one `@`, with an empty local part or domain,
+            or with a syntax that email-validator refuses.
     """
     changes: list[str] = []
     text = _trim(value, changes)
@@ -112,6 +124,9 @@ def explain_email(value: str) -> Normalized:
         raise InvalidIdentifierError(reason, f"an email address needs one '@', found {at_signs}")
     if not domain:
         raise InvalidIdentifierError(EMPTY_DOMAIN, "the email address has nothing after '@'")
+    if not local:
+        raise InvalidIdentifierError(EMPTY_LOCAL_PART, "the email address has no local part")
+    _check_email_syntax(text)
     if domain == _GMAIL_DOMAIN:
         local = _normalize_gmail_local_part(local, changes)
     if not local:
@@ -312,6 +327,36 @@ def _trim(value: str, changes: list[str]) -> str:
     return text
 
 
+def _check_email_syntax(text: str) -> None:
+    """Refuse an address whose syntax email-validator refuses, naming the kind of fault.
+
+    Its messages are not kept: some quote the offending character of the address.
+    """
+    import email_validator  # noqa: PLC0415 (only the values the vectorized rule leaves)
+
+    if text[:7].lower() == "mailto:":
+        raise InvalidIdentifierError(MAILTO_PREFIX, "the address starts with mailto:")
+    if any(character in text for character in '<>"'):
+        raise InvalidIdentifierError(DISPLAY_NAME, "the address carries a display name or quotes")
+    if any(character.isspace() for character in text):
+        raise InvalidIdentifierError(CONTAINS_WHITESPACE, "the address contains whitespace")
+    try:
+        email_validator.validate_email(
+            text, check_deliverability=False, allow_quoted_local=False, allow_domain_literal=False
+        )
+    except email_validator.EmailNotValidError as error:
+        message = str(error).lower()
+        if "unsafe characters" in message:
+            reason = UNSAFE_CHARACTER
+        elif "too long" in message:
+            reason = TOO_LONG
+        elif "after the @-sign" in message or ".." in text.rpartition("@")[2]:
+            reason = INVALID_DOMAIN
+        else:
+            reason = INVALID_LOCAL_PART
+        raise InvalidIdentifierError(reason, "the address is not valid email syntax") from None
+
+
 def _split_email(address: str) -> tuple[str, int, str]:
     """Split an address into local part, number of `@` signs, and domain."""
     at_signs = address.count("@")
@@ -353,6 +398,45 @@ def checked_phone_region(default_region: str | None) -> str | None:
             {"default_region": default_region},
         )
     return region
+
+
+REGION_NAME_LANGUAGES = ("en", "th", "vi")
+"""The languages whose country names a region column may use, beside ISO 3166-1 codes."""
+
+
+def region_of(value: str) -> str | None:
+    """The phone region a brand's country cell names, or None if it names none.
+
+    Accepts an ISO 3166-1 alpha-2 code in any case (`TH`, `vn`) or a country name as the
+    phone library's own geocoder writes it in English, Thai or Vietnamese (`Thailand`,
+    `ประเทศไทย`, `Việt Nam`), in any case.
+
+    Args:
+        value: The cell, trimmed or not.
+
+    Returns:
+        The region in upper case, or None.
+    """
+    text = value.strip()
+    if text.upper() in phonenumbers.SUPPORTED_REGIONS:
+        return text.upper()
+    return _region_names().get(text.casefold())
+
+
+@functools.cache
+def _region_names() -> dict[str, str]:
+    """Country name (casefolded) to region, from the phone library's geocoder data."""
+    from phonenumbers import geocoder  # noqa: PLC0415 (loaded only for country names)
+
+    found: dict[str, set[str]] = {}
+    for language in REGION_NAME_LANGUAGES:
+        for region in phonenumbers.SUPPORTED_REGIONS:
+            example = phonenumbers.example_number(region)
+            name = geocoder.country_name_for_number(example, language) if example else ""
+            if name:
+                found.setdefault(name.casefold(), set()).add(region)
+    # A name shared by regions (none today) would be ambiguous: it is left out.
+    return {name: next(iter(regions)) for name, regions in found.items() if len(regions) == 1}
 
 
 def _explain_phone(value: str, region: str | None) -> Normalized:

@@ -1,9 +1,12 @@
 """Turn a brand's customer file into a digests file, on the brand's own machine.
 
-`prepare` reads a CSV or Parquet file batch by batch, normalizes and digests the identifier
-columns (SPEC section 2), keeps each digest in the first row that holds it (SPEC section 3),
-and writes a Parquet digests file that is the only thing that is uploaded. No raw identifier
-leaves this module: invalid values are counted, never written.
+`prepare` reads a customer file (CSV or TSV in any common delimiter and encoding, gzipped
+or not, XLSX, Parquet, Arrow) or an in-memory table (Arrow, pandas, Polars) batch by batch,
+normalizes and digests the identifier columns (SPEC section 2), keeps each digest in the
+first row that holds it (SPEC section 3), and writes a Parquet digests file that is the only
+thing that is uploaded. No raw identifier leaves this module: invalid values are counted,
+never written. Before anything is written, it refuses an output with no row, invalid values
+when strict, and segments that the server would refuse; the summary explains large drops.
 
 It works in two passes, so that memory stays bounded however large the file: the first digests
 every batch (on all cores) into a work file, spilling each digest with its row to disk; the
@@ -35,12 +38,18 @@ import pyarrow.parquet as pq
 from pyarrow import ipc
 
 from partners.errors import InputError
-from partners.preparation import _sources
+from partners.preparation import _sources, advice, normalize
 from partners.preparation._atomic import replacing, work_folder
 from partners.preparation._digesting import ColumnDigests, ColumnPlan, DigestPlan, digest_batch
 from partners.preparation._first_rows import DuplicateFinder, DuplicateRows, partitions_for
 from partners.preparation._worker_pool import OrderedPool, default_workers
 from partners.preparation.digest import DIGEST_TYPE, key_check_value, type_key
+from partners.preparation.segments import (
+    MAX_SEGMENT_LABEL,
+    MAX_SEGMENT_VALUES,
+    check_segment_names,
+    segment_mapping,
+)
 
 DIGEST_FORMAT = "cleanroom-digests/v1"
 """The value of `cleanroom.format` in the schema metadata of a digests file."""
@@ -52,6 +61,12 @@ META_IDENTIFIER_TYPES = b"cleanroom.identifier_types"
 META_SEGMENT_COLUMNS = b"cleanroom.segment_columns"
 
 _Item = TypeVar("_Item")
+PhoneHashForm = Literal["e164", "digits"]
+"""How hashed phones were made: SHA-256 of `+` and digits (E.164), or of digits alone."""
+
+# Values of a raw column that look like SHA-256 hashes (hex, or base64 with its padding).
+_HASH_LIKE = r"^\s*([0-9A-Fa-f]{64}|[A-Za-z0-9+/]{43}=)\s*$"
+_HASH_SAMPLE_ROWS = 10_000
 _Codec = Literal["gzip", "brotli", "lz4", "zstd", "snappy", "none"]
 
 ROW_GROUP_ROWS = 1 << 17
@@ -72,6 +87,7 @@ class TypeSummary:
         duplicates: Valid values dropped because an earlier row holds the same identifier.
         changes: Valid values changed by normalization, by change (for example `lowercased`);
             one value may count under several changes.
+        first_invalid: Where the first invalid value is (for example `line 7`), if any.
     """
 
     values_read: int
@@ -79,6 +95,7 @@ class TypeSummary:
     invalid_by_reason: dict[str, int]
     duplicates: int
     changes: dict[str, int]
+    first_invalid: str | None = None
 
     @property
     def digests_written(self) -> int:
@@ -99,12 +116,16 @@ class PreparationSummary:
         rows_written: Rows in the digests file.
         rows_without_identifier: Rows dropped because no valid, first-seen identifier was left.
         types: Per identifier type, in the order of the digests file's columns.
+        hints: Every large drop explained with its fix (`partners.preparation.advice`).
+        source: What was read, and how (for example the CSV delimiter and encoding).
     """
 
     rows_read: int
     rows_written: int
     rows_without_identifier: int
     types: dict[str, TypeSummary]
+    hints: tuple[str, ...] = ()
+    source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the summary as plain data that `json.dumps` accepts."""
@@ -113,7 +134,36 @@ class PreparationSummary:
             "rows_written": self.rows_written,
             "rows_without_identifier": self.rows_without_identifier,
             "types": {name: summary.to_dict() for name, summary in self.types.items()},
+            "hints": list(self.hints),
+            "source": self.source,
         }
+
+    def to_pandas(self) -> Any:
+        """Return the counts as a tidy pandas DataFrame: one row per type, count and reason.
+
+        Columns: `identifier_type`, `count` (values_read, valid, invalid, duplicates,
+        digests_written, changed), `reason` (the reason or change, else empty) and `value`.
+        pandas is needed for this method only (`pip install cleanroom-partner[pandas]`).
+        """
+        import pandas as pd  # noqa: PLC0415 (an optional dependency of the toolkit)
+
+        rows: list[dict[str, Any]] = []
+        for name, summary in self.types.items():
+            for count in ("values_read", "valid", "duplicates", "digests_written"):
+                rows.append(
+                    {"identifier_type": name, "count": count, "reason": "",
+                     "value": getattr(summary, count)}
+                )  # fmt: skip
+            for reason, value in summary.invalid_by_reason.items():
+                rows.append(
+                    {"identifier_type": name, "count": "invalid", "reason": reason, "value": value}
+                )
+            for change, value in summary.changes.items():
+                rows.append(
+                    {"identifier_type": name, "count": "changed", "reason": change, "value": value}
+                )
+        frame = pd.DataFrame(rows, columns=["identifier_type", "count", "reason", "value"])
+        return frame.astype({"value": "int64"})
 
 
 @dataclass(frozen=True)
@@ -138,23 +188,31 @@ class DigestFile:
 
 
 def prepare(
-    source: Path,
-    destination: Path,
+    source: Path | str | Any,
+    destination: Path | str,
     *,
     secret: bytes,
     collaboration_id: str,
     columns: Mapping[str, str] | None = None,
     hashed_columns: Mapping[str, str] | None = None,
-    segment_columns: Sequence[str] = (),
+    segment_columns: Sequence[str] | Mapping[str, str] = (),
     default_region: str | None = None,
+    region_column: str | None = None,
     declared_types: Collection[str] = (),
+    delimiter: str | None = None,
+    encoding: str | None = None,
+    sheet: str | None = None,
+    strict: bool = False,
+    hashed_phone_form: PhoneHashForm = "e164",
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
 ) -> PreparationSummary:
-    """Read a customer file and write its digests file.
+    """Read a customer file or table and write its digests file.
 
     Args:
-        source: A `.csv`, `.csv.gz` or `.parquet` file with a header row (CSV: UTF-8).
+        source: A file with a header row: `.csv`, `.tsv`, `.txt` (any of them gzipped),
+            `.xlsx` (its first sheet), `.parquet`, `.arrow` or `.feather`; or an Arrow table,
+            record batch or reader, or a pandas or Polars DataFrame.
         destination: The digests file to write; replaced if it exists. It appears only when
             complete: a failure leaves neither it nor a partial file behind.
         secret: The collaboration secret.
@@ -165,9 +223,22 @@ def prepare(
             SHA-256 hash of each normalized identifier instead (64 hex digits in either case,
             or 44 base64 characters, as UID2 and ad platforms exchange them). They give the
             digest the raw identifier would give. At most one column per type in all.
-        segment_columns: Input columns to copy as segment labels, in this order.
+        segment_columns: Input columns to copy as segment labels, in this order: a list
+            keeps their names, a mapping of input column to segment name renames them. Names,
+            labels and distinct values are checked against the server's rules
+            (`partners.preparation.segments`) before the digests file is written.
         default_region: The region of phone numbers written without a country code.
+        region_column: A column giving each row's region for its phone number: an ISO
+            3166-1 alpha-2 code (TH, VN) or a country name (`normalize.region_of`); where
+            it is empty, `default_region` applies.
         declared_types: Extra identifier types the collaboration declared.
+        delimiter: For CSV, the delimiter; sniffed from the start of the file by default.
+        encoding: For CSV, the encoding; told from the start of the file by default.
+        sheet: For XLSX, the sheet to read; the first by default.
+        strict: Refuse the file (and write nothing) if any value is invalid.
+        hashed_phone_form: How hashed phone columns were made. Only `e164` (SHA-256 of `+`
+            and digits) gives digests that match; `digits` (Meta's form, without `+`) is
+            refused, since a hash cannot be given its `+` back.
         progress: Called with the number of rows of each batch once it is digested.
         workers: Processes that digest batches at once; by default one per core.
 
@@ -175,51 +246,88 @@ def prepare(
         What was read, dropped and written.
 
     Raises:
-        InputError: If an option, the mapping or the source file is not usable.
+        InputError: If an option, the mapping or the source is not usable, if no row is
+            left to write (NO_ROWS_WRITTEN), if `strict` and a value is invalid
+            (INVALID_VALUES), or if a segment breaks the server's rules. Nothing is written
+            then.
     """
-    source, destination = Path(source), Path(destination)
+    destination = Path(destination)
+    if hashed_phone_form != "e164":
+        raise InputError(
+            "PHONE_HASH_FORM_NOT_CONVERTIBLE",
+            "Hashed phones must be SHA-256 of the E.164 form with its '+' (as in +66812345678)."
+            " Hashes of the digits without '+' (the form Meta asks for) cannot be converted: a"
+            " hash cannot be given its '+' back. Hash the numbers again with the '+', or give"
+            " the raw numbers with --column.",
+            {"hashed_phone_form": str(hashed_phone_form)},
+        )
     plan = _digest_plan(
         columns or {},
         hashed_columns or {},
         default_region=default_region,
+        region_column=region_column,
         declared_types=declared_types,
         secret=secret,
         collaboration_id=collaboration_id,
     )
     input_columns = [column.column for column in plan.columns]
-    _check_segments(
-        segment_columns, input_columns, [column.identifier_type for column in plan.columns]
-    )
-    source_format = _sources.source_format(source)
-    _sources.check_exists(source)
-    _check_destination(source, destination)
-    names = _sources.column_names(source, source_format)
-    _sources.check_columns(source, names, [*input_columns, *segment_columns])
     identifier_types = [column.identifier_type for column in plan.columns]
+    segments = segment_mapping(segment_columns)
+    _check_segments(list(segments), input_columns, [])
+    check_segment_names(segments, identifier_types)
+    customers = _sources.CustomerSource(source, delimiter=delimiter, encoding=encoding, sheet=sheet)
+    if customers.path is not None:
+        _check_destination(customers.path, destination)
+    extra = [region_column] if region_column and region_column not in input_columns else []
+    read = list(dict.fromkeys([*input_columns, *segments, *extra]))
+    customers.check_columns(read)
     schema = _digest_schema(
         identifier_types,
-        segment_columns,
+        list(segments.values()),
         collaboration_id,
         key_check_value(secret, collaboration_id),
     )
-    batches = _sources.read_batches(source, source_format, [*input_columns, *segment_columns])
-    expected_rows = _sources.expected_rows(source, source_format)
+    expected_rows = customers.expected_rows()
     with work_folder(destination) as work:
         digested = _digest_all(
-            batches,
+            customers.batches(read),
             plan,
-            segment_columns=segment_columns,
+            segment_columns=list(segments),
             schema=schema,
             work=work,
             partitions=partitions_for(expected_rows),
             workers=workers or default_workers(),
             many_batches=expected_rows > _MANY_BATCHES_ROWS,
             progress=progress,
+            where=customers.where,
         )
+        findings = [
+            advice.ColumnFindings(
+                column.identifier_type,
+                column.column,
+                column.hashed,
+                tally.values_read,
+                tally.invalid,
+                0,
+                tally.sampled,
+                tally.looks_hashed,
+            )
+            for column, tally in zip(plan.columns, digested.tallies, strict=True)
+        ]
+        try:
+            _refuse_bad_output(customers, plan, digested, findings, strict=strict)
+        except BaseException:
+            digested.finder.close()
+            raise
         duplicates = digested.finder.finish(digested.rows_kept, workers or default_workers())
         rows_written = _write_digest_file(
-            digested.rows_file, destination, schema, segment_columns, duplicates
-        )
+            digested.rows_file, destination, schema, list(segments.values()), duplicates,
+            segment_sources=list(segments),
+        )  # fmt: skip
+    findings = [
+        dataclasses.replace(found, duplicates=rows.count)
+        for found, rows in zip(findings, duplicates, strict=True)
+    ]
     return PreparationSummary(
         rows_read=digested.rows_read,
         rows_written=rows_written,
@@ -230,7 +338,71 @@ def prepare(
                 identifier_types, digested.tallies, duplicates, strict=True
             )
         },
+        hints=tuple(
+            advice.hints(
+                findings,
+                rows_read=digested.rows_read,
+                rows_written=rows_written,
+                default_region=None if region_column else default_region,
+                country_columns=[
+                    name
+                    for name in customers.names
+                    if name.strip().lower() in advice.COUNTRY_COLUMNS
+                ],
+            )
+        ),
+        source=_described(customers),
     )
+
+
+def _described(customers: _sources.CustomerSource) -> str:
+    """Say what was read and how, for the summary."""
+    if customers.dialect is not None:
+        delimiter = (
+            "tab" if customers.dialect.delimiter == "\t" else repr(customers.dialect.delimiter)
+        )
+        return (
+            f"{customers.label}: CSV, delimiter {delimiter}, encoding {customers.dialect.encoding}"
+        )
+    return f"{customers.label}: {customers.format}"
+
+
+def _refuse_bad_output(
+    customers: _sources.CustomerSource,
+    plan: DigestPlan,
+    digested: _FirstPass,
+    findings: list[advice.ColumnFindings],
+    *,
+    strict: bool,
+) -> None:
+    """Refuse, before anything is written, an empty output and, if strict, invalid values."""
+    if not digested.rows_kept:
+        found = advice.hints(findings, rows_read=digested.rows_read, rows_written=0)
+        raise InputError(
+            "NO_ROWS_WRITTEN",
+            f"No row of {customers.label} has a valid identifier"
+            f" ({digested.rows_read:,} rows read), so no digests file was written. "
+            + " ".join(found),
+            {"path": customers.label, "rows_read": str(digested.rows_read)},
+        )
+    if strict:
+        for column, tally in zip(plan.columns, digested.tallies, strict=True):
+            if tally.invalid.total():
+                reasons = ", ".join(f"{n:,} {r}" for r, n in sorted(tally.invalid.items()))
+                raise InputError(
+                    "INVALID_VALUES",
+                    f"Column {column.column!r} of {customers.label} has"
+                    f" {tally.invalid.total():,} invalid {column.identifier_type} values"
+                    f" ({reasons}); the first is on {tally.first_invalid or 'an unknown row'}."
+                    " Without --strict they would be dropped and counted; no digests file was"
+                    " written.",
+                    {
+                        "path": customers.label,
+                        "column": column.column,
+                        "where": tally.first_invalid or "",
+                        "invalid": str(tally.invalid.total()),
+                    },
+                )
 
 
 def read_digest_file(path: Path) -> DigestFile:
@@ -279,12 +451,32 @@ class _Tally:
     values_read: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
     changes: Counter[str] = field(default_factory=Counter)
+    first_invalid: str | None = None
+    sampled: int = 0
+    looks_hashed: int = 0
 
-    def add(self, digests: ColumnDigests) -> None:
-        """Add the counts of one batch."""
+    def add(
+        self,
+        digests: ColumnDigests,
+        cells: pa.Array[Any],
+        *,
+        first_row: int,
+        where: Callable[[int], str],
+        raw: bool,
+    ) -> None:
+        """Add the counts of one batch, whose first row is row `first_row` of the source."""
         self.values_read += digests.values_read
         self.invalid.update(digests.invalid)
         self.changes.update(digests.changes)
+        if self.first_invalid is None and digests.invalid.total():
+            row = _first_invalid_row(cells, digests.digests)
+            if row is not None:
+                self.first_invalid = where(first_row + row)
+        if raw and self.sampled < _HASH_SAMPLE_ROWS:
+            sample = cells.slice(0, _HASH_SAMPLE_ROWS - self.sampled).drop_null()
+            self.sampled += len(sample)
+            matches: Any = pc.match_substring_regex(sample, _HASH_LIKE)
+            self.looks_hashed += int(pc.sum(matches).as_py() or 0)
 
     def summary(self, duplicates: int) -> TypeSummary:
         """Return the summary of the column, given how many digests repeated an earlier row."""
@@ -294,7 +486,17 @@ class _Tally:
             invalid_by_reason=dict(sorted(self.invalid.items())),
             duplicates=duplicates,
             changes=dict(sorted(self.changes.items())),
+            first_invalid=self.first_invalid,
         )
+
+
+def _first_invalid_row(cells: Any, digests: Any) -> int | None:
+    """The index of the first cell that holds a value but gave no digest (an invalid one)."""
+    candidates = pc.and_(pc.is_valid(cells), pc.is_null(digests))
+    for index in pc.indices_nonzero(candidates).to_pylist():
+        if str(cells[index].as_py()).strip():
+            return int(index)
+    return None
 
 
 @dataclass
@@ -319,6 +521,7 @@ def _digest_all(
     workers: int,
     many_batches: bool,
     progress: Callable[[int], None] | None,
+    where: Callable[[int], str],
 ) -> _FirstPass:
     """First pass: digest every batch into a work file of the rows that hold an identifier."""
     result = _FirstPass(
@@ -335,8 +538,18 @@ def _digest_all(
             if many_batches:
                 pool.start()
             for batch, digested in pool.map(batches):
-                for tally, column in zip(result.tallies, digested, strict=True):
-                    tally.add(column)
+                for tally, column, column_plan in zip(
+                    result.tallies, digested, plan.columns, strict=True
+                ):
+                    tally.add(
+                        column,
+                        batch.column(column_plan.column),
+                        first_row=result.rows_read,
+                        where=where,
+                        raw=not column_plan.hashed
+                        and column_plan.identifier_type in normalize.BUILTIN_TYPES,
+                    )
+                _check_labels(batch, segment_columns, first_row=result.rows_read, where=where)
                 kept = _rows_with_an_identifier(
                     [column.digests for column in digested],
                     [batch.column(name) for name in segment_columns],
@@ -354,16 +567,46 @@ def _digest_all(
     return result
 
 
+def _check_labels(
+    batch: pa.RecordBatch,
+    segment_columns: Sequence[str],
+    *,
+    first_row: int,
+    where: Callable[[int], str],
+) -> None:
+    """Refuse a segment label longer than the server accepts, saying where it is."""
+    for column in segment_columns:
+        labels: Any = batch.column(column)
+        long = pc.greater(pc.utf8_length(labels), pa.scalar(MAX_SEGMENT_LABEL))
+        rows = pc.indices_nonzero(pc.fill_null(long, False))
+        if len(rows):
+            raise InputError(
+                "SEGMENT_VALUE_TOO_LONG",
+                f"Segment column {column!r} has a value longer than {MAX_SEGMENT_LABEL}"
+                f" characters on {where(first_row + rows[0].as_py())}; segments are short"
+                " labels such as a loyalty tier. No digests file was written.",
+                {"column": column, "where": where(first_row + rows[0].as_py())},
+            )
+
+
 def _write_digest_file(
     rows_file: Path,
     destination: Path,
     schema: pa.Schema,
     segment_columns: Sequence[str],
     duplicates: Sequence[DuplicateRows],
+    *,
+    segment_sources: Sequence[str] = (),
 ) -> int:
-    """Second pass: write the digests file without digests that repeat an earlier row."""
+    """Second pass: write the digests file without digests that repeat an earlier row.
+
+    The distinct labels of each segment are counted over the rows written, as the server
+    counts them; too many refuse the file before it replaces the destination.
+    """
     written = pending_rows = 0
     pending: list[pa.RecordBatch] = []
+    labels: dict[str, set[str]] = {name: set() for name in segment_columns}
+    sources = dict(zip(segment_columns, segment_sources or segment_columns, strict=True))
     with (
         replacing(destination) as partial,
         # Digests are random bytes: dictionaries, statistics and compression would only add
@@ -378,6 +621,17 @@ def _write_digest_file(
         _read_ahead(_first_seen_rows(rows_file, duplicates)) as batches,
     ):
         for first_seen in batches:
+            for name, seen in labels.items():
+                found = pc.unique(first_seen.column(name)).drop_null().to_pylist()
+                seen.update(str(value) for value in found)
+                if len(seen) > MAX_SEGMENT_VALUES:
+                    raise InputError(
+                        "TOO_MANY_SEGMENT_VALUES",
+                        f"Segment column {sources[name]!r} has more than {MAX_SEGMENT_VALUES}"
+                        " distinct values; segments are labels with few values, never"
+                        " per-person data. No digests file was written.",
+                        {"column": sources[name], "segment": name},
+                    )
             pending.append(first_seen)
             pending_rows += first_seen.num_rows
             if pending_rows >= ROW_GROUP_ROWS:
@@ -488,6 +742,7 @@ def _digest_plan(
     hashed_columns: Mapping[str, str],
     *,
     default_region: str | None,
+    region_column: str | None = None,
     declared_types: Collection[str],
     secret: bytes,
     collaboration_id: str,
@@ -522,7 +777,16 @@ def _digest_plan(
             )
         key = type_key(secret, collaboration_id, identifier_type)
         plans[identifier_type] = ColumnPlan(identifier_type, column, hashed, key)
-    plan = DigestPlan(tuple(plans.values()), default_region, tuple(declared_types))
+    if region_column is not None and not any(
+        plan.identifier_type == "phone" and not plan.hashed for plan in plans.values()
+    ):
+        raise InputError(
+            "REGION_COLUMN_WITHOUT_PHONES",
+            f"A region column ({region_column!r}) was given, but no column of raw phone"
+            " numbers: map one with --column COLUMN=phone.",
+            {"region_column": region_column},
+        )
+    plan = DigestPlan(tuple(plans.values()), default_region, tuple(declared_types), region_column)
     plan.check()
     return plan
 

@@ -214,7 +214,7 @@ def run_cleanroom(command: str, config: Path) -> Outcome:
     deadline = time.monotonic() + COMMAND_SECONDS
     try:
         while process.poll() is None:
-            if "serving on" in log.read_text(errors="replace"):
+            if '"event": "serving"' in log.read_text(errors="replace"):
                 return Outcome(None, log.read_text(errors="replace"))
             assert time.monotonic() < deadline, f"`cleanroom {command}` neither failed nor served"
             time.sleep(0.05)
@@ -256,7 +256,8 @@ def test_a_good_configuration_checks_and_serves(pki: DemoPki, tmp_path: Path) ->
 
 GARBAGE = "garbage.pem"
 # (key, bad value, the key the message must name, checked by `serve`, by `check-config`).
-# `check-config` judges the file's values; what needs the files it names is for `serve`.
+# `check-config` judges the file's values and the TLS and key files it names; the data
+# directory is for `serve` alone (checking it would create it).
 BAD_VALUES = [
     ("collaborations.0.policy.minimum_threshold", 5, "collaborations[0].policy.minimum_threshold", True, True),
     ("collaborations.0.key_check_value", "XYZ", "collaborations[0].key_check_value", False, True),
@@ -266,11 +267,11 @@ BAD_VALUES = [
     ("server.colour", "blue", "server.colour", True, True),
     ("server.listen", "not an address", "server.listen", True, True),
     ("server.listen", "127.0.0.1:99999", "server.listen", True, True),
-    ("server.tls.certificate", GARBAGE, "server.tls.certificate", True, False),
-    ("server.tls.private_key", "ACME_KEY", "server.tls.private_key", True, False),
-    ("server.tls.client_ca", GARBAGE, "server.tls.client_ca", True, False),
-    ("server.tls.certificate", "missing.pem", "server.tls.certificate", True, False),
-    ("server.audit.signing_key", GARBAGE, "server.audit.signing_key", True, False),
+    ("server.tls.certificate", GARBAGE, "server.tls.certificate", True, True),
+    ("server.tls.private_key", "ACME_KEY", "server.tls.private_key", True, True),
+    ("server.tls.client_ca", GARBAGE, "server.tls.client_ca", True, True),
+    ("server.tls.certificate", "missing.pem", "server.tls.certificate", True, True),
+    ("server.audit.signing_key", GARBAGE, "server.audit.signing_key", True, True),
     ("server.data_dir", GARBAGE, "server.data_dir", True, False),
 ]  # fmt: skip
 FOR_SERVE = [case for case in BAD_VALUES if case[3]]
@@ -299,7 +300,9 @@ def test_serve_fails_at_start_naming_the_bad_key(bad_config: tuple[Path, str]) -
     assert outcome.status is not None, f"the server started anyway:\n{outcome.output}"
     assert outcome.status != 0
     assert "Traceback" not in outcome.output, outcome.output[-2000:]
-    assert f"error: {key}:" in outcome.output, outcome.output[-2000:]
+    # The log is JSON, one event a line: the refusal names the key in a field of its own.
+    assert '"event": "cannot serve"' in outcome.output, outcome.output[-2000:]
+    assert f'"key": "{key}"' in outcome.output, outcome.output[-2000:]
 
 
 @pytest.mark.parametrize("bad_config", FOR_CHECK_CONFIG, indirect=True, ids=case_id)

@@ -573,8 +573,7 @@ class Room:
         self.findings.assert_none()
 
     def serving(self) -> bool:
-        """Whether the server still answers a health check (itself one audited call)."""
-        self.expected_events += 1
+        """Whether the server still answers a health check (counted, not in the query logs)."""
         response = health_pb2_grpc.HealthStub(self.channels["acme"]).Check(
             health_pb2.HealthCheckRequest(), timeout=10
         )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cleanroom.config import Role, load_config, parse_config
-from cleanroom.errors import ConfigError
+from cleanroom.errors import ConfigError, ConfigProblemsError
 
 BASE: dict[str, Any] = {
     "server": {
@@ -66,10 +66,10 @@ def test_a_good_config_loads_with_defaults(tmp_path: Path) -> None:
     ("path", "value", "key", "words"),
     [
         ("collaborations.0.policy.minimum_threshold", 9, "collaborations[0].policy.minimum_threshold", "at least 10"),
-        ("collaborations.0.policy.minimum_threshold", "50", "collaborations[0].policy.minimum_threshold", "must be a int"),
+        ("collaborations.0.policy.minimum_threshold", "50", "collaborations[0].policy.minimum_threshold", "must be an integer"),
         ("collaborations.0.policy.minimum_dataset_size", 5, "collaborations[0].policy.minimum_dataset_size", "at least minimum_threshold"),
         ("collaborations.0.policy.epsilon", 1, "collaborations[0].policy.epsilon", "unknown key"),
-        ("collaborations.0.policy.noise", "yes", "collaborations[0].policy.noise", "must be a bool"),
+        ("collaborations.0.policy.noise", "yes", "collaborations[0].policy.noise", "must be true or false"),
         ("collaborations.0.policy.epsilon_budget", 0, "collaborations[0].policy.epsilon_budget", "above 0"),
         ("collaborations.0.policy.epsilon_per_report", 20, "collaborations[0].policy.epsilon_per_report", "at most epsilon_budget"),
         ("collaborations.0.policy.match_rate_cap", 1.5, "collaborations[0].policy.match_rate_cap", "between 0 and 1"),
@@ -105,3 +105,91 @@ def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
     bad.write_text("[server\n")
     with pytest.raises(ConfigError, match="not a valid TOML"):
         load_config(bad)
+
+
+def test_every_problem_is_reported_at_once_each_naming_its_key(tmp_path: Path) -> None:
+    data = changed("collaborations.0.policy.minimum_threshold", 5)
+    data["server"]["max_workers"] = 0
+    data["server"]["listen"] = "nowhere"
+    data["server"]["colour"] = "blue"
+    data["partners"][0]["certificate_names"] = []
+    data["collaborations"][0]["polciy"] = {}
+    data["collaborations"][0]["members"][0]["roles"] = ["analist"]
+    with pytest.raises(ConfigProblemsError) as error:
+        parse_config(data, base_dir=tmp_path)
+    keys = [p.key for p in error.value.problems]
+    assert keys == [
+        "server.colour",
+        "server.max_workers",
+        "server.listen",
+        "partners[0].certificate_names",
+        "collaborations[0].polciy",
+        "collaborations[0].members[0].roles",
+        "collaborations[0].policy.minimum_threshold",
+    ]
+    for problem in error.value.problems:
+        assert problem.message.startswith(problem.key + ": ")
+        assert problem.message in error.value.message
+    assert "did you mean 'policy'?" in error.value.message
+    assert "did you mean 'analyst'?" in error.value.message
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "hint"),
+    [
+        ("server.max_worker", 4, "did you mean 'max_workers'?"),
+        ("server.tls.client-ca", "ca.pem", "did you mean 'client_ca'?"),
+        ("collaborations.0.key_check_valeu", "0123456789abcdef", "did you mean 'key_check_value'?"),
+        ("collaborations.0.policy.minimum_treshold", 20, "did you mean 'minimum_threshold'?"),
+    ],
+)  # fmt: skip
+def test_unknown_keys_that_are_near_misses_say_what_was_meant(
+    tmp_path: Path, path: str, value: Any, hint: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(changed(path, value), base_dir=tmp_path)
+    assert hint in error.value.message
+    assert "unknown key" in error.value.message
+
+
+@pytest.mark.parametrize("typo", ["emial", "phon", "e-mail", "maids"])
+def test_an_identifier_type_that_looks_like_a_misspelt_built_in_is_an_error(
+    tmp_path: Path, typo: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(
+            changed("collaborations.0.identifier_types", ["phone", typo]), base_dir=tmp_path
+        )
+    assert error.value.key == "collaborations[0].identifier_types"
+    assert "misspelt built-in" in error.value.message
+    assert "did you mean" in error.value.message
+
+
+def test_declared_identifier_types_are_kept_apart_from_built_in_ones(tmp_path: Path) -> None:
+    config = parse_config(
+        changed("collaborations.0.identifier_types", ["email", "loyalty_id", "member_no"]),
+        base_dir=tmp_path,
+    )
+    spring = config.collaborations["spring"]
+    assert spring.declared_identifier_types == ("loyalty_id", "member_no")
+    assert spring.identifier_types == ("email", "loyalty_id", "member_no")
+
+
+def test_a_previous_key_check_value_is_accepted_during_a_rotation(tmp_path: Path) -> None:
+    config = parse_config(
+        changed("collaborations.0.previous_key_check_value", "fedcba9876543210"), base_dir=tmp_path
+    )
+    assert config.collaborations["spring"].accepted_key_check_values == (
+        "0123456789abcdef",
+        "fedcba9876543210",
+    )
+    for bad, words in (
+        ("0123456789abcdef", "same as key_check_value"),
+        ("XYZ", "16 lowercase hex"),
+    ):
+        with pytest.raises(ConfigError) as error:
+            parse_config(
+                changed("collaborations.0.previous_key_check_value", bad), base_dir=tmp_path
+            )
+        assert error.value.key == "collaborations[0].previous_key_check_value"
+        assert words in error.value.message

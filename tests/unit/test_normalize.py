@@ -31,6 +31,7 @@ from partners.preparation.normalize import (
     normalize_maid,
     normalize_phone,
     normalizer_for,
+    region_of,
 )
 
 # The examples UID2 publishes in "Normalization and Encoding", with the SHA-256 of each
@@ -121,13 +122,49 @@ def test_email_hashing_without_normalizing_differs_as_uid2_and_euid_warn(
     assert base64.b64encode(normalized).decode() == UID2_EMAIL_BASE64["janesaoirse@gmail.com"]
 
 
-def test_email_inner_whitespace_is_kept() -> None:
+def test_email_inner_whitespace_is_refused_not_rewritten() -> None:
     # SPEC section 2 (like UID2, Google and Meta) trims only surrounding whitespace: an
-    # address with a space inside is not rewritten into another person's address.
-    assert explain_email(" jane doe@example.com\t") == Normalized(
-        "jane doe@example.com", ("trimmed",)
-    )
-    assert normalize_email("jane.doe @gmail.com") == "janedoe @gmail.com"
+    # address with a space inside is neither rewritten into another person's address nor
+    # counted as valid (issue 14: `somchai j@gmail.com` is not an address).
+    assert explain_email(" jane@example.com\t") == Normalized("jane@example.com", ("trimmed",))
+    for raw in (" jane doe@example.com\t", "jane.doe @gmail.com", "somchai j@gmail.com"):
+        with pytest.raises(InvalidIdentifierError) as caught:
+            explain_email(raw)
+        assert caught.value.reason == "contains_whitespace"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("mailto:a@example.com", "mailto_prefix"),
+        ('"Somchai Jaidee" <somchai@example.co.th>', "display_name"),
+        ("somchai@example.co.th>", "display_name"),
+        ("a\u200b@example.com", "unsafe_character"),
+        ("a..b@example.com", "invalid_local_part"),
+        (".a@example.com", "invalid_local_part"),
+        ("a,b@example.com", "invalid_local_part"),
+        ("a@example", "invalid_domain"),
+        ("a@example..com", "invalid_domain"),
+        ("a@-example.com", "invalid_domain"),
+        ("a@example.123", "invalid_domain"),
+        ("a@host.localhost", "invalid_domain"),
+        ("a@ab--cd.com", "invalid_domain"),
+        ("a@" + "b" * 64 + ".com", "invalid_domain"),
+        ("a" * 250 + "@b.com", "too_long"),
+    ],
+)
+def test_email_syntax_is_checked_by_email_validator(raw: str, reason: str) -> None:
+    with pytest.raises(InvalidIdentifierError) as caught:
+        explain_email(raw)
+    assert caught.value.reason == reason
+    assert raw not in str(caught.value)
+
+
+def test_email_syntax_check_keeps_uid2_normalization() -> None:
+    # email-validator's own normalization (NFC, lowercased domain, IDNA) is not applied.
+    assert normalize_email("Nguyễn.Văn@Example.VN") == "nguyễn.văn@example.vn"
+    assert normalize_email("x@xn--80ak6aa92e.com") == "x@xn--80ak6aa92e.com"
+    assert normalize_email("Jane.Doe+Promo@GMAIL.com") == "janedoe@gmail.com"
 
 
 @pytest.mark.parametrize(
@@ -192,7 +229,7 @@ def test_email_explain_reports_each_change() -> None:
         ("user@", "empty_domain"),
         ("@", "empty_domain"),
         ("+tag@gmail.com", "empty_local_part"),
-        ("...@gmail.com", "empty_local_part"),
+        ("...@gmail.com", "invalid_local_part"),
     ],
 )
 def test_email_invalid_values_give_a_reason(raw: str, reason: str) -> None:
@@ -500,6 +537,21 @@ def test_email_column_matches_row_by_row(cells: list[str | None]) -> None:
     assert_column_matches_scalar("email", cells)
 
 
+_EMAIL_SYNTAX = st.sampled_from(
+    [*"aZ09.-+_!#$%&'*/=?^`{|}~@:<>\"(),;[] ", "\u200b", "xn--", "--", "..", ".test",
+     ".localhost", ".local", ".arpa", ".onion", ".invalid", ".com", ".vn", ".123", "@gmail.com",
+     "mailto:", "ễ", "b" * 64]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_EMAIL_SYNTAX, max_size=8).map("".join), max_size=30))
+def test_email_syntax_column_matches_email_validator_row_by_row(cells: list[str]) -> None:
+    # The vectorized rule proves syntax only where email-validator would accept it.
+    assert_column_matches_scalar("email", [f"{cell}@example{cell}.com" for cell in cells])
+    assert_column_matches_scalar("email", [f"a{cell}" for cell in cells])
+
+
 _MAID_CHARS = st.sampled_from([*"0123456789abcdefABCDEFg- ", "\t", "\xa0", "\uff10"])
 
 
@@ -626,3 +678,13 @@ def test_phone_column_decides_common_formats_without_the_library() -> None:
     # One number of a rare country code is left to the library, which is exact but slower.
     alone = PhoneFastPath("US").normalize(pa.array(["+44 20 7946 0958"]), pa.array([True]))
     assert alone.valid.to_pylist() == alone.invalid.to_pylist() == [False]
+
+
+@pytest.mark.parametrize(
+    ("cell", "region"),
+    [("TH", "TH"), (" vn ", "VN"), ("Thailand", "TH"), ("THAILAND", "TH"),
+     ("ประเทศไทย", "TH"), ("Việt Nam", "VN"), ("vietnam", "VN"), ("Singapore", "SG"),
+     ("XX", None), ("Siam", None), ("", None)],
+)  # fmt: skip
+def test_region_cells_are_codes_or_country_names(cell: str, region: str | None) -> None:
+    assert region_of(cell) == region

@@ -128,7 +128,10 @@ def test_schema_metadata(customers_csv: Path, tmp_path: Path) -> None:
 
 def test_summary_counts(customers_csv: Path, tmp_path: Path) -> None:
     summary = run(customers_csv, tmp_path / "digests.parquet")
+    assert summary.source == f"{customers_csv}: CSV, delimiter ',', encoding utf-8"
     assert summary == PreparationSummary(
+        hints=summary.hints,
+        source=summary.source,
         rows_read=7,
         rows_written=3,
         rows_without_identifier=4,
@@ -144,6 +147,7 @@ def test_summary_counts(customers_csv: Path, tmp_path: Path) -> None:
                     "lowercased": 1,
                     "trimmed": 1,
                 },
+                first_invalid="line 4",
             ),
             "phone": TypeSummary(
                 values_read=5,
@@ -151,6 +155,7 @@ def test_summary_counts(customers_csv: Path, tmp_path: Path) -> None:
                 invalid_by_reason={"unparseable_phone": 1},
                 duplicates=2,
                 changes={"phone_reformatted": 4},
+                first_invalid="line 4",
             ),
             "maid": TypeSummary(
                 values_read=4,
@@ -158,6 +163,7 @@ def test_summary_counts(customers_csv: Path, tmp_path: Path) -> None:
                 invalid_by_reason={"zero_maid": 1},
                 duplicates=1,
                 changes={"lowercased": 1},
+                first_invalid="line 4",
             ),
         },
     )
@@ -176,6 +182,7 @@ def test_summary_to_dict_is_json(customers_csv: Path, tmp_path: Path) -> None:
         "invalid_by_reason": {"zero_maid": 1},
         "duplicates": 1,
         "changes": {"lowercased": 1},
+        "first_invalid": "line 4",
         "digests_written": 2,
     }
 
@@ -316,14 +323,15 @@ def test_progress_counts_every_row(customers_csv: Path, tmp_path: Path) -> None:
     assert sum(rows) == 7
 
 
-def test_header_only_csv_gives_an_empty_digests_file(tmp_path: Path) -> None:
+def test_header_only_csv_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    # Issue 14: an empty digests file used to be written with exit status 0.
     source = tmp_path / "customers.csv"
     source.write_text("e_mail,phone_number,device,tier\n", encoding="utf-8")
     destination = tmp_path / "digests.parquet"
-    summary = run(source, destination)
-    assert (summary.rows_read, summary.rows_written) == (0, 0)
-    assert read_digest_file(destination).row_count == 0
-    assert pq.read_schema(destination).names == ["email", "phone", "maid", "tier"]
+    with pytest.raises(InputError) as caught:
+        run(source, destination)
+    assert caught.value.reason == "NO_ROWS_WRITTEN"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["customers.csv"]
 
 
 def test_existing_destination_is_replaced(customers_csv: Path, tmp_path: Path) -> None:
@@ -376,7 +384,7 @@ def test_unknown_column_lists_the_file_columns(customers_csv: Path, tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    "name", ["customers.xlsx", "customers.json", "customers.csv.zip", "customers"]
+    "name", ["customers.xls", "customers.json", "customers.csv.zip", "customers.ods", "customers"]
 )
 def test_unsupported_file_type(tmp_path: Path, name: str) -> None:
     source = tmp_path / name
@@ -461,6 +469,7 @@ def test_bad_csv_row_midway_leaves_nothing_behind(
 ) -> None:
     monkeypatch.setattr(_sources, "CSV_BLOCK_BYTES", 64)
     monkeypatch.setattr(_sources, "CSV_BATCH_ROWS", 1)
+    monkeypatch.setattr(_sources, "SAMPLE_BYTES", 128)  # the sample is UTF-8, the file is not
     source = tmp_path / "customers.csv"
     rows = [f"user{i}@example.com,x" for i in range(20)]
     source.write_bytes(("email,tier\n" + "\n".join(rows)).encode() + b"\nbad\xff@example.com,x\n")
@@ -476,8 +485,10 @@ def test_bad_csv_row_midway_leaves_nothing_behind(
             workers=1,
         )
     assert batches  # some batches were written before the bad row
-    assert caught.value.reason == "FILE_UNREADABLE"
+    assert caught.value.reason == "UNDECODABLE_TEXT"
     assert str(source) in caught.value.message
+    assert "column 'email' on line 22" in caught.value.message
+    assert "bad" not in caught.value.message.replace(str(source), "")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["customers.csv"]
 
 
@@ -520,11 +531,11 @@ def test_excel_csv_with_byte_order_mark_and_crlf(tmp_path: Path) -> None:
         secret=SECRET,
         collaboration_id=COLLABORATION,
         columns={"Email": "email"},
-        segment_columns=["Tier"],
+        segment_columns={"Tier": "tier"},
     )
     assert pq.read_table(tmp_path / "digests.parquet").to_pydict() == {
         "email": [reference_digest("email", "a@example.com")],
-        "Tier": ["gold"],
+        "tier": ["gold"],
     }
 
 
@@ -546,14 +557,23 @@ def test_each_digest_stands_in_one_row_and_every_row_has_one(
             pa.table(columns, schema=pa.schema({"first": pa.string(), "second": pa.string()})),
             source,
         )
-        summary = prepare(
-            source,
-            destination,
-            secret=SECRET,
-            collaboration_id=COLLABORATION,
-            columns={"first": "email", "second": "loyalty_id"},
-            declared_types=["loyalty_id"],
-        )
+        try:
+            summary = prepare(
+                source,
+                destination,
+                secret=SECRET,
+                collaboration_id=COLLABORATION,
+                columns={"first": "email", "second": "loyalty_id"},
+                declared_types=["loyalty_id"],
+            )
+        except InputError as error:  # no row with an identifier: refused, nothing written
+            refused = error
+        else:
+            refused = None
+        if refused is not None:
+            assert refused.reason == "NO_ROWS_WRITTEN"
+            assert not destination.exists()
+            return
         result = pq.read_table(destination).to_pydict()
     for name in ("email", "loyalty_id"):
         present = [digest for digest in result[name] if digest is not None]
@@ -673,6 +693,7 @@ def test_hashed_and_raw_columns_mix(tmp_path: Path) -> None:
         invalid_by_reason={"malformed_sha256": 2},
         duplicates=0,
         changes={},
+        first_invalid="line 3",
     )
 
 
@@ -756,6 +777,19 @@ def test_first_rows_match_the_plain_reference_across_batches_and_partitions(
             ),
             source,
         )
+        expected = reference_prepare(rows)
+        if not expected["email"]:
+            with pytest.raises(InputError, match="no digests file was written"):
+                prepare(
+                    source,
+                    destination,
+                    secret=SECRET,
+                    collaboration_id=COLLABORATION,
+                    columns={"first": "email", "second": "loyalty_id"},
+                    declared_types=["loyalty_id"],
+                    workers=1,
+                )
+            return
         prepare(
             source,
             destination,
@@ -765,7 +799,7 @@ def test_first_rows_match_the_plain_reference_across_batches_and_partitions(
             declared_types=["loyalty_id"],
             workers=1,
         )
-        assert pq.read_table(destination).to_pydict() == reference_prepare(rows)
+        assert pq.read_table(destination).to_pydict() == expected
 
 
 def test_digests_that_share_their_first_bytes_are_told_apart(tmp_path: Path) -> None:
