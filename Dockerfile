@@ -5,8 +5,13 @@
 # The configuration (mounted read-only) sets data_dir = "/var/lib/cleanroom" and, so that
 # probes from outside the container reach it, [server.ops] listen = "0.0.0.0:9464".
 FROM python:3.11-slim-bookworm AS build
+# The matching kernel is a small C extension (setup.py): compiled here, with the image's
+# Python headers; the final stage needs no compiler.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY cleanroom ./cleanroom
 COPY partners ./partners
 RUN python -m venv /opt/cleanroom \

@@ -11,6 +11,7 @@ MODULES = (
     "bench.prepare",
     "bench.load",
     "bench.operations",
+    "bench.audit",
     "bench.reports",
 )
 

@@ -32,7 +32,9 @@ KCV = key_check_value(SECRET, COLLABORATION)
 BRANDS = ("acme", "brightmart", "corvid", "dunmore", "elkhorn", "fairway", "grove")
 START_SECONDS = 60.0
 STOP_SECONDS = 30.0
-_MATCHED = re.compile(r"matched (\d+) datasets \((\d+) rows\) in ([0-9.]+) s")
+_MATCHED = re.compile(
+    r"matched (\d+) datasets \((\d+) rows\) in ([0-9.]+) s(?: \(([0-9.]+) s of CPU)?"
+)
 
 
 @dataclass
@@ -127,6 +129,11 @@ class BenchServer:
         """The matcher's time of every report so far, from the server's log, oldest first."""
         text = self.log_path.read_text(errors="replace")
         return [float(m.group(3)) for m in _MATCHED.finditer(text)]
+
+    def matcher_cpu_seconds(self) -> list[float | None]:
+        """The CPU time the server's process spent on each report's matching, oldest first."""
+        text = self.log_path.read_text(errors="replace")
+        return [float(m.group(4)) if m.group(4) else None for m in _MATCHED.finditer(text)]
 
     def stop(self) -> None:
         """Stops the server gracefully (SIGTERM), or kills it after STOP_SECONDS."""

@@ -22,7 +22,7 @@ from cleanroom.names import SERVER_LOG
 from cleanroom.ops.backup import backup_data_dir, restore_data_dir
 from cleanroom.ops.checks import check_files
 from cleanroom.ops.logs import LEVELS, capture_native_stderr, configure_logging, grpc_verbosity
-from cleanroom.proofs.signed_note import NoteError, NoteSigner, NoteVerifier
+from cleanroom.proofs.signed_note import KeyRing, NoteError, NoteSigner
 from cleanroom.tls.pki import create_demo_pki, partner_dns_name, write_private_file
 from cleanroom.usecases.clean_room import load_signer
 
@@ -139,6 +139,9 @@ def check_config(config_path: Path) -> None:
         )
         for partner_id, roles in sorted(c.members.items()):
             console.print(f"  {partner_id}: {', '.join(sorted(roles))}")
+        if c.witnesses:
+            names = ", ".join(w.partner for w in c.witnesses)
+            console.print(f"  witnesses {names}; quorum {c.witness_quorum}")
     console.print("[green]configuration is valid[/]")
 
 
@@ -213,8 +216,7 @@ def audit_verifier_key(config_path: Path) -> None:
 def audit_check(config_path: Path, data_dir: Path | None) -> None:
     """Verify every stored query log offline (the server may be stopped or crashed)."""
     config = _config(config_path)
-    verifier = NoteVerifier(_signer(config).verifier_key)
-    results = check_logs(data_dir or config.server.data_dir, verifier)
+    results = check_logs(data_dir or config.server.data_dir, _key_ring(config))
     for result in results:
         name = "server log" if result.log == SERVER_LOG else f"collaborations/{result.log}"
         if result.ok:
@@ -229,6 +231,58 @@ def audit_check(config_path: Path, data_dir: Path | None) -> None:
             )
     if not all(r.ok for r in results):
         sys.exit(1)
+
+
+@audit.command(name="rotate-key")
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
+              help="The server's configuration (for its current key and data).")  # fmt: skip
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Where to write the new signing key (created with mode 0600).")  # fmt: skip
+def audit_rotate_key(config_path: Path, out: Path) -> None:
+    """Make the next signing key, under the current key's name; print what to change.
+
+    The logs are checked first: a key is never rotated over a log that does not verify.
+    At its next start the server signs each log's latest checkpoint with the new key
+    beside the old one (the handover), then signs with the new key only.
+    """
+    config = _config(config_path)
+    signer = _signer(config)
+    if out.exists():
+        errors.print(f"[bold red]error:[/] --out: {out} exists; choose a new file")
+        sys.exit(2)
+    database = config.server.data_dir / "cleanroom.sqlite3"
+    if database.exists():
+        bad = [r for r in check_logs(config.server.data_dir, _key_ring(config)) if not r.ok]
+        for result in bad:
+            errors.print(
+                f"[bold red]FAILED[/] {result.log}: first bad index {result.first_bad_index}:"
+                f" {result.problem}"
+            )
+        if bad:
+            errors.print("[bold red]error:[/] not rotating over logs that do not verify")
+            sys.exit(1)
+    new = NoteSigner.generate(signer.name)
+    write_private_file(out, new.key_text() + "\n")
+    previous = [*config.server.audit_previous_verifier_keys, signer.verifier_key]
+    console.print(f"new signing key written to {out} (key id {new.key_id})")
+    console.print("With the server stopped, set in the configuration's [server.audit]:")
+    console.print(f'  signing_key = "{out}"', markup=False, highlight=False)
+    console.print(
+        "  previous_verifier_keys = [" + ", ".join(f'"{k}"' for k in previous) + "]",
+        markup=False,
+        highlight=False,
+    )
+    console.print("then start the server, and give auditors and witnesses the new verifier key:")
+    console.print(f"[bold]{new.verifier_key}[/]")
+
+
+def _key_ring(config: Config) -> KeyRing:
+    """The log keys: the retired ones of the configuration, then the current one."""
+    try:
+        return KeyRing.of(*config.server.audit_previous_verifier_keys, _signer(config).verifier_key)
+    except NoteError as error:
+        errors.print(f"[bold red]error:[/] server.audit.previous_verifier_keys: {error}")
+        sys.exit(2)
 
 
 def _signer(config: Config) -> NoteSigner:

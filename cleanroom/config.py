@@ -20,6 +20,8 @@ from typing import Any, cast
 
 from cleanroom.errors import ConfigError, ConfigProblemsError
 from cleanroom.names import ID_PATTERN, ID_RULE
+from cleanroom.proofs.cosignature import WitnessVerifier
+from cleanroom.proofs.signed_note import NoteError, NoteVerifier
 
 BUILTIN_IDENTIFIER_TYPES = ("email", "phone", "maid")
 THRESHOLD_FLOOR = 10
@@ -58,6 +60,7 @@ class ServerConfig:
     upload_idle_timeout_seconds: float = 60.0
     retention_sweep_seconds: float = 3600.0
     ops_listen: str = "127.0.0.1:9464"
+    audit_previous_verifier_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,14 @@ def policy_problems(policy: PrivacyPolicy) -> list[PolicyError]:
 
 
 @dataclass(frozen=True)
+class Witness:
+    """A member that cosigns the collaboration's checkpoints, and its public key."""
+
+    partner: str
+    public_key: str
+
+
+@dataclass(frozen=True)
 class Collaboration:
     """One clean room: its members and their roles, its key check value and its policy."""
 
@@ -146,6 +157,12 @@ class Collaboration:
     policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
     retention_days: int | None = None
     previous_key_check_value: str | None = None
+    witnesses: tuple[Witness, ...] = ()
+    witness_quorum: int = 0
+
+    def witness_keys(self, partner: Partner) -> tuple[str, ...]:
+        """The public keys with which this partner witnesses the collaboration's log."""
+        return tuple(w.public_key for w in self.witnesses if w.partner == partner.id)
 
     @property
     def accepted_key_check_values(self) -> tuple[str, ...]:
@@ -373,7 +390,7 @@ _SERVER_KEYS = {
     "retention_sweep_seconds",
 }
 _TLS_KEYS = {"certificate", "private_key", "client_ca"}
-_AUDIT_KEYS = {"signing_key"}
+_AUDIT_KEYS = {"signing_key", "previous_verifier_keys"}
 _OPS_KEYS = {"listen"}
 _PARTNER_KEYS = {"id", "display_name", "certificate_names", "administrator"}
 _COLLABORATION_KEYS = {
@@ -385,6 +402,8 @@ _COLLABORATION_KEYS = {
     "identifier_types",
     "members",
     "policy",
+    "witnesses",
+    "witness_quorum",
 }
 _MEMBER_KEYS = {"partner", "roles"}
 _POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -430,11 +449,62 @@ def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
         "max_upload_message_bytes": max_message,
         "upload_idle_timeout_seconds": _seconds(table, "upload_idle_timeout_seconds", 60.0),
         "retention_sweep_seconds": _seconds(table, "retention_sweep_seconds", 3600.0),
+        "audit_previous_verifier_keys": _previous_keys(audit),
     }
     files = {name: path(tls, name) for name in ("certificate", "private_key", "client_ca")}
     if tls is None or None in files.values() or None in values.values():
         raise _SkipError("server")
     return ServerConfig(tls=TlsConfig(**cast("dict[str, Path]", files)), **values)
+
+
+def _previous_keys(audit: _Table | None) -> tuple[str, ...]:
+    """The verifier keys of retired signing keys, oldest first, each checked."""
+    if audit is None:
+        return ()
+    keys = audit.get_strings("previous_verifier_keys", ())
+    for key in keys:
+        try:
+            NoteVerifier(key)
+        except NoteError as error:
+            audit.problem("previous_verifier_keys", f"{key!r}: {error}")
+    return tuple(key.strip() for key in keys)
+
+
+def _witnesses(
+    table: _Table, members: Mapping[str, frozenset[Role]]
+) -> tuple[tuple[Witness, ...], int]:
+    """The witnesses (members and their public keys), and how many must cosign."""
+    witnesses: list[Witness] = []
+    ids = set()
+    for key, item in table.tables("witnesses"):
+        entry = _Table(item, key, {"partner", "public_key"}, table.problems)
+        try:
+            partner = entry.get("partner", str)
+            public_key = entry.get("public_key", str).strip()
+        except _SkipError:
+            continue
+        if partner not in members:
+            entry.problem(
+                "partner", f"{partner!r} is not a member{_did_you_mean(partner, members)}"
+            )
+            continue
+        try:
+            ids.add(WitnessVerifier(public_key).key_id)
+        except NoteError as error:
+            entry.problem(
+                "public_key", f"{error}; use what `cleanroom-partner audit witness-keygen` prints"
+            )
+            continue
+        witnesses.append(Witness(partner, public_key))
+    if len(ids) != len(witnesses):
+        table.problem("witnesses", "list each witness key once")
+    quorum = table.get("witness_quorum", int, len(witnesses))
+    if not 0 <= quorum <= len(witnesses):
+        table.problem(
+            "witness_quorum", f"must be 0 to {len(witnesses)} (the witnesses), got {quorum}"
+        )
+        quorum = len(witnesses)
+    return tuple(witnesses), quorum
 
 
 def _listen(table: _Table, name: str, default: str) -> str:
@@ -560,6 +630,7 @@ def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Coll
     retention = table.get("retention_days", int, None)
     if retention is not None and not 1 <= retention <= 36500:
         table.problem("retention_days", f"must be 1 to 36500, got {retention}")
+    witnesses, quorum = _witnesses(table, members)
     return Collaboration(
         id=collaboration_id,
         retention_days=retention,
@@ -569,4 +640,6 @@ def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Coll
         identifier_types=types,
         members=MappingProxyType(members),
         policy=policy,
+        witnesses=witnesses,
+        witness_quorum=quorum,
     )

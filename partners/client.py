@@ -426,6 +426,21 @@ class CleanRoomClient:
         with _mapped_errors():
             return self._audit.GetAuditCheckpoint(request, timeout=self.timeout).signed_note
 
+    def get_witnessed_checkpoints(self, parent: str) -> tuple[str, list[str]]:
+        """The latest checkpoint, and for each witness the latest one it cosigned."""
+        request = audit_service_pb2.GetAuditCheckpointRequest(parent=parent)
+        with _mapped_errors():
+            response = self._audit.GetAuditCheckpoint(request, timeout=self.timeout)
+        return response.signed_note, list(response.witnessed_notes)
+
+    def add_cosignature(self, parent: str, tree_size: int, cosignature: str) -> str:
+        """Gives the server a witness's cosignature line; returns the cosigned checkpoint."""
+        request = audit_service_pb2.AddAuditCosignatureRequest(
+            parent=parent, tree_size=tree_size, cosignature=cosignature
+        )
+        with _mapped_errors():
+            return self._audit.AddAuditCosignature(request, timeout=self.timeout).cosigned_note
+
     def inclusion_proof(self, parent: str, index: int, tree_size: int) -> list[bytes]:
         """The RFC 9162 audit path of event `index` in the log of `tree_size` events."""
         request = audit_service_pb2.GetAuditInclusionProofRequest(

@@ -64,6 +64,7 @@ def config_toml(
     server: Mapping[str, object] | None = None,
     comment: str = "",
     ops_listen: str | None = None,
+    witnesses: Mapping[str, str] | None = None,
 ) -> str:
     """The TOML text; paths are relative to `root`, where the file goes."""
 
@@ -101,4 +102,8 @@ def config_toml(
     lines += _table("[collaborations.policy]", policy)
     for partner, roles in members.items():
         lines += _table("[[collaborations.members]]", {"partner": partner, "roles": list(roles)})
+    for partner, public_key in (witnesses or {}).items():
+        lines += _table(
+            "[[collaborations.witnesses]]", {"partner": partner, "public_key": public_key}
+        )
     return "\n".join(lines) + "\n"

@@ -33,12 +33,14 @@ from rich.rule import Rule
 
 from cleanroom.demo.customers import CustomerFiles, write_customer_files
 from cleanroom.demo.deployment import config_toml, free_loopback_port
+from cleanroom.proofs.cosignature import WitnessSigner
 from cleanroom.proofs.signed_note import NoteSigner
 from cleanroom.tls.pki import DemoPki, create_demo_pki, write_private_file
 from partners.preparation.digest import key_check_value, new_secret, write_secret
 
 COLLABORATION = "spring-launch"
 LOG_KEY_NAME = "cleanroom.demo"
+WITNESS_NAME = "witness.ledger.demo"
 BRANDS = ("acme", "brightmart", "corvid")
 AUDITOR, OPERATOR = "ledger", "operator"
 MARKER = ".cleanroom-demo"
@@ -174,6 +176,18 @@ def _set_up(work_dir: Path, rows: int, console: Console) -> DemoWorld:
     log_key.write_text(signer.verifier_key + "\n")
     console.print(f"verifier key, pinned by the auditor in {log_key}: {signer.verifier_key}")
 
+    _step(console, "ledger (auditor): its own key, to witness the log's checkpoints")
+    witness_key = root / "auditor" / "witness.key"
+    transcript.show(
+        console,
+        f"cleanroom-partner audit witness-keygen --name {WITNESS_NAME}"
+        f" --out {witness_key.relative_to(root)}",
+    )
+    witness = WitnessSigner.generate(WITNESS_NAME)
+    write_private_file(witness_key, witness.key_text() + "\n")
+    (root / "auditor" / "witness.pub").write_text(witness.verifier_key + "\n")
+    console.print(f"public key, listed by the operator as a witness: {witness.verifier_key}")
+
     port = _demo_port()
     config = root / "cleanroom.toml"
     config.write_text(
@@ -195,6 +209,7 @@ def _set_up(work_dir: Path, rows: int, console: Console) -> DemoWorld:
                 "match_rate_cap": 0.85,
             },
             comment="The demo's clean room: three brands, an auditor and an operator.",
+            witnesses={AUDITOR: witness.verifier_key},
         )
     )
     console.print(f"configuration written to {config}")
@@ -391,8 +406,17 @@ def _auditor_reads_log(world: DemoWorld, console: Console) -> None:
         world, console, AUDITOR, "report", "list", f"--collaboration={COLLABORATION}",
         refused="auditors may not read reports",
     )  # fmt: skip
-    _step(console, "ledger (auditor): later, the log only grew since the saved checkpoint")
-    _partner(world, console, AUDITOR, *verify)
+    _step(console, "ledger (auditor): as a witness, cosign the checkpoint if it extends the last")
+    _partner(
+        world, console, AUDITOR, "audit", "witness", f"--collaboration={COLLABORATION}",
+        "--witness-key=auditor/witness.key", "--log-key=auditor/log-verifier.key",
+        "--state-dir=auditor/state/witness",
+    )  # fmt: skip
+    _step(console, "ledger (auditor): later, the log only grew, as witnessed; the budget holds")
+    _partner(
+        world, console, AUDITOR, *verify, "--witness-key=auditor/witness.pub", "--quorum=1",
+        "--privacy",
+    )  # fmt: skip
 
 
 def _stop_server(server: subprocess.Popen[bytes], console: Console) -> None:

@@ -114,9 +114,10 @@ def sort_digests(
     if count == 0:
         return np.zeros(0, dtype=np.intp), repeated
     # One sort of plain integers (SIMD, no argsort): the high bits of each prefix with the
-    # row's position below them. Prefixes equal in those high bits are put right below.
-    position_bits = max(1, (count - 1).bit_length())
-    shift = np.uint64(position_bits)
+    # row number below them (the row itself, so that no gather maps positions back to
+    # rows after the sort). Prefixes equal in those high bits are put right below.
+    row_bits = max(1, (len(words) - 1).bit_length())
+    shift = np.uint64(row_bits)
     packed = np.empty(count, dtype=np.uint64)
     tied = np.empty(max(0, count - 1), dtype=np.bool_)
 
@@ -124,28 +125,30 @@ def sort_digests(
         part = packed[start:stop]
         if rows is None:
             keys = prefixes(words[start:stop])
+            numbers = np.arange(start, stop, dtype=np.uint64)
         else:  # the prefixes of the rows these positions cover, then those of present rows
             first = rows[start]
+            numbers = rows[start:stop].astype(np.uint64)
             keys = prefixes(words[first : rows[stop - 1] + 1])[rows[start:stop] - first]
         np.right_shift(keys, shift, out=part)
         part <<= shift
-        part |= np.arange(start, stop, dtype=np.uint64)
+        part |= numbers
 
     def find_ties(start: int, stop: int) -> None:
         high = packed[start : stop + 1] >> shift
         np.equal(high[1:], high[:-1], out=tied[start : start + len(high) - 1])
 
     def unpack(start: int, stop: int) -> None:
-        packed[start:stop] &= np.uint64((1 << position_bits) - 1)
+        packed[start:stop] &= np.uint64((1 << row_bits) - 1)
 
     in_blocks(pack, count, workers)
     packed.sort()
     in_blocks(find_ties, count, workers)
     in_blocks(unpack, count, workers)
-    positions = packed.view(np.intp)
+    held = packed.view(np.intp)
     if tied.any():
-        _sort_ties(words, rows, positions, tied, repeated)
-    return (positions if rows is None else rows[positions]), repeated
+        _sort_ties(words, held, tied, repeated)
+    return held, repeated
 
 
 def in_blocks(work: Callable[[int, int], None], count: int, workers: int) -> None:
@@ -166,24 +169,17 @@ def in_blocks(work: Callable[[int, int], None], count: int, workers: int) -> Non
             future.result()
 
 
-def _sort_ties(
-    words: WordArray,
-    rows: IndexArray | None,
-    positions: IndexArray,
-    tied: BoolArray,
-    repeated: BoolArray,
-) -> None:
-    """Sorts the runs that share their high prefix bits by whole digest, then by row."""
-    linked = np.zeros(len(positions) + 1, dtype=np.bool_)
+def _sort_ties(words: WordArray, held: IndexArray, tied: BoolArray, repeated: BoolArray) -> None:
+    """Sorts the runs of rows `held` sharing their high prefix bits by whole digest, then row."""
+    linked = np.zeros(len(held) + 1, dtype=np.bool_)
     linked[1:-1] = tied  # linked[k]: sorted entry k is in the run of entry k - 1
     members = np.flatnonzero(linked[:-1] | linked[1:])
     run = np.cumsum(~linked[members])
-    position = positions[members]
-    held = position if rows is None else rows[position]
-    big_endian = words[held].view(_BIG_ENDIAN_WORD).astype(np.uint64)
-    keys = (position, *(big_endian[:, w] for w in reversed(range(WORDS))), run)
+    row = held[members]
+    big_endian = words[row].view(_BIG_ENDIAN_WORD).astype(np.uint64)
+    keys = (row, *(big_endian[:, w] for w in reversed(range(WORDS))), run)
     order = np.lexsort(keys)
-    positions[members] = position[order]
+    held[members] = row[order]
     big_endian = big_endian[order]
     same = (big_endian[1:] == big_endian[:-1]).all(axis=1) & (run[1:] == run[:-1])
     repeated[members[1:][same]] = True
@@ -256,17 +252,16 @@ def sorted_layout(
         if identifier_type == first:
             columns[first] = _digest_array(sorted_words, _leading(len(positions), rows))
         else:
-            holds = np.zeros(rows, dtype=np.bool_)
-            holds[positions] = True
+            stored_rows = _take(new_row, positions, workers)
+            holds = np.zeros(rows, dtype=np.bool_)  # by stored row: one scatter, no gather
+            _scatter(holds, stored_rows, workers)
             columns[identifier_type] = _digest_array(
-                _gather(words[identifier_type], order, rows, workers)[0], holds[order]
+                _gather(words[identifier_type], order, rows, workers, keys=False)[0], holds
             )
             hidden[sorted_column(identifier_type)] = _digest_array(
                 sorted_words, _leading(len(positions), rows)
             )
-            hidden[row_column(identifier_type)] = _padded(
-                _take(new_row, positions, workers), rows, row_type
-            )
+            hidden[row_column(identifier_type)] = _padded(stored_rows, rows, row_type)
         hidden[prefix_column(identifier_type)] = _padded(keys, rows, np.uint64)
     for segment in segment_columns:
         columns[segment] = _dictionary(table.column(segment)).take(order)
@@ -280,19 +275,32 @@ def sorted_layout(
 
 
 def _gather(
-    words: WordArray, take: IndexArray, rows: int, workers: int
+    words: WordArray, take: IndexArray, rows: int, workers: int, *, keys: bool = True
 ) -> tuple[WordArray, WordArray]:
-    """`words[take]` in an array of `rows` digests (zeros after), and their prefixes."""
+    """`words[take]` in an array of `rows` digests (zeros after), and their prefixes.
+
+    The prefixes are left empty unless `keys`.
+    """
     values = np.zeros((rows, WORDS), dtype=np.uint64)
-    keys = np.empty(len(take), dtype=np.uint64)
+    prefix = np.empty(len(take) if keys else 0, dtype=np.uint64)
 
     def gather(start: int, stop: int) -> None:
         part = values[start:stop]
         np.take(words, take[start:stop], axis=0, out=part, mode="clip")  # "clip": no buffer
-        keys[start:stop] = part[:, 0].view(_BIG_ENDIAN_WORD)
+        if keys:
+            prefix[start:stop] = part[:, 0].view(_BIG_ENDIAN_WORD)
 
     in_blocks(gather, len(take), workers)
-    return values, keys
+    return values, prefix
+
+
+def _scatter(flags: BoolArray, at: npt.NDArray[Any], workers: int) -> None:
+    """Sets `flags[at]`, a block at a time over `workers` threads (`at` has no repeats)."""
+
+    def scatter(start: int, stop: int) -> None:
+        flags[at[start:stop]] = True
+
+    in_blocks(scatter, len(at), workers)
 
 
 def _take(values: npt.NDArray[Any], take: IndexArray, workers: int) -> npt.NDArray[Any]:

@@ -1,14 +1,15 @@
 """The in-memory matching engine: merge joins of sorted digest columns, no per-row Python.
 
 At report time, each digest column is a `SortedDigests`: the sorted digests, memory-mapped,
-and their 64-bit prefixes. Two datasets match by a merge join of the sorted prefixes
-(linear, no hash table), and every pair of equal prefixes is confirmed on all 32 bytes, so
-that a prefix collision never makes a match.
+and their 64-bit prefixes. The compiled kernel (`_kernel.c`) merge-joins the sorted
+prefixes of every dataset holding a type at once (one k-way pass per type, linear, no hash
+table), confirms every equal prefix on all 32 bytes, so that a prefix collision never makes
+a match, and marks the matched rows in the same pass: each row gets one bit per other
+dataset it matched. The pass is split over the cores by ranges of prefixes (`key_ranges`).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -20,13 +21,12 @@ from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cleanroom.matching import _kernel
 from cleanroom.matching.engine import BoolArray, DatasetTable, IndexArray, WordArray
 from cleanroom.matching.layout import (
-    DIGEST,
     LAYOUT_KEY,
     PRESENT_KEY,
     SORTED_BY_KEY,
@@ -47,8 +47,11 @@ from cleanroom.names import DatasetName
 
 log = logging.getLogger(__name__)
 
-_VERIFY_BLOCK = 1 << 16  # pairs confirmed at a time: keeps the gathered digests in cache
-_JOIN_PART = 1 << 21  # digests per join task at most: bounds each task's temporaries
+_PART = 1 << 21  # digests of the longest list per kernel call, about: parts enough to balance
+_BIG_ENDIAN_WORD = np.dtype(">u8")
+RowArray = npt.NDArray[np.signedinteger[Any]]  # int32 as stored, or intp
+MaskArray = npt.NDArray[np.unsignedinteger[Any]]  # per row: one bit per dataset matched
+MAX_DATASETS = 16  # per report: a histogram of masks has 2^16 cells at most
 
 
 # Sorted digests and the merge join -------------------------------------------------------
@@ -59,33 +62,59 @@ class SortedDigests:
     """The present digests of one identifier type of one dataset, sorted, and their rows.
 
     Attributes:
-        words: The digests as an (m, 4) uint64 array, sorted by `prefixes`.
-        keys: Their 64-bit prefixes, contiguous: all that the merge join reads.
-        rows: The row of each digest; None when digest i is in row i.
-        unique_keys: Whether no two digests share a prefix (then the merge join applies).
+        words: The digests as an (m, 4) uint64 array, sorted by all 32 bytes (big-endian
+            order, as `sort_digests` sorts), so sorted by `keys` too.
+        keys: Their 64-bit prefixes, contiguous: all that the merge join reads, but for
+            the digests whose prefix another list shares.
+        rows: The row of each digest (int32 as stored, or intp); None when digest i is in
+            row i.
+        unique_keys: Whether no two digests share a prefix.
     """
 
     words: WordArray
     keys: WordArray
-    rows: IndexArray | None
+    rows: RowArray | None
     unique_keys: bool
 
     @classmethod
-    def of(cls, words: WordArray, rows: IndexArray | None) -> SortedDigests:
-        """The index of sorted `words`, held by `rows`."""
+    def of(cls, words: WordArray, rows: RowArray | None) -> SortedDigests:
+        """The index of sorted `words`, held by `rows`.
+
+        Raises:
+            ValueError: Digests sharing a prefix are out of order in their other 24 bytes
+                (the merge join would miss their matches).
+        """
+        words = np.ascontiguousarray(words)
         keys = prefixes(words)
-        return cls(words, keys, rows, bool(len(keys) < 2 or np.all(keys[1:] != keys[:-1])))
+        unique = bool(len(keys) < 2 or np.all(keys[1:] != keys[:-1]))
+        if not unique:
+            _check_runs_sorted(words, keys)
+        return cls(words, keys, rows, unique)
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def row_of(self, positions: IndexArray) -> IndexArray:
+    def row_of(self, positions: IndexArray) -> RowArray:
         """The rows that hold the digests at `positions`."""
         return positions if self.rows is None else self.rows[positions]
 
 
+def _check_runs_sorted(words: WordArray, keys: WordArray) -> None:
+    """Raises ValueError unless digests of equal prefixes are sorted by their other bytes."""
+    shared = np.flatnonzero(keys[1:] == keys[:-1])
+    rest = words[:, 1:].view(_BIG_ENDIAN_WORD)
+    before, after = rest[shared], rest[shared + 1]
+    for k in range(len(shared)):
+        if tuple(before[k]) > tuple(after[k]):
+            raise ValueError("digests that share a prefix are not sorted by all 32 bytes")
+
+
 def digest_index(dataset: DatasetTable, identifier_type: str) -> SortedDigests:
-    """The sorted digests of one type of a dataset: read from the sorted layout, or sorted now."""
+    """The sorted digests of one type of a dataset: read from the sorted layout, or sorted now.
+
+    Nothing is copied from a table in the sorted layout: the stored row numbers keep
+    their stored width (the kernel reads int32 and int64 alike).
+    """
     table = dataset.table
     metadata = table.schema.metadata or {}
     if metadata.get(LAYOUT_KEY) != SORTED_LAYOUT:
@@ -97,23 +126,30 @@ def digest_index(dataset: DatasetTable, identifier_type: str) -> SortedDigests:
     keys = fixed_width_values(
         one_chunk(table.column(prefix_column(identifier_type))), np.dtype(np.uint64)
     )
+    rows: RowArray | None
     if metadata[SORTED_BY_KEY] == identifier_type.encode():
-        words, _ = digest_words(table.column(identifier_type))
+        words = _stored_words(table.column(identifier_type))
         rows = None
     else:
-        words, _ = digest_words(table.column(sorted_column(identifier_type)))
+        words = _stored_words(table.column(sorted_column(identifier_type)))
         column = one_chunk(table.column(row_column(identifier_type)))
         rows = fixed_width_values(column, np.dtype(column.type.to_pandas_dtype()))[:present]
-        rows = rows.astype(np.intp, copy=False)
     return SortedDigests(words[:present], keys[:present], rows, unique)
+
+
+def _stored_words(column: pa.ChunkedArray[Any]) -> WordArray:
+    """A stored digest column's values as (n, 4) words, its validity not read.
+
+    The first `present` values are the digests; the nulls after them pad the column.
+    """
+    return fixed_width_values(one_chunk(column), np.dtype(np.uint64), WORDS).reshape(-1, WORDS)
 
 
 def match_sorted(x: SortedDigests, y: SortedDigests) -> tuple[IndexArray, IndexArray]:
     """Every pair of positions (i, j) where `x` and `y` hold the same digest, all 32 bytes.
 
-    `i` comes out increasing. Prefixes are joined first: a merge join when neither side
-    repeats a prefix (always, but for a 2^-64 chance or a deliberate collision), otherwise
-    a range search. Equal prefixes then have their whole digests compared.
+    `i` comes out increasing. One pass of the kernel's merge join; a digest that a list
+    repeats pairs with every copy in the other.
     """
     return _match_range(x, y, slice(0, len(x)), slice(0, len(y)))
 
@@ -124,82 +160,94 @@ def key_ranges(x: SortedDigests, y: SortedDigests, parts: int) -> list[tuple[sli
     Digests in different ranges never match, so that the ranges can be joined apart, in
     parallel (or, past one machine, on different machines: README, "Scaling").
     """
-    if parts < 2 or len(x) < parts:
-        return [(slice(0, len(x)), slice(0, len(y)))]
-    cuts = x.keys[np.arange(1, parts) * len(x) // parts]
-    x_cuts = [0, *np.searchsorted(x.keys, cuts).tolist(), len(x)]
-    y_cuts = [0, *np.searchsorted(y.keys, cuts).tolist(), len(y)]
-    return [
-        (slice(x_cuts[k], x_cuts[k + 1]), slice(y_cuts[k], y_cuts[k + 1])) for k in range(parts)
-    ]
+    cuts = _key_cuts([x, y], parts)
+    return list(zip(cuts[0], cuts[1], strict=True))
+
+
+def _key_cuts(lists: Sequence[SortedDigests], parts: int) -> list[list[slice]]:
+    """For each list, `parts` consecutive ranges; range k of every list holds the same prefixes.
+
+    The cuts are at prefixes of the longest list; each run of one prefix stays whole.
+    """
+    longest = max(lists, key=len)
+    if parts < 2 or len(longest) < parts:
+        return [[slice(0, len(d))] for d in lists]
+    cuts = longest.keys[np.arange(1, parts) * len(longest) // parts]
+    ranges = []
+    for digests in lists:
+        bounds = [0, *np.searchsorted(digests.keys, cuts).tolist(), len(digests)]
+        ranges.append([slice(bounds[k], bounds[k + 1]) for k in range(parts)])
+    return ranges
 
 
 def _match_range(
     x: SortedDigests, y: SortedDigests, x_range: slice, y_range: slice
 ) -> tuple[IndexArray, IndexArray]:
     """`match_sorted` within a pair of `key_ranges`; positions are of the whole lists."""
-    x_keys, y_keys = x.keys[x_range], y.keys[y_range]
-    if not len(x_keys) or not len(y_keys):
-        empty = np.zeros(0, dtype=np.intp)
-        return empty, empty
-    if x.unique_keys and y.unique_keys:
-        i, j = _merge_join(x_keys, y_keys)
-    else:
-        i, j = _range_join(x_keys, y_keys)
-    i += x_range.start
-    j += y_range.start
-    same = _same_digests(x.words, i, y.words, j)
-    return i[same], j[same]
+    x_keys, x_words = _contiguous(x)
+    y_keys, y_words = _contiguous(y)
+    room = max(1, min(x_range.stop - x_range.start, y_range.stop - y_range.start))
+    while True:
+        i = np.empty(room, dtype=np.intp)
+        j = np.empty(room, dtype=np.intp)
+        found = _kernel.pairs(
+            x_keys, x_words, x_range.start, x_range.stop,
+            y_keys, y_words, y_range.start, y_range.stop,
+            i, j,
+        )  # fmt: skip
+        if found <= room:
+            return i[:found], j[:found]
+        room = found  # repeated digests paired every copy with every copy: again, with room
 
 
-def _merge_join(x: WordArray, y: WordArray) -> tuple[IndexArray, IndexArray]:
-    """Equal values of two strictly increasing arrays, by pandas' linear merge (GIL released)."""
-    _, _, found = pd.Index(x, copy=False).join(
-        pd.Index(y, copy=False), how="left", return_indexers=True
-    )
-    if found is None:  # pandas' shortcut when both sides are equal
-        everything = np.arange(len(x), dtype=np.intp)
-        return everything, everything.copy()
-    i = np.flatnonzero(found >= 0)
-    return i, found[i].astype(np.intp, copy=False)
+def _contiguous(digests: SortedDigests) -> tuple[WordArray, WordArray]:
+    """The keys and words as the kernel reads them (copied only if not contiguous)."""
+    return np.ascontiguousarray(digests.keys), np.ascontiguousarray(digests.words)
 
 
-def _range_join(x: WordArray, y: WordArray) -> tuple[IndexArray, IndexArray]:
-    """Every (i, j) with x[i] == y[j], for sorted arrays that may repeat values."""
-    low = np.searchsorted(y, x, side="left")
-    count = np.searchsorted(y, x, side="right") - low
-    i = np.repeat(np.arange(len(x), dtype=np.intp), count)
-    starts = np.cumsum(count) - count
-    j = np.arange(len(i), dtype=np.intp) + np.repeat(low - starts, count)
-    return i, j
+def _side(
+    digests: SortedDigests,
+    part: slice,
+    bit: int,
+    masks: MaskArray,
+    *,
+    by_position: MaskArray | None = None,
+) -> _kernel.Side:
+    """One list's part of a kernel call: its range, its bit and the masks of its rows.
+
+    With `by_position` (one entry per digest), the kernel marks that instead of `masks`
+    (see `ArrowMatcher._masks`).
+    """
+    keys, words = _contiguous(digests)
+    rows, width = (None, 0) if by_position is not None else _kernel_rows(digests)
+    marks = masks if by_position is None else by_position
+    return (
+        keys, words, rows, width, part.start, part.stop, bit, marks, marks.dtype.itemsize,
+        digests.unique_keys,
+    )  # fmt: skip
 
 
-def _same_digests(x: WordArray, i: IndexArray, y: WordArray, j: IndexArray) -> BoolArray:
-    """Whether x[i] and y[j] are the same 32 bytes, pair by pair (the prefixes are equal)."""
-    same = np.empty(len(i), dtype=np.bool_)
-    left = np.ascontiguousarray(x).view(DIGEST).reshape(-1)
-    right = np.ascontiguousarray(y).view(DIGEST).reshape(-1)
-    for start in range(0, len(i), _VERIFY_BLOCK):
-        block = slice(start, start + _VERIFY_BLOCK)
-        a = np.take(left, i[block]).view(np.uint64).reshape(-1, WORDS)
-        b = np.take(right, j[block]).view(np.uint64).reshape(-1, WORDS)
-        equal = a[:, 1] == b[:, 1]  # word 0 is the prefix, equal already
-        for word in range(2, WORDS):
-            equal &= a[:, word] == b[:, word]
-        same[block] = equal
-    return same
+def _kernel_rows(digests: SortedDigests) -> tuple[RowArray | None, int]:
+    """The rows as the kernel reads them (int32 or int64, contiguous), and their width."""
+    rows = digests.rows
+    if rows is None:
+        return None, 0
+    if rows.dtype not in (np.int32, np.int64):
+        rows = rows.astype(np.intp)
+    rows = np.ascontiguousarray(rows)
+    return rows, rows.dtype.itemsize
 
 
 # The matcher ----------------------------------------------------------------------------
 
 
 class ArrowMatcher:
-    """Matches in memory: merge joins of sorted digest columns, split over the cores.
+    """Matches in memory: one k-way merge join per identifier type, split over the cores.
 
     Args:
-        workers: Joins run at once (NumPy and pandas release the GIL); default: the
-            machine's cores, at most 4. Each pair of datasets is split into this many
-            ranges of prefixes (`key_ranges`), so that even one pair uses every core.
+        workers: Kernel calls run at once (the kernel releases the GIL); default: the
+            machine's cores, at most 4. Each type's lists are split into ranges of
+            prefixes (`key_ranges`), so that even one pair of datasets uses every core.
     """
 
     def __init__(self, *, workers: int | None = None) -> None:
@@ -207,67 +255,136 @@ class ArrowMatcher:
 
     def matches(self, rows_of: DatasetTable, against: DatasetTable) -> BoolArray:
         """For each row of `rows_of`, whether some row of `against` shares a digest of a type."""
-        flags = self._flags([rows_of, against])
-        return flags[0, 1]
+        with self._pool() as pool:
+            masks = self._masks(pool, [rows_of, against])
+        return np.not_equal(masks[0], 0)
 
     def overlap(
         self, question: OverlapQuestion, tables: Mapping[DatasetName, DatasetTable]
     ) -> ExactOverlap:
         """The exact counts of `question` (see `ExactOverlap`)."""
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         datasets = question.datasets
-        flags = self._flags([tables[d] for d in datasets])
-        pattern = np.zeros(tables[question.base].row_count, dtype=np.uint8)
-        for bit in range(len(question.others)):
-            pattern |= flags[0, bit + 1].view(np.uint8) << np.uint8(bit)
+        values = 1 << len(datasets)
+        with self._pool() as pool:
+            masks = self._masks(pool, [tables[d] for d in datasets])
+            labels, codes, label_of = _segment_codes(tables[question.base], question.segment_column)
+            # Bit k of a row's mask: it matched dataset k. The base (0) never marks itself,
+            # so that its masks halved are the patterns over the others (bit i: others[i]).
+            by_code = self._histogram(pool, masks[0], codes, len(label_of), values)
+            tallies = [by_code.sum(axis=0)]
+            tallies += [self._histogram(pool, m, None, 1, values)[0] for m in masks[1:]]
         patterns = 1 << len(question.others)
-        labels, codes = _segment_codes(tables[question.base], question.segment_column)
-        counts = _cell_counts(pattern, codes, patterns * len(labels), patterns)
-        cells = {
-            (label, mask): int(counts[i * patterns + mask])
-            for i, label in enumerate(labels)
-            for mask in range(patterns)
-        }
+        cells = {(label, mask): 0 for label in labels for mask in range(patterns)}
+        for code, label in enumerate(label_of):
+            for mask in range(patterns):
+                cells[label, mask] += int(by_code[code, mask << 1])
         index = {d: k for k, d in enumerate(datasets)}
-        pairwise = {
-            (x, y): int(np.count_nonzero(flags[index[x], index[y]]))
-            for x, y in question.ordered_pairs()
-        }
+        has_bit = (np.arange(values)[:, None] >> np.arange(len(datasets))) & 1
+        bits = [(tally[:, None] * has_bit).sum(axis=0).tolist() for tally in tallies]
+        pairwise = {(x, y): int(bits[index[x]][index[y]]) for x, y in question.ordered_pairs()}
         sizes = {d: tables[d].row_count for d in datasets}
         log.info(
-            "matched %d datasets (%d rows) in %.3f s",
+            "matched %d datasets (%d rows) in %.3f s (%.3f s of CPU, the process's)",
             len(datasets),
             sum(sizes.values()),
             time.perf_counter() - started,
+            time.process_time() - cpu,
         )
         return ExactOverlap(question=question, sizes=sizes, cells=cells, pairwise=pairwise)
 
-    def _flags(self, datasets: Sequence[DatasetTable]) -> dict[tuple[int, int], BoolArray]:
-        """For each ordered pair (x, y) of the datasets, whether each row of x matches y."""
-        flags = {
-            (x, y): np.zeros(datasets[x].row_count, dtype=np.bool_)
-            for x, y in itertools.permutations(range(len(datasets)), 2)
-        }
+    def _pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(self.workers, thread_name_prefix="match")
+
+    def _masks(self, pool: ThreadPoolExecutor, datasets: Sequence[DatasetTable]) -> list[MaskArray]:
+        """For each dataset, each row's mask: bit k set when it shares a digest with dataset k.
+
+        One kernel pass per identifier type over every dataset holding it, split into
+        ranges of prefixes run in parallel. Types run one after another: a row holds one
+        digest of a type, so that the parts of one type never write the same row.
+        """
+        if len(datasets) > MAX_DATASETS:
+            raise ValueError(f"at most {MAX_DATASETS} datasets are matched at once")
+        mask_type = np.uint8 if len(datasets) <= 8 else np.uint16
+        masks: list[MaskArray] = [np.zeros(d.row_count, dtype=mask_type) for d in datasets]
         types = list(dict.fromkeys(t for d in datasets for t in d.identifier_types))
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="match") as pool:
-            for identifier_type in types:
-                holders = [
-                    k for k, d in enumerate(datasets) if identifier_type in d.identifier_types
-                ]
-                if len(holders) < 2:
+        for identifier_type in types:
+            holders = [k for k, d in enumerate(datasets) if identifier_type in d.identifier_types]
+            if len(holders) < 2:
+                continue
+            loading = [pool.submit(digest_index, datasets[k], identifier_type) for k in holders]
+            lists = [future.result() for future in loading]
+            longest = max(len(d) for d in lists)
+            cuts = _key_cuts(lists, self.workers if longest >= _PART else 1)
+            # A list held in another order than its rows is marked by position (in order,
+            # as the merge goes), then its marks are scattered to the rows' masks in a pass
+            # of its own: random writes inside the merge would stall it (3 times slower).
+            hits: list[MaskArray | None] = [
+                None if d.rows is None else np.zeros(len(d), dtype=mask_type) for d in lists
+            ]
+            calls = [
+                pool.submit(
+                    _kernel.mark,
+                    [
+                        _side(lists[n], cuts[n][part], 1 << k, masks[k], by_position=hits[n])
+                        for n, k in enumerate(holders)
+                    ],
+                )
+                for part in range(len(cuts[0]))
+            ]
+            for call in calls:
+                call.result()
+            scatters = []
+            for n, k in enumerate(holders):
+                marks = hits[n]
+                rows, width = _kernel_rows(lists[n])
+                if marks is None or rows is None:
                     continue
-                loading = [pool.submit(digest_index, datasets[k], identifier_type) for k in holders]
-                indexes = {k: future.result() for k, future in zip(holders, loading, strict=True)}
-                joins = [
-                    pool.submit(_mark, indexes[x], indexes[y], ranges, flags[x, y], flags[y, x])
-                    for x, y in itertools.combinations(holders, 2)
-                    for ranges in key_ranges(
-                        indexes[x], indexes[y], max(self.workers, len(indexes[x]) // _JOIN_PART)
+                scatters += [
+                    pool.submit(
+                        _kernel.scatter,
+                        *(marks, marks.dtype.itemsize, rows, width, part.start, part.stop),
+                        masks[k],
                     )
+                    for part in cuts[n]
                 ]
-                for join in joins:
-                    join.result()
-        return flags
+            for call in scatters:
+                call.result()
+        return masks
+
+    def _histogram(
+        self,
+        pool: ThreadPoolExecutor,
+        masks: MaskArray,
+        codes: npt.NDArray[np.signedinteger[Any]] | None,
+        code_count: int,
+        values: int,
+    ) -> npt.NDArray[np.int64]:
+        """Rows per (code, mask value), as a (code_count, values) array; parts in parallel."""
+        rows = len(masks)
+        if not rows or not code_count:
+            return np.zeros((code_count, values), dtype=np.int64)
+        parts = self.workers if rows >= _PART else 1
+        bounds = [rows * k // parts for k in range(parts + 1)]
+        outs = [np.zeros(code_count * values, dtype=np.int64) for _ in range(parts)]
+        code_width = 0 if codes is None else codes.dtype.itemsize
+        calls = [
+            pool.submit(
+                _kernel.histogram,
+                masks,
+                masks.dtype.itemsize,
+                codes,
+                code_width,
+                bounds[k],
+                bounds[k + 1],
+                values,
+                outs[k],
+            )
+            for k in range(parts)
+        ]
+        for call in calls:
+            call.result()
+        return cast("npt.NDArray[np.int64]", sum(outs)).reshape(code_count, values)
 
 
 def _mark(
@@ -279,34 +396,27 @@ def _mark(
 ) -> None:
     """Joins one pair of key ranges and flags the rows on both sides that matched.
 
-    Joins of the same pair of datasets over other types may flag the same rows at the
-    same time: they only ever store True, so none is lost.
+    Joins of the same pair of datasets over other types must not run at the same time
+    over the same flags (the kernel ORs a byte in place).
     """
-    i, j = _match_range(x, y, *ranges)
-    x_matches_y[x.row_of(i)] = True
-    y_matches_x[y.row_of(j)] = True
-
-
-def _cell_counts(
-    pattern: npt.NDArray[np.uint8], codes: npt.NDArray[np.intp] | None, cells: int, patterns: int
-) -> npt.NDArray[np.intp]:
-    """Rows per (segment code, pattern), counted a block at a time to keep temporaries small."""
-    counts = np.zeros(cells, dtype=np.intp)
-    block = 1 << 20
-    for start in range(0, len(pattern), block):
-        keys = pattern[start : start + block].astype(np.intp)
-        if codes is not None:
-            keys += codes[start : start + block] * patterns
-        counts += np.bincount(keys, minlength=cells)
-    return counts
+    _kernel.mark(
+        [
+            _side(x, ranges[0], 1, x_matches_y.view(np.uint8)),
+            _side(y, ranges[1], 1, y_matches_x.view(np.uint8)),
+        ]
+    )
 
 
 def _segment_codes(
     base: DatasetTable, segment_column: str | None
-) -> tuple[list[str | None], npt.NDArray[np.intp] | None]:
-    """The segment labels (sorted, None for rows without a value) and each row's label index."""
+) -> tuple[list[str | None], npt.NDArray[np.signedinteger[Any]] | None, list[str | None]]:
+    """The segment labels, each row's code, and the label of each code.
+
+    Labels are sorted, None for rows without a value; a row's code is its dictionary index
+    as stored (no copy, but where there are nulls).
+    """
     if segment_column is None:
-        return [None], None
+        return [None], None, [None]
     array = one_chunk(base.table.column(segment_column))
     if not pa.types.is_dictionary(array.type):
         array = pc.dictionary_encode(array, null_encoding="encode")
@@ -318,6 +428,5 @@ def _segment_codes(
     if encoded.null_count:
         indices = indices.fill_null(pa.scalar(len(found) - 1, indices.type))
     labels = sorted(set(found), key=lambda v: (v is not None, v or ""))
-    position = {label: i for i, label in enumerate(labels)}
-    remap = np.array([position[v] for v in found], dtype=np.intp)
-    return labels, remap[indices.to_numpy(zero_copy_only=False)]
+    codes = fixed_width_values(indices, np.dtype(indices.type.to_pandas_dtype()))
+    return labels, codes, found

@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -27,8 +28,8 @@ class NoteError(ValueError):
     """A key, note or checkpoint is malformed, or no trusted signature verifies."""
 
 
-def _key_id(name: str, public_key: bytes) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + ED25519 + public_key).digest()[:4]
+def _key_id(name: str, public_key: bytes, kind: bytes = ED25519) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + kind + public_key).digest()[:4]
 
 
 def _check_name(name: str) -> str:
@@ -110,6 +111,22 @@ class NoteSigner:
         encoded = base64.b64encode(ED25519 + self._public).decode()
         return f"{self.name}+{self._key_id.hex()}+{encoded}"
 
+    @property
+    def key_id(self) -> str:
+        """The key's 4-byte id, in hex: what its signature lines start with."""
+        return self._key_id.hex()
+
+    def add_signature(self, note: str) -> str:
+        """The note with this key's signature added after those it already carries.
+
+        A rotated key signs the last checkpoint of the old key this way, so that one note
+        carries both: the handover that ties the new key to the old key's history.
+        """
+        text, lines = signature_lines(note)
+        if any(name == self.name and blob[:4] == self._key_id for name, blob in lines):
+            return note
+        return note + self.sign(text).rpartition("\n\n")[2]
+
     def sign(self, text: str) -> str:
         """The signed note of `text` (which must end in a newline)."""
         if not text.endswith("\n"):
@@ -136,21 +153,33 @@ class NoteVerifier:
             raise NoteError("the verifier key's id does not match its key")
         self._public_key = Ed25519PublicKey.from_public_bytes(raw[1:])
 
+    @property
+    def key_id(self) -> str:
+        """The key's 4-byte id, in hex."""
+        return self._key_id.hex()
+
+    @property
+    def verifier_key(self) -> str:
+        """The key in the form it was given: `{name}+{keyid hex}+{base64key}`."""
+        raw = self._public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return f"{self.name}+{self.key_id}+{base64.b64encode(ED25519 + raw).decode()}"
+
+    def signed(self, note: str) -> bool:
+        """Whether the note carries a signature line of this key (valid or not)."""
+        try:
+            _, lines = signature_lines(note)
+        except NoteError:
+            return False
+        return any(name == self.name and blob[:4] == self._key_id for name, blob in lines)
+
     def open(self, note: str) -> str:
         """The text of a note signed by this key.
 
         Raises:
             NoteError: The note is malformed, or this key's signature is absent or wrong.
         """
-        text, separator, signatures = note.rpartition("\n\n")
-        if not separator or not signatures.endswith("\n"):
-            raise NoteError("a signed note is text, a blank line, then signature lines")
-        text += "\n"
-        for line in signatures[:-1].split("\n"):
-            if not line.startswith(SIGNATURE_PREFIX):
-                raise NoteError("a signature line starts with an em dash and a space")
-            name, _, encoded = line[len(SIGNATURE_PREFIX) :].partition(" ")
-            blob = _b64decode(encoded, "note signature")
+        text, lines = signature_lines(note)
+        for name, blob in lines:
             if name != self.name or blob[:4] != self._key_id:
                 continue  # another key's signature: ignored, as the spec requires
             try:
@@ -163,3 +192,73 @@ class NoteVerifier:
     def open_checkpoint(self, note: str) -> Checkpoint:
         """The checkpoint of a note signed by this key."""
         return Checkpoint.parse(self.open(note))
+
+
+def signature_lines(note: str) -> tuple[str, list[tuple[str, bytes]]]:
+    """The text of a signed note and its signature lines as (key name, key id || signature).
+
+    Raises:
+        NoteError: The note is not text, a blank line, then well-formed signature lines.
+    """
+    if not isinstance(note, str):
+        raise NoteError("a signed note is text")
+    text, separator, signatures = note.rpartition("\n\n")
+    if not separator or not signatures.endswith("\n"):
+        raise NoteError("a signed note is text, a blank line, then signature lines")
+    lines = []
+    for line in signatures[:-1].split("\n"):
+        if not line.startswith(SIGNATURE_PREFIX):
+            raise NoteError("a signature line starts with an em dash and a space")
+        name, _, encoded = line[len(SIGNATURE_PREFIX) :].partition(" ")
+        blob = _b64decode(encoded, "note signature")
+        if len(blob) < 5:
+            raise NoteError("a note signature is a key id and a signature")
+        lines.append((name, blob))
+    return text + "\n", lines
+
+
+class KeyRing:
+    """The verifier keys of one log, oldest first: the current key and those it replaced.
+
+    A checkpoint is trusted when any of them signed it; `open_checkpoint` says which.
+    """
+
+    def __init__(self, verifiers: Sequence[NoteVerifier]) -> None:
+        if not verifiers:
+            raise NoteError("give at least one verifier key")
+        names = {v.name for v in verifiers}
+        if len(names) != 1:
+            raise NoteError("the keys of one log share one name (rotation keeps the name)")
+        self.verifiers = tuple(verifiers)
+        self.name = verifiers[0].name
+
+    @classmethod
+    def of(cls, *keys: str) -> KeyRing:
+        """A ring of verifier keys given as text."""
+        return cls([NoteVerifier(key) for key in keys])
+
+    def open_checkpoint(self, note: str) -> tuple[Checkpoint, NoteVerifier]:
+        """The checkpoint of a note and the newest key of the ring that signed it.
+
+        Raises:
+            NoteError: The note is malformed, or no key of the ring signed it validly.
+        """
+        problem: NoteError | None = None
+        for verifier in reversed(self.verifiers):
+            if not verifier.signed(note):
+                continue
+            try:
+                return verifier.open_checkpoint(note), verifier
+            except NoteError as error:
+                problem = error
+        if problem is not None:
+            raise problem
+        signature_lines(note)  # a malformed note says so rather than "no key"
+        raise NoteError(
+            "the checkpoint carries no signature of a trusted key"
+            f" ({', '.join(v.key_id for v in self.verifiers)})"
+        )
+
+    def position(self, verifier: NoteVerifier) -> int:
+        """How many keys of the ring came before this one."""
+        return [v.key_id for v in self.verifiers].index(verifier.key_id)

@@ -7,6 +7,7 @@ appends exactly one event to the query log when the call ends, however it ends.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import logging
@@ -25,6 +26,7 @@ from cleanroom.errors import (
     CleanRoomError,
     InvalidArgumentError,
     ResourceExhaustedError,
+    UnavailableError,
     clip,
 )
 from cleanroom.names import SERVER_LOG, CollaborationName
@@ -57,6 +59,8 @@ class AuditedCall:
         self.request_id = uuid.uuid4().hex[:16]
         self.event.request_summary["request_id"] = self.request_id
         self.started = time.monotonic()
+        # Refuses the call before any work when the collaboration's log is unsound.
+        self.guard: Callable[[CollaborationName], None] = lambda _: None
 
     def names(self, *resources: object, collaboration: CollaborationName | None = None) -> None:
         """Records the resources the call names, and the collaboration whose log gets it."""
@@ -64,6 +68,7 @@ class AuditedCall:
         self.event.resources.extend(clip(str(r), MAX_VALUE_CHARS) for r in resources[:room])
         if collaboration is not None and self.collaboration is None:
             self.collaboration = collaboration
+            self.guard(collaboration)
 
     def summarize(self, **summary: Any) -> None:
         """Adds request parameters to the event: never data, never identifiers.
@@ -176,6 +181,7 @@ class CallInterceptor(_ServerInterceptor):
         pem = (auth.get("x509_pem_cert") or [b""])[0]
         pinned = self.access.pin()  # one configuration snapshot for the whole call
         call = AuditedCall(self._identify(cast(bytes, pem)), method)
+        call.guard = functools.partial(self._guard, call.caller)
         token = _CURRENT.set(call)
         with self._idle:
             self._in_flight += 1
@@ -201,6 +207,14 @@ class CallInterceptor(_ServerInterceptor):
                 with self._idle:
                     self._in_flight -= 1
                     self._idle.notify_all()
+
+    def _guard(self, caller: Caller, collaboration: CollaborationName) -> None:
+        """UNAVAILABLE for a member naming a collaboration whose log the server refuses.
+
+        Only members learn it: the others are refused for who they are, as before.
+        """
+        if self.access.collaboration(collaboration) and self.access.roles(caller, collaboration):
+            self.audit_log.require_consistent(collaboration.collaboration)
 
     def _identify(self, pem: bytes) -> Caller:
         if not pem:
@@ -304,8 +318,12 @@ class CallInterceptor(_ServerInterceptor):
             event.log = SERVER_LOG
         if event.method.startswith(self.unaudited):
             return  # counted in the metrics and the access log instead (SPEC section 6)
+        if self.audit_log.inconsistency(event.log) is not None:
+            event.log = SERVER_LOG  # never extended: the refusal goes to the server log
         try:
             self.audit_log.append(event)
+        except UnavailableError as error:
+            self._refuse_unsound_log(event, context, error)
         except Exception as error:
             # No call may succeed unlogged: fail it, and tell the operator why.
             log.exception("could not append to query log %s", event.log)
@@ -318,6 +336,19 @@ class CallInterceptor(_ServerInterceptor):
                     "The query log could not be written, so the call was refused; the"
                     " operator's log has the details.",
                 )
+
+    def _refuse_unsound_log(
+        self, event: AuditEvent, context: grpc.ServicerContext, error: UnavailableError
+    ) -> None:
+        """The log turned out unsound just now: the call refused, its event in the server log."""
+        if event.log != SERVER_LOG:
+            event.outcome.status_code = grpc.StatusCode.UNAVAILABLE.name
+            event.outcome.reason, event.outcome.message = error.reason, error.message
+            event.log = SERVER_LOG
+            with contextlib.suppress(CleanRoomError):  # refused either way
+                self.audit_log.append(event)
+        if context.is_active():
+            context.abort_with_status(to_status(error))
 
 
 class _Undecodable:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import grpc
 
 from cleanroom.names import CollaborationName, OverlapReportName, privacy_budget_collaboration
@@ -47,6 +49,9 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         outcome.suppressed_count = report.suppressed_count
         outcome.epsilon_spent = answer.epsilon_spent
         call.summarize(reused_stored_report=answer.reused)
+        collaboration = self.reports.access.collaboration(parent)
+        if collaboration is not None:  # the policy of this release, for auditors to check
+            call.summarize(policy=dataclasses.asdict(collaboration.policy))
         return pb.CreateOverlapReportResponse(
             overlap_report=self._api(report), reused=answer.reused
         )

@@ -75,6 +75,14 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     signed_note TEXT NOT NULL,
     PRIMARY KEY (log, tree_size)
 ) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS audit_cosignatures (
+    log TEXT NOT NULL,
+    tree_size INTEGER NOT NULL,
+    witness_key_id TEXT NOT NULL,
+    signature_line TEXT NOT NULL,
+    PRIMARY KEY (log, tree_size, witness_key_id)
+) WITHOUT ROWID;
 """
 SCHEMA_VERSION = 3
 DATABASE_FILE = "cleanroom.sqlite3"

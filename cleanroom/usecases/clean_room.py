@@ -13,7 +13,7 @@ from cleanroom.config import Config
 from cleanroom.errors import ConfigError, FailedPreconditionError
 from cleanroom.matching.engine import Matcher
 from cleanroom.matching.memory import ArrowMatcher
-from cleanroom.proofs.signed_note import NoteError, NoteSigner
+from cleanroom.proofs.signed_note import NoteError, NoteSigner, NoteVerifier
 from cleanroom.storage.catalog import Catalog
 from cleanroom.storage.database import Database
 from cleanroom.storage.dataset_files import DatasetFiles
@@ -44,7 +44,7 @@ class CleanRoom:
         if removed:
             log.warning("removed %d files left by interrupted uploads: %s", len(removed), removed)
         self.access = AccessPolicy(config)
-        self.audit_log = AuditLog(self.database, load_signer(config.server.audit_signing_key))
+        self.audit_log = open_audit_log(self.database, config)
         self.datasets = Datasets(self.access, self.catalog, self.files)
         self.reports = Reports(self.access, self.catalog, self.files, matcher or ArrowMatcher())
 
@@ -64,6 +64,24 @@ class CleanRoom:
         """Closes the database and releases the data directory."""
         self.database.close()
         os.close(self._lock_fd)
+
+
+def open_audit_log(database: Database, config: Config) -> AuditLog:
+    """The query logs, checked at once against their own signed checkpoints.
+
+    The retired verifier keys of the configuration keep the old checkpoints verifiable;
+    they must carry the current key's name, since the logs' origins are named by it.
+    """
+    signer = load_signer(config.server.audit_signing_key)
+    previous = [NoteVerifier(key) for key in config.server.audit_previous_verifier_keys]
+    for verifier in previous:
+        if verifier.name != signer.name:
+            raise ConfigError(
+                "server.audit.previous_verifier_keys",
+                f"key {verifier.key_id} is named {verifier.name!r}, the signing key"
+                f" {signer.name!r}: a rotated key keeps its name (`cleanroom audit rotate-key`)",
+            )
+    return AuditLog(database, signer, previous)
 
 
 def load_signer(path: Path) -> NoteSigner:

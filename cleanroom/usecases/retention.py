@@ -29,6 +29,8 @@ def sweep(
     now = now or datetime.now(UTC)
     deleted = []
     for collaboration in config.collaborations.values():
+        if audit_log.inconsistency(collaboration.id):
+            continue  # nothing is deleted that its refused log could not record
         for record in datasets.expired(collaboration, now):
             datasets.remove(record)
             audit_log.append(

@@ -26,7 +26,7 @@ from cleanroom.v1 import audit_event_pb2 as cleanroom_dot_v1_dot_audit__event__p
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cleanroom/v1/audit_service.proto\x12\x0c\x63leanroom.v1\x1a\x1e\x63leanroom/v1/audit_event.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x01\n\x16ListAuditEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x07 \x01(\t\x12\x13\n\x0bstart_index\x18\x08 \x01(\x03\x12\x11\n\tend_index\x18\t \x01(\x03\"b\n\x17ListAuditEventsResponse\x12.\n\x0c\x61udit_events\x18\x01 \x03(\x0b\x32\x18.cleanroom.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x19GetAuditCheckpointRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x03\"g\n\x1aGetAuditCheckpointResponse\x12\x13\n\x0bsigned_note\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x11\n\ttree_size\x18\x03 \x01(\x03\x12\x11\n\troot_hash\x18\x04 \x01(\x0c\"Q\n\x1dGetAuditInclusionProofRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x11\n\ttree_size\x18\x03 \x01(\x03\"0\n\x1eGetAuditInclusionProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"d\n\x1fGetAuditConsistencyProofRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x17\n\x0f\x66irst_tree_size\x18\x02 \x01(\x03\x12\x18\n\x10second_tree_size\x18\x03 \x01(\x03\"2\n GetAuditConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x32\xc7\x03\n\x0c\x41uditService\x12^\n\x0fListAuditEvents\x12$.cleanroom.v1.ListAuditEventsRequest\x1a%.cleanroom.v1.ListAuditEventsResponse\x12g\n\x12GetAuditCheckpoint\x12\'.cleanroom.v1.GetAuditCheckpointRequest\x1a(.cleanroom.v1.GetAuditCheckpointResponse\x12s\n\x16GetAuditInclusionProof\x12+.cleanroom.v1.GetAuditInclusionProofRequest\x1a,.cleanroom.v1.GetAuditInclusionProofResponse\x12y\n\x18GetAuditConsistencyProof\x12-.cleanroom.v1.GetAuditConsistencyProofRequest\x1a..cleanroom.v1.GetAuditConsistencyProofResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cleanroom/v1/audit_service.proto\x12\x0c\x63leanroom.v1\x1a\x1e\x63leanroom/v1/audit_event.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x01\n\x16ListAuditEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x07 \x01(\t\x12\x13\n\x0bstart_index\x18\x08 \x01(\x03\x12\x11\n\tend_index\x18\t \x01(\x03\"b\n\x17ListAuditEventsResponse\x12.\n\x0c\x61udit_events\x18\x01 \x03(\x0b\x32\x18.cleanroom.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x19GetAuditCheckpointRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x03\"\x97\x01\n\x1aGetAuditCheckpointResponse\x12\x13\n\x0bsigned_note\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x11\n\ttree_size\x18\x03 \x01(\x03\x12\x11\n\troot_hash\x18\x04 \x01(\x0c\x12\x15\n\rcosigned_note\x18\x05 \x01(\t\x12\x17\n\x0fwitnessed_notes\x18\x06 \x03(\t\"Q\n\x1dGetAuditInclusionProofRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x11\n\ttree_size\x18\x03 \x01(\x03\"0\n\x1eGetAuditInclusionProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"d\n\x1fGetAuditConsistencyProofRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x17\n\x0f\x66irst_tree_size\x18\x02 \x01(\x03\x12\x18\n\x10second_tree_size\x18\x03 \x01(\x03\"2\n GetAuditConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"T\n\x1a\x41\x64\x64\x41uditCosignatureRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x13\n\x0b\x63osignature\x18\x03 \x01(\t\"4\n\x1b\x41\x64\x64\x41uditCosignatureResponse\x12\x15\n\rcosigned_note\x18\x01 \x01(\t2\xb3\x04\n\x0c\x41uditService\x12^\n\x0fListAuditEvents\x12$.cleanroom.v1.ListAuditEventsRequest\x1a%.cleanroom.v1.ListAuditEventsResponse\x12g\n\x12GetAuditCheckpoint\x12\'.cleanroom.v1.GetAuditCheckpointRequest\x1a(.cleanroom.v1.GetAuditCheckpointResponse\x12s\n\x16GetAuditInclusionProof\x12+.cleanroom.v1.GetAuditInclusionProofRequest\x1a,.cleanroom.v1.GetAuditInclusionProofResponse\x12y\n\x18GetAuditConsistencyProof\x12-.cleanroom.v1.GetAuditConsistencyProofRequest\x1a..cleanroom.v1.GetAuditConsistencyProofResponse\x12j\n\x13\x41\x64\x64\x41uditCosignature\x12(.cleanroom.v1.AddAuditCosignatureRequest\x1a).cleanroom.v1.AddAuditCosignatureResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,16 +39,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=461
   _globals['_GETAUDITCHECKPOINTREQUEST']._serialized_start=463
   _globals['_GETAUDITCHECKPOINTREQUEST']._serialized_end=525
-  _globals['_GETAUDITCHECKPOINTRESPONSE']._serialized_start=527
-  _globals['_GETAUDITCHECKPOINTRESPONSE']._serialized_end=630
-  _globals['_GETAUDITINCLUSIONPROOFREQUEST']._serialized_start=632
-  _globals['_GETAUDITINCLUSIONPROOFREQUEST']._serialized_end=713
-  _globals['_GETAUDITINCLUSIONPROOFRESPONSE']._serialized_start=715
-  _globals['_GETAUDITINCLUSIONPROOFRESPONSE']._serialized_end=763
-  _globals['_GETAUDITCONSISTENCYPROOFREQUEST']._serialized_start=765
-  _globals['_GETAUDITCONSISTENCYPROOFREQUEST']._serialized_end=865
-  _globals['_GETAUDITCONSISTENCYPROOFRESPONSE']._serialized_start=867
-  _globals['_GETAUDITCONSISTENCYPROOFRESPONSE']._serialized_end=917
-  _globals['_AUDITSERVICE']._serialized_start=920
-  _globals['_AUDITSERVICE']._serialized_end=1375
+  _globals['_GETAUDITCHECKPOINTRESPONSE']._serialized_start=528
+  _globals['_GETAUDITCHECKPOINTRESPONSE']._serialized_end=679
+  _globals['_GETAUDITINCLUSIONPROOFREQUEST']._serialized_start=681
+  _globals['_GETAUDITINCLUSIONPROOFREQUEST']._serialized_end=762
+  _globals['_GETAUDITINCLUSIONPROOFRESPONSE']._serialized_start=764
+  _globals['_GETAUDITINCLUSIONPROOFRESPONSE']._serialized_end=812
+  _globals['_GETAUDITCONSISTENCYPROOFREQUEST']._serialized_start=814
+  _globals['_GETAUDITCONSISTENCYPROOFREQUEST']._serialized_end=914
+  _globals['_GETAUDITCONSISTENCYPROOFRESPONSE']._serialized_start=916
+  _globals['_GETAUDITCONSISTENCYPROOFRESPONSE']._serialized_end=966
+  _globals['_ADDAUDITCOSIGNATUREREQUEST']._serialized_start=968
+  _globals['_ADDAUDITCOSIGNATUREREQUEST']._serialized_end=1052
+  _globals['_ADDAUDITCOSIGNATURERESPONSE']._serialized_start=1054
+  _globals['_ADDAUDITCOSIGNATURERESPONSE']._serialized_end=1106
+  _globals['_AUDITSERVICE']._serialized_start=1109
+  _globals['_AUDITSERVICE']._serialized_end=1672
 # @@protoc_insertion_point(module_scope)

@@ -146,6 +146,8 @@ class GetAuditCheckpointResponse(_message.Message):
     ORIGIN_FIELD_NUMBER: _builtins.int
     TREE_SIZE_FIELD_NUMBER: _builtins.int
     ROOT_HASH_FIELD_NUMBER: _builtins.int
+    COSIGNED_NOTE_FIELD_NUMBER: _builtins.int
+    WITNESSED_NOTES_FIELD_NUMBER: _builtins.int
     signed_note: _builtins.str
     """The checkpoint as a C2SP signed note (c2sp.org/tlog-checkpoint): origin, tree size and
     base64 root hash, then the server's Ed25519 signature. Verify it with the pinned key.
@@ -156,6 +158,18 @@ class GetAuditCheckpointResponse(_message.Message):
     """The number of events the checkpoint covers, as the note says."""
     root_hash: _builtins.bytes
     """The Merkle root of those events, as the note says."""
+    cosigned_note: _builtins.str
+    """The same checkpoint with every cosignature the server holds for it appended as
+    further signature lines: a C2SP signed note. Check each with the witness's key.
+    """
+    @_builtins.property
+    def witnessed_notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For each witness that has cosigned, the latest checkpoint it cosigned (the server's
+        signed note with that witness's cosignature line). The log grows with every call,
+        witnesses' own included, so witnesses cosign different sizes: an auditor trusts the
+        events up to a size that a quorum of them cosigned or extended.
+        """
+
     def __init__(
         self,
         *,
@@ -163,10 +177,12 @@ class GetAuditCheckpointResponse(_message.Message):
         origin: _builtins.str = ...,
         tree_size: _builtins.int = ...,
         root_hash: _builtins.bytes = ...,
+        cosigned_note: _builtins.str = ...,
+        witnessed_notes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["origin", b"origin", "root_hash", b"root_hash", "signed_note", b"signed_note", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosigned_note", b"cosigned_note", "origin", b"origin", "root_hash", b"root_hash", "signed_note", b"signed_note", "tree_size", b"tree_size", "witnessed_notes", b"witnessed_notes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -279,3 +295,55 @@ class GetAuditConsistencyProofResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetAuditConsistencyProofResponse: _TypeAlias = GetAuditConsistencyProofResponse  # noqa: Y015
+
+@_typing.final
+class AddAuditCosignatureRequest(_message.Message):
+    """The request of AddAuditCosignature."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    COSIGNATURE_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The collaboration: `collaborations/{collaboration}`."""
+    tree_size: _builtins.int
+    """The tree size of the checkpoint the witness cosigns."""
+    cosignature: _builtins.str
+    """The cosignature: one signature line, `— {witness name} base64(key id || time || signature)`."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        tree_size: _builtins.int = ...,
+        cosignature: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosignature", b"cosignature", "parent", b"parent", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddAuditCosignatureRequest: _TypeAlias = AddAuditCosignatureRequest  # noqa: Y015
+
+@_typing.final
+class AddAuditCosignatureResponse(_message.Message):
+    """The response to AddAuditCosignature."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COSIGNED_NOTE_FIELD_NUMBER: _builtins.int
+    cosigned_note: _builtins.str
+    """The checkpoint with every cosignature the server now holds for it."""
+    def __init__(
+        self,
+        *,
+        cosigned_note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosigned_note", b"cosigned_note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddAuditCosignatureResponse: _TypeAlias = AddAuditCosignatureResponse  # noqa: Y015

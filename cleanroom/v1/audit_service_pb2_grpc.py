@@ -56,6 +56,11 @@ class AuditServiceStub:
                 request_serializer=cleanroom_dot_v1_dot_audit__service__pb2.GetAuditConsistencyProofRequest.SerializeToString,
                 response_deserializer=cleanroom_dot_v1_dot_audit__service__pb2.GetAuditConsistencyProofResponse.FromString,
                 _registered_method=True)
+        self.AddAuditCosignature = channel.unary_unary(
+                '/cleanroom.v1.AuditService/AddAuditCosignature',
+                request_serializer=cleanroom_dot_v1_dot_audit__service__pb2.AddAuditCosignatureRequest.SerializeToString,
+                response_deserializer=cleanroom_dot_v1_dot_audit__service__pb2.AddAuditCosignatureResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -91,6 +96,15 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddAuditCosignature(self, request, context):
+        """Adds a witness's cosignature (C2SP tlog-cosignature, cosignature/v1) to a checkpoint.
+        Auditors and brands of the collaboration may witness; the witness's public key must be
+        one the collaboration names.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +127,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.GetAuditConsistencyProof,
                     request_deserializer=cleanroom_dot_v1_dot_audit__service__pb2.GetAuditConsistencyProofRequest.FromString,
                     response_serializer=cleanroom_dot_v1_dot_audit__service__pb2.GetAuditConsistencyProofResponse.SerializeToString,
+            ),
+            'AddAuditCosignature': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddAuditCosignature,
+                    request_deserializer=cleanroom_dot_v1_dot_audit__service__pb2.AddAuditCosignatureRequest.FromString,
+                    response_serializer=cleanroom_dot_v1_dot_audit__service__pb2.AddAuditCosignatureResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +244,33 @@ class AuditService:
             '/cleanroom.v1.AuditService/GetAuditConsistencyProof',
             cleanroom_dot_v1_dot_audit__service__pb2.GetAuditConsistencyProofRequest.SerializeToString,
             cleanroom_dot_v1_dot_audit__service__pb2.GetAuditConsistencyProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddAuditCosignature(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cleanroom.v1.AuditService/AddAuditCosignature',
+            cleanroom_dot_v1_dot_audit__service__pb2.AddAuditCosignatureRequest.SerializeToString,
+            cleanroom_dot_v1_dot_audit__service__pb2.AddAuditCosignatureResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,11 @@ class AuditServiceStub:
     """Gets the RFC 9162 inclusion proof of one event in the tree of a given size."""
     GetAuditConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.GetAuditConsistencyProofRequest, _audit_service_pb2.GetAuditConsistencyProofResponse]
     """Gets the RFC 9162 consistency proof between two sizes of the log."""
+    AddAuditCosignature: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.AddAuditCosignatureRequest, _audit_service_pb2.AddAuditCosignatureResponse]
+    """Adds a witness's cosignature (C2SP tlog-cosignature, cosignature/v1) to a checkpoint.
+    Auditors and brands of the collaboration may witness; the witness's public key must be
+    one the collaboration names.
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -59,6 +64,11 @@ class AuditServiceAsyncStub(AuditServiceStub):
     """Gets the RFC 9162 inclusion proof of one event in the tree of a given size."""
     GetAuditConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.GetAuditConsistencyProofRequest, _audit_service_pb2.GetAuditConsistencyProofResponse]  # type: ignore[assignment]
     """Gets the RFC 9162 consistency proof between two sizes of the log."""
+    AddAuditCosignature: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.AddAuditCosignatureRequest, _audit_service_pb2.AddAuditCosignatureResponse]  # type: ignore[assignment]
+    """Adds a witness's cosignature (C2SP tlog-cosignature, cosignature/v1) to a checkpoint.
+    Auditors and brands of the collaboration may witness; the witness's public key must be
+    one the collaboration names.
+    """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     """The service through which a collaboration's auditors read its query log and prove,
@@ -96,5 +106,16 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audit_service_pb2.GetAuditConsistencyProofResponse, _abc.Awaitable[_audit_service_pb2.GetAuditConsistencyProofResponse]]:
         """Gets the RFC 9162 consistency proof between two sizes of the log."""
+
+    @_abc_1.abstractmethod
+    def AddAuditCosignature(
+        self,
+        request: _audit_service_pb2.AddAuditCosignatureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_service_pb2.AddAuditCosignatureResponse, _abc.Awaitable[_audit_service_pb2.AddAuditCosignatureResponse]]:
+        """Adds a witness's cosignature (C2SP tlog-cosignature, cosignature/v1) to a checkpoint.
+        Auditors and brands of the collaboration may witness; the witness's public key must be
+        one the collaboration names.
+        """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

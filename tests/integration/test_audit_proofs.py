@@ -219,10 +219,12 @@ def test_truncation_is_found(server: RunningServer, tmp_path: Path) -> None:
     make_events(server, tmp_path, 14)
     assert verify(server, tmp_path / "state").ok
     tamper(server, truncate(7))
+    # The running server notices before its next signature, and refuses the log.
     verdict = verify(server, tmp_path / "state")
     assert not verdict.ok
     assert verdict.first_bad_index == 7
-    assert "truncated or rolled back" in (verdict.problem or "")
+    assert "server refuses its own log" in (verdict.problem or "")
+    assert "truncated or rewritten" in (verdict.problem or "")
 
 
 def test_rollback_to_an_older_state_is_found(pki: DemoPki, tmp_path: Path) -> None:

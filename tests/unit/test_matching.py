@@ -10,11 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cleanroom.matching import _kernel
 from cleanroom.matching.engine import DatasetTable
-from cleanroom.matching.layout import digest_words, sort_digests, sorted_layout
+from cleanroom.matching.layout import digest_words, prefixes, sort_digests, sorted_layout
 from cleanroom.matching.memory import (
     ArrowMatcher,
     SortedDigests,
+    _key_cuts,
+    _side,
     digest_index,
     key_ranges,
     match_sorted,
@@ -219,3 +222,155 @@ def test_sorted_layout_keeps_every_row_and_counts_repeats() -> None:
         assert repeats == sum(v is not None for v in values) - len(distinct)
     emails = [v for v in stored.column("email").to_pylist() if v is not None]
     assert emails == sorted(emails)
+
+
+# The compiled kernel ----------------------------------------------------------------------
+
+
+def sorted_list(digests: np.ndarray, rows: np.ndarray | None) -> SortedDigests:
+    """A SortedDigests over (m, 32) uint8 digests already sorted by all 32 bytes."""
+    return SortedDigests.of(np.ascontiguousarray(digests).view(np.uint64), rows)
+
+
+def planted_lists(rng: np.random.Generator, sizes: list[int], *, repeats: bool) -> list[np.ndarray]:
+    """Lists drawn from one pool with planted prefix collisions, some at the largest prefix
+    (the kernel's end marker), each sorted by all 32 bytes; with `repeats`, digests repeat."""
+    pool = digest_pool(rng, 60, collisions=6)
+    top = pool[rng.choice(len(pool), size=min(3, len(pool)), replace=False)]
+    top[:, :8] = 0xFF
+    pool = np.unique(np.concatenate([pool, top]), axis=0)
+    lists = []
+    for size in sizes:
+        picks = rng.integers(0, len(pool), size=size)
+        if not repeats:
+            picks = np.unique(picks)
+        chosen = pool[np.sort(picks)]  # pool is sorted (np.unique), so the list is too
+        lists.append(chosen)
+    return lists
+
+
+def old_matcher_pairs(x: np.ndarray, y: np.ndarray) -> set[tuple[int, int]]:
+    """The matcher before the kernel: a range join of the prefixes, then all 32 bytes."""
+    xk = prefixes(np.ascontiguousarray(x).view(np.uint64))
+    yk = prefixes(np.ascontiguousarray(y).view(np.uint64))
+    low, high = np.searchsorted(yk, xk, side="left"), np.searchsorted(yk, xk, side="right")
+    return {
+        (i, j) for i in range(len(x)) for j in range(low[i], high[i]) if bytes(x[i]) == bytes(y[j])
+    }
+
+
+def brute_force_masks(lists: list[np.ndarray], rows: list[np.ndarray | None]) -> list[list[int]]:
+    """Per list, per row: the bits of the other lists holding the row's digest, with sets."""
+    sets = [{bytes(d) for d in digests} for digests in lists]
+    masks = []
+    for k, digests in enumerate(lists):
+        mask = [0] * len(digests)
+        for position, digest in enumerate(digests):
+            row = position if rows[k] is None else int(rows[k][position])
+            for other, members in enumerate(sets):
+                if other != k and bytes(digest) in members:
+                    mask[row] |= 1 << other
+        masks.append(mask)
+    return masks
+
+
+def kernel_masks(
+    lists: list[np.ndarray], rows: list[np.ndarray | None], parts: int
+) -> list[list[int]]:
+    indexes = [sorted_list(d, r) for d, r in zip(lists, rows, strict=True)]
+    masks = [np.zeros(len(d), dtype=np.uint8) for d in lists]
+    cuts = _key_cuts(indexes, parts)
+    for part in range(len(cuts[0])):
+        _kernel.mark([_side(x, cuts[k][part], 1 << k, masks[k]) for k, x in enumerate(indexes)])
+    return [m.tolist() for m in masks]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    sizes=st.lists(st.integers(0, 40), min_size=2, max_size=6),
+    repeats=st.booleans(),
+    parts=st.integers(1, 3),
+    row_type=st.sampled_from([None, np.int32, np.int64]),
+)
+def test_kernel_marks_what_a_brute_force_finds(
+    seed: int, sizes: list[int], repeats: bool, parts: int, row_type: type | None
+) -> None:
+    rng = np.random.default_rng(seed)
+    lists = planted_lists(rng, sizes, repeats=repeats)
+    rows = [None if row_type is None else rng.permutation(len(d)).astype(row_type) for d in lists]
+    assert kernel_masks(lists, rows, parts) == brute_force_masks(lists, rows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), repeats=st.booleans(), sizes=st.tuples(
+    st.integers(0, 50), st.integers(0, 50)))  # fmt: skip
+def test_kernel_pairs_equal_the_old_matcher(
+    seed: int, repeats: bool, sizes: tuple[int, int]
+) -> None:
+    rng = np.random.default_rng(seed)
+    x, y = planted_lists(rng, list(sizes), repeats=repeats)
+    i, j = match_sorted(sorted_list(x, None), sorted_list(y, None))
+    assert np.all(np.diff(i) >= 0)
+    found = set(zip(i.tolist(), j.tolist(), strict=True))
+    assert len(found) == len(i)
+    assert found == old_matcher_pairs(x, y)
+    expected = {(a, b) for a in range(len(x)) for b in range(len(y)) if bytes(x[a]) == bytes(y[b])}
+    assert found == expected
+
+
+@pytest.mark.parametrize("count", [2, 3, 5, 8])
+def test_kernel_edge_cases(count: int) -> None:
+    rng = np.random.default_rng(count)
+    pool = np.unique(rng.integers(0, 256, size=(30, 32), dtype=np.uint8), axis=0)
+    cases = {
+        "empty": [pool[:0]] * count,
+        "one empty": [pool[:0], *[pool] * (count - 1)],
+        "single rows, equal": [pool[:1]] * count,
+        "single rows, apart": [pool[k : k + 1] for k in range(count)],
+        "all matching": [pool] * count,
+    }
+    everyone = (1 << count) - 1
+    for name, lists in cases.items():
+        rows: list[np.ndarray | None] = [None] * count
+        found = kernel_masks(lists, rows, parts=2)
+        assert found == brute_force_masks(lists, rows), name
+        if name == "all matching":
+            assert all(m == [everyone & ~(1 << k)] * len(pool) for k, m in enumerate(found))
+
+
+def test_kernel_refuses_rows_and_buffers_out_of_bounds() -> None:
+    rng = np.random.default_rng(5)
+    pool = np.unique(rng.integers(0, 256, size=(8, 32), dtype=np.uint8), axis=0)
+    x = sorted_list(pool, np.array([0, 1, 2, 3, 4, 5, 6, 99], dtype=np.int32))
+    y = sorted_list(pool, None)
+    masks = [np.zeros(len(pool), dtype=np.uint8) for _ in range(3)]
+    for sides in ([x, y], [x, y, y]):
+        with pytest.raises(ValueError, match="out of bounds"):
+            _kernel.mark(
+                [_side(d, slice(0, len(d)), 1 << k, masks[k]) for k, d in enumerate(sides)]
+            )
+    side = list(_side(y, slice(0, len(pool)), 1, np.zeros(3, dtype=np.uint8)))
+    with pytest.raises(ValueError, match="fewer rows"):
+        _kernel.mark([tuple(side), _side(y, slice(0, len(pool)), 2, masks[1])])
+    side = list(_side(y, slice(0, len(pool) + 1), 1, masks[0]))
+    with pytest.raises(ValueError, match="keys"):
+        _kernel.mark([tuple(side), _side(y, slice(0, len(pool)), 2, masks[1])])
+
+
+def test_sorted_digests_refuse_runs_out_of_order() -> None:
+    rng = np.random.default_rng(6)
+    digests = rng.integers(0, 256, size=(2, 32), dtype=np.uint8)
+    digests[1, :8] = digests[0, :8]
+    digests[0, 8], digests[1, 8] = 200, 100  # same prefix, larger digest first
+    with pytest.raises(ValueError, match="not sorted"):
+        sorted_list(digests, None)
+
+
+def test_scatter_ors_marks_into_rows_and_refuses_rows_out_of_bounds() -> None:
+    hits = np.array([1, 0, 4, 2], dtype=np.uint8)
+    masks = np.array([8, 0, 0, 0], dtype=np.uint8)
+    _kernel.scatter(hits, 1, np.array([3, 2, 0, 1], dtype=np.int32), 4, 0, 4, masks)
+    assert masks.tolist() == [12, 2, 0, 1]
+    with pytest.raises(ValueError, match="out of bounds"):
+        _kernel.scatter(hits, 1, np.array([0, 1, 2, 4], dtype=np.int64), 8, 0, 4, masks)
