@@ -15,7 +15,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml setup.py cleanroom/matching/_kernel.c package.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
 	touch $@
 
 node_modules/.installed: package.json

@@ -12,6 +12,7 @@ MODULES = (
     "bench.load",
     "bench.operations",
     "bench.audit",
+    "bench.spark",
     "bench.reports",
 )
 

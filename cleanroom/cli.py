@@ -18,6 +18,7 @@ from rich.markup import escape
 from cleanroom.audit.check import check_logs
 from cleanroom.config import BUILTIN_IDENTIFIER_TYPES, Config, load_config
 from cleanroom.errors import CleanRoomError, ConfigError, ConfigProblemsError
+from cleanroom.matching.spark import check_java, check_master
 from cleanroom.names import SERVER_LOG
 from cleanroom.ops.backup import backup_data_dir, restore_data_dir
 from cleanroom.ops.checks import check_files
@@ -42,6 +43,19 @@ def _fail(problems: list[str], code: int = 2) -> None:
     if len(problems) > 1:
         errors.print(f"{len(problems)} problems", soft_wrap=True)
     sys.exit(code)
+
+
+def _engine_problems(config: Config) -> list[str]:
+    """What start would refuse of a Spark engine, found without starting a JVM."""
+    if config.server.engine.kind != "spark":
+        return []
+    problems = []
+    for check in (check_java, lambda: check_master(config.server.engine.master)):
+        try:
+            check()
+        except ConfigError as error:
+            problems.append(error.message)
+    return problems
 
 
 def _config(path: Path) -> Config:
@@ -111,8 +125,9 @@ def check_config(config_path: Path) -> None:
     """Check a configuration and the files it names, all at once, without starting."""
     config = _config(config_path)
     files = check_files(config)
-    if files.problems:
-        _fail([p.message for p in files.problems])
+    problems = [p.message for p in files.problems] + _engine_problems(config)
+    if problems:
+        _fail(problems)
     for warning in files.warnings:
         errors.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     server = config.server
@@ -120,6 +135,9 @@ def check_config(config_path: Path) -> None:
         f"listen {server.listen}; ops (probes, metrics) {server.ops_listen};"
         f" data in {server.data_dir}", soft_wrap=True
     )  # fmt: skip
+    if config.server.engine.kind == "spark":
+        engine = config.server.engine
+        console.print(f"matching on Spark {engine.master}; range copies at {engine.location}")
     for partner in config.partners.values():
         role = " (administrator)" if partner.administrator else ""
         console.print(f"partner {partner.id}{role}: {', '.join(partner.certificate_names)}")

@@ -47,6 +47,34 @@ class TlsConfig:
     client_ca: Path
 
 
+ENGINE_KINDS = ("memory", "spark")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The matching engine (`[server.engine]`): in memory, or Spark with its copies' location.
+
+    Attributes:
+        kind: "memory" (the default) or "spark".
+        master: The Spark master URL: local[N], spark://host:port, k8s://https://host:port.
+        settings: Spark settings (`spark.*` keys), passed to the session as they are.
+        location: Where the datasets' prefix-range copies go, read by the executors: a
+            path or a URI (README, "Scaling"). Default: `ranges/` in the data directory.
+        ranges: Prefix ranges per new copy, a power of two (copies keep theirs).
+        probe_seconds: How long a start-up probe job may wait for an executor.
+        driver_rows: Questions over fewer rows (all their datasets together) are matched
+            on the server by the in-memory engine, faster than any Spark job.
+    """
+
+    kind: str = "memory"
+    master: str = "local[*]"
+    settings: Mapping[str, str] = field(default_factory=dict)
+    location: str = ""
+    ranges: int = 64
+    probe_seconds: float = 60.0
+    driver_rows: int = 1_000_000
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Where the server listens and keeps its data, and the key that signs its logs."""
@@ -59,8 +87,13 @@ class ServerConfig:
     max_upload_message_bytes: int = 4 * 1024 * 1024
     upload_idle_timeout_seconds: float = 60.0
     retention_sweep_seconds: float = 3600.0
+    max_calls_per_partner: int = 4
+    max_uploads_per_partner: int = 2
+    max_upload_seconds: float = 6 * 3600.0
+    min_upload_bytes_per_second: int = 16 * 1024
     ops_listen: str = "127.0.0.1:9464"
     audit_previous_verifier_keys: tuple[str, ...] = ()
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
 
 @dataclass(frozen=True)
@@ -388,7 +421,13 @@ _SERVER_KEYS = {
     "max_upload_message_bytes",
     "upload_idle_timeout_seconds",
     "retention_sweep_seconds",
+    "max_calls_per_partner",
+    "max_uploads_per_partner",
+    "max_upload_seconds",
+    "min_upload_bytes_per_second",
+    "engine",
 }
+_ENGINE_KEYS = {"kind", "master", "settings", "location", "ranges", "probe_seconds", "driver_rows"}
 _TLS_KEYS = {"certificate", "private_key", "client_ca"}
 _AUDIT_KEYS = {"signing_key", "previous_verifier_keys"}
 _OPS_KEYS = {"listen"}
@@ -450,11 +489,44 @@ def _parse_server(table: _Table, base_dir: Path) -> ServerConfig:
         "upload_idle_timeout_seconds": _seconds(table, "upload_idle_timeout_seconds", 60.0),
         "retention_sweep_seconds": _seconds(table, "retention_sweep_seconds", 3600.0),
         "audit_previous_verifier_keys": _previous_keys(audit),
+        **_fair_sharing(table, max_workers),
     }
+    engine = _parse_engine(
+        table.table("engine", _ENGINE_KEYS, {}), base_dir, cast("Path | None", values["data_dir"])
+    )
     files = {name: path(tls, name) for name in ("certificate", "private_key", "client_ca")}
     if tls is None or None in files.values() or None in values.values():
         raise _SkipError("server")
-    return ServerConfig(tls=TlsConfig(**cast("dict[str, Path]", files)), **values)
+    return ServerConfig(tls=TlsConfig(**cast("dict[str, Path]", files)), engine=engine, **values)
+
+
+def _fair_sharing(table: _Table, max_workers: int) -> dict[str, Any]:
+    """The per-partner limits and the upload time limits, each checked."""
+    # Bounded by the limit each shares; a bad one is reported once, under its own key.
+    workers = min(max(max_workers, 1), 256)
+    per_partner = _count(table, "max_calls_per_partner", min(4, workers), workers)
+    calls = min(max(per_partner, 1), workers)
+    uploads = _count(table, "max_uploads_per_partner", min(2, calls), calls)
+    min_rate = table.get("min_upload_bytes_per_second", int, 16 * 1024)
+    if not 0 <= min_rate <= 1024 * 1024 * 1024:
+        table.problem(
+            "min_upload_bytes_per_second",
+            f"must be 0 (no minimum) to 1 GiB a second, got {min_rate}",
+        )
+    return {
+        "max_calls_per_partner": per_partner,
+        "max_uploads_per_partner": uploads,
+        "max_upload_seconds": _seconds(table, "max_upload_seconds", 6 * 3600.0),
+        "min_upload_bytes_per_second": min_rate,
+    }
+
+
+def _count(table: _Table, name: str, default: int, most: int) -> int:
+    """A per-partner limit: at least 1, at most `most` (the limit it shares)."""
+    value: int = table.get(name, int, default)
+    if not 1 <= value <= most:
+        table.problem(name, f"must be 1 to {most}, got {value}")
+    return value
 
 
 def _previous_keys(audit: _Table | None) -> tuple[str, ...]:
@@ -505,6 +577,46 @@ def _witnesses(
         )
         quorum = len(witnesses)
     return tuple(witnesses), quorum
+
+
+def _parse_engine(table: _Table, base_dir: Path, data_dir: Path | None) -> EngineConfig:
+    """`[server.engine]`; each bad value is a problem, its default used to go on checking."""
+    defaults = EngineConfig()
+    kind = table.get("kind", str, defaults.kind)
+    if kind not in ENGINE_KINDS:
+        table.problem("kind", f"must be {' or '.join(map(repr, ENGINE_KINDS))}, got {kind!r}")
+    settings: dict[str, str] = {}
+    for name, value in table.get("settings", dict, {}).items():
+        if not name.startswith("spark.") or isinstance(value, dict | list):
+            table.problem(
+                f"settings.{name}",
+                'Spark settings are spark.* keys, quoted ("spark.executor.memory" = "4g"),'
+                " with a string, number or boolean value",
+            )
+            continue
+        settings[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    location = table.get("location", str, "")
+    if not location:
+        location = str((data_dir or base_dir) / "ranges")
+    elif "://" not in location:
+        location = str(base_dir / Path(location))
+    elif location.split("://", 1)[0] not in ("file", "hdfs", "viewfs", "s3", "s3a", "gs"):
+        table.problem("location", "must be a path or a file://, hdfs://, s3a:// or gs:// URI")
+    ranges = table.get("ranges", int, defaults.ranges)
+    if ranges < 1 or ranges & (ranges - 1) or ranges > 65536:
+        table.problem("ranges", f"must be a power of two from 1 to 65536, got {ranges}")
+    driver_rows = table.get("driver_rows", int, defaults.driver_rows)
+    if driver_rows < 0:
+        table.problem("driver_rows", f"must be 0 or more, got {driver_rows}")
+    return EngineConfig(
+        kind=kind,
+        master=table.get("master", str, defaults.master),
+        settings=settings,
+        location=location,
+        ranges=ranges,
+        probe_seconds=_seconds(table, "probe_seconds", defaults.probe_seconds),
+        driver_rows=driver_rows,
+    )
 
 
 def _listen(table: _Table, name: str, default: str) -> str:

@@ -16,6 +16,17 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
+def escaped(text: str) -> str:
+    r"""`text` as one printable line: safe to log.
+
+    Every character that is not printable (controls, bidi overrides, line separators) is
+    written as its Python escape, e.g. `\x1b`.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def shown(value: str, limit: int = 60) -> str:
     """A value quoted for a message, cut short if long (it may be hostile input)."""
     return repr(clip(value, limit))
@@ -65,6 +76,10 @@ class FailedPreconditionError(CleanRoomError):
 
 class ResourceExhaustedError(CleanRoomError):
     """A limit is reached: a budget, a quota, a size."""
+
+
+class DeadlineExceededError(CleanRoomError):
+    """A time limit of the server ended the call: a stalled, slow or too long upload."""
 
 
 class UnavailableError(CleanRoomError):

@@ -5,9 +5,10 @@ the brand), uploads the digests, asks for overlap reports and reads the query lo
 
 Holds the preparation of customer files (`partners.preparation`), the client of the clean
 room's API (`client`), the auditor's verification and export of the log (`partners.audit`),
-the rendering of results (`render`), reports as pandas DataFrames (`frames`), connection
-profiles (`profiles`) and the command line (`cli`). Imports the common part of
-`cleanroom` (`cleanroom.v1`, `cleanroom.proofs`) and never the server. The names below are
+the rendering of results (`render`; `inert` escapes text from the server), reports as
+pandas DataFrames (`frames`), connection profiles (`profiles`) and the command line (`cli`).
+Imports the common part of `cleanroom` (`cleanroom.v1`, `cleanroom.proofs`) and never the
+server. The names below are
 loaded on first use, so that `import partners` (and the command line's start) costs nothing.
 """
 

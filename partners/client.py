@@ -7,6 +7,8 @@ gRPC status and its `ErrorInfo` in `_map_rpc_error`, the one place that knows gR
 from __future__ import annotations
 
 import hashlib
+import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,12 +34,56 @@ from cleanroom.v1 import (
     partner_service_pb2_grpc,
     report_service_pb2,
     report_service_pb2_grpc,
+    server_info_service_pb2,
+    server_info_service_pb2_grpc,
 )
 from partners import errors
 from partners.preparation.pipeline import read_digest_file
 
 CHUNK_BYTES = 2 * 1024 * 1024  # well under gRPC's 4 MiB default message limit
 DIGEST_BYTES = 32
+# Room in a message for the protobuf framing around a chunk's bytes (a tag and a length).
+FRAMING_BYTES = 64
+# The response metadata in which the server tells an upload its message limit, in bytes.
+MESSAGE_LIMIT_METADATA = "cleanroom-max-message-bytes"
+CONNECT_SECONDS = 20.0
+# Refusals for a limit of the server (its size, time, concurrency or storage limits), not
+# for a privacy rule, though some share RESOURCE_EXHAUSTED with the privacy budget.
+LIMIT_REASONS = frozenset(
+    {
+        "MESSAGE_TOO_LARGE",
+        "SERVER_BUSY",
+        "STORAGE_FULL",
+        "TOO_MANY_CALLS",
+        "TOO_MANY_UPLOADS",
+        "UPLOAD_IDLE_TIMEOUT",
+        "UPLOAD_TOO_LONG",
+        "UPLOAD_TOO_SLOW",
+    }
+)
+# Calls that change nothing, retried by gRPC with backoff while the server is UNAVAILABLE
+# (restarting, or a connection dropped); uploads, reports and deletions are not retried.
+IDEMPOTENT_CALLS = {
+    "cleanroom.v1.PartnerService": ("GetDataset", "ListDatasets"),
+    "cleanroom.v1.ReportService": ("GetOverlapReport", "ListOverlapReports", "GetPrivacyBudget"),
+    "cleanroom.v1.AuditService": (
+        "ListAuditEvents",
+        "GetAuditCheckpoint",
+        "GetAuditInclusionProof",
+        "GetAuditConsistencyProof",
+    ),
+    "cleanroom.v1.ServerInfoService": ("GetServerInfo",),
+}
+RETRY_POLICY = {
+    "maxAttempts": 5,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "2s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+# gRPC stops retrying on a channel whose calls keep failing (a certificate the server
+# refuses, a server that is down for good), so that only passing trouble costs retries.
+RETRY_THROTTLING = {"maxTokens": 10, "tokenRatio": 0.5}
 
 _ERRORS: dict[grpc.StatusCode, type[errors.ServerError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidRequestError,
@@ -52,28 +98,68 @@ _ERRORS: dict[grpc.StatusCode, type[errors.ServerError]] = {
     grpc.StatusCode.UNAVAILABLE: errors.UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.UnavailableError,
     grpc.StatusCode.CANCELLED: errors.UnavailableError,
+    grpc.StatusCode.UNIMPLEMENTED: errors.UnsupportedError,
+    grpc.StatusCode.UNKNOWN: errors.ServerBugError,
+    grpc.StatusCode.INTERNAL: errors.ServerBugError,
+    grpc.StatusCode.DATA_LOSS: errors.ServerBugError,
 }
 
 
-def _map_rpc_error(error: grpc.RpcError) -> errors.ServerError:
-    """The toolkit error for a failed call, with the server's reason and metadata."""
+def _map_rpc_error(
+    error: grpc.RpcError, *, target: str | None = None, timeout: float | None = None
+) -> errors.ServerError:
+    """The toolkit error for a failed call, with the server's reason and metadata.
+
+    `target` and `timeout`, when given, let a call that ran out of time say which server
+    did not answer within how long.
+    """
     code: grpc.StatusCode = error.code()
-    reason, metadata = code.name, {}
-    status = rpc_status.from_call(cast(grpc.Call, error))  # every RpcError of a call is one
+    reason, metadata, explained = code.name, {}, False
+    try:
+        status = rpc_status.from_call(cast(grpc.Call, error))  # every RpcError is a call
+    except ValueError:  # a status that contradicts the call's: read the code alone
+        status = None
     for detail in status.details if status else []:
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info):
-            reason, metadata = info.reason, dict(info.metadata)
+            reason, metadata, explained = info.reason, dict(info.metadata), True
+    message = error.details() or code.name
+    if reason in LIMIT_REASONS or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and not explained):
+        # Without an ErrorInfo, RESOURCE_EXHAUSTED is gRPC's own message size limit.
+        return errors.LimitError(code.name, reason, message, metadata)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and not explained and target and timeout:
+        return errors.UnavailableError(
+            code.name,
+            "CALL_TIMED_OUT",
+            f"{target} did not answer within {timeout:g} s. Retry, or allow more time with"
+            " --timeout (CLEANROOM_TIMEOUT).",
+            {"target": target, "timeout_seconds": f"{timeout:g}"},
+        )
     kind = _ERRORS.get(code, errors.ServerBugError)
-    return kind(code.name, reason, error.details() or code.name, metadata)
+    return kind(code.name, reason, message, metadata)
 
 
 @contextmanager
-def _mapped_errors() -> Iterator[None]:
+def _mapped_errors(target: str | None = None, timeout: float | None = None) -> Iterator[None]:
     try:
         yield
     except grpc.RpcError as error:
-        raise _map_rpc_error(error) from None
+        raise _map_rpc_error(error, target=target, timeout=timeout) from None
+
+
+def _service_config() -> str:
+    """The channel's service config: gRPC retries the idempotent calls with backoff."""
+    names = [
+        {"service": service, "method": method}
+        for service, methods in IDEMPOTENT_CALLS.items()
+        for method in methods
+    ]
+    return json.dumps(
+        {
+            "methodConfig": [{"name": names, "retryPolicy": RETRY_POLICY}],
+            "retryThrottling": RETRY_THROTTLING,
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -102,19 +188,78 @@ class Connection:
                 " CLEANROOM_CA).",
                 {"path": str(error.filename)},
             ) from None
-        options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+        options: list[tuple[str, Any]] = [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", _service_config()),
+        ]
+        if self.server_name:
+            options.append(("grpc.ssl_target_name_override", self.server_name))
         return grpc.secure_channel(self.target, credentials, options=options)
 
 
-def _chunks(table: pa.Table) -> Iterator[tuple[int, bytes]]:
-    """The table as Arrow IPC streams of about CHUNK_BYTES each, with their row counts."""
+def _chunks(table: pa.Table, limit: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
+    """The table as Arrow IPC streams of at most `limit` bytes, with their row counts.
+
+    Chunks aim at half the limit (segment labels make rows uneven); one that still comes
+    out larger is split in halves until it fits.
+    """
     row_bytes = max(1, table.nbytes // max(1, table.num_rows))
-    rows_per_chunk = max(1, CHUNK_BYTES // row_bytes)
-    for batch in table.to_batches(max_chunksize=rows_per_chunk):
-        sink = pa.BufferOutputStream()
-        with ipc.new_stream(sink, table.schema) as writer:
-            writer.write_batch(batch)
-        yield batch.num_rows, sink.getvalue().to_pybytes()
+    rows_per_chunk = max(1, min(CHUNK_BYTES, limit // 2) // row_bytes)
+    pending = list(reversed(table.to_batches(max_chunksize=rows_per_chunk)))
+    while pending:
+        batch = pending.pop()
+        payload = _ipc_stream(table.schema, batch)
+        if len(payload) > limit and batch.num_rows > 1:
+            half = batch.num_rows // 2
+            pending += [batch.slice(half), batch.slice(0, half)]
+            continue
+        yield batch.num_rows, payload
+
+
+def _ipc_stream(schema: pa.Schema, batch: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+class _Chunking:
+    """How an upload's table is cut into chunks, and the checksum of those chunks."""
+
+    def __init__(self, table: pa.Table, limit: int) -> None:
+        self.table = table
+        self.limit = limit
+        self.checksum = self._checksum()
+
+    def fit(self, limit: int) -> None:
+        """Cuts smaller chunks if the server's limit asks for them (the checksum follows)."""
+        if limit < self.limit:
+            self.limit = limit
+            self.checksum = self._checksum()
+
+    def _checksum(self) -> str:
+        digest = hashlib.sha256()
+        for _, chunk in _chunks(self.table, self.limit):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+
+def _message_limit(call: Any, timeout: float) -> int | None:
+    """The message limit the server sent as the upload began (None if it did not say)."""
+    got = threading.Event()
+    metadata: list[Any] = []
+
+    def read() -> None:
+        metadata.extend(call.initial_metadata() or ())  # returns when sent, or the call ends
+        got.set()
+
+    threading.Thread(target=read, name="upload-limits", daemon=True).start()
+    if not got.wait(timeout):
+        return None  # a server too old to tell: the default chunks fit its default limit
+    for key, value in metadata:
+        if key == MESSAGE_LIMIT_METADATA and str(value).isdigit():
+            return int(value)
+    return None
 
 
 def _upload_table(path: Path) -> tuple[pa.Table, Any]:
@@ -153,15 +298,35 @@ class CleanRoomClient:
     """
 
     def __init__(
-        self, connection: Connection, *, timeout: float = 300.0, collaboration: str | None = None
+        self,
+        connection: Connection,
+        *,
+        timeout: float = 300.0,
+        collaboration: str | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
+        """A client of the server at `connection`.
+
+        Args:
+            connection: Where the server is and who we are.
+            timeout: Seconds each call may take (an upload: the whole upload).
+            collaboration: The default collaboration, for short ids and left-out parents.
+            connect_timeout: Seconds to wait for the first connection (TCP and the TLS
+                handshake): the lesser of `timeout` and CONNECT_SECONDS unless given.
+        """
         self.connection = connection
         self.collaboration = collaboration
         self.timeout = timeout
+        self.connect_timeout = (
+            connect_timeout if connect_timeout is not None else min(timeout, CONNECT_SECONDS)
+        )
         self._channel = connection.channel()
+        self._connected = False
         self._partners = partner_service_pb2_grpc.PartnerServiceStub(self._channel)
         self._reports = report_service_pb2_grpc.ReportServiceStub(self._channel)
         self._audit = audit_service_pb2_grpc.AuditServiceStub(self._channel)
+        self._info = server_info_service_pb2_grpc.ServerInfoServiceStub(self._channel)
+        self._limits: server_info_service_pb2.ServerLimits | None = None
 
     @classmethod
     def from_profile(cls, profile: str | None = None, *, timeout: float = 300.0) -> Self:
@@ -228,6 +393,57 @@ class CleanRoomClient:
         """Closes the channel."""
         self._channel.close()
 
+    @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        """Connects first (within the connect timeout), then maps the call's errors."""
+        if not self._connected:
+            self._connect()
+        with _mapped_errors(self.connection.target, self.timeout):
+            yield
+
+    def _connect(self) -> None:
+        """Waits for the first connection to succeed or fail, at most the connect timeout.
+
+        A connection that fails (refused, or a TLS handshake that fails) lets the call go
+        on and fail at once with gRPC's own UNAVAILABLE, which says why; only a server
+        that never finishes connecting is reported here, by name.
+        """
+        settled = threading.Event()
+        answered = (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE)
+
+        def watch(state: grpc.ChannelConnectivity) -> None:
+            if state in answered:
+                settled.set()
+
+        self._channel.subscribe(watch, try_to_connect=True)
+        try:
+            if not settled.wait(self.connect_timeout):
+                target = self.connection.target
+                raise errors.UnavailableError(
+                    "UNAVAILABLE",
+                    "SERVER_NOT_ANSWERING",
+                    f"{target} did not complete a connection within"
+                    f" {self.connect_timeout:g} s (TCP and the TLS handshake): check --server"
+                    " (CLEANROOM_SERVER) and that the server runs and is reachable.",
+                    {"target": target, "connect_timeout_seconds": f"{self.connect_timeout:g}"},
+                )
+        finally:
+            self._channel.unsubscribe(watch)
+        self._connected = True
+
+    def server_limits(self) -> server_info_service_pb2.ServerLimits | None:
+        """What the server accepts (GetServerInfo), or None from a server too old to say."""
+        if self._limits is None:
+            try:
+                with self._mapped():
+                    response = self._info.GetServerInfo(
+                        server_info_service_pb2.GetServerInfoRequest(), timeout=self.timeout
+                    )
+            except errors.UnsupportedError:
+                return None
+            self._limits = response.limits
+        return self._limits
+
     def wait_until_ready(self, timeout: float) -> None:
         """Waits until the server accepts connections (for example, while it starts).
 
@@ -236,6 +452,7 @@ class CleanRoomClient:
         """
         try:
             grpc.channel_ready_future(self._channel).result(timeout=timeout)
+            self._connected = True
         except grpc.FutureTimeoutError:
             raise errors.UnavailableError(
                 "UNAVAILABLE",
@@ -258,34 +475,42 @@ class CleanRoomClient:
             progress: Called with the number of rows of each chunk once it is sent.
         """
         table, info = _upload_table(digests)
-        checksum = hashlib.sha256()
-        for _, chunk in _chunks(table):
-            checksum.update(chunk)
-        header = partner_service_pb2.DatasetUploadHeader(
-            parent=f"collaborations/{info.collaboration_id}",
-            dataset_id=dataset_id,
-            identifier_types=info.identifier_types,
-            segment_columns=info.segment_columns,
-            key_check_value=info.key_check_value,
-            row_count=table.num_rows,
-            checksum=checksum.hexdigest(),
-        )
+        chunking = _Chunking(table, CHUNK_BYTES)
+        started = threading.Event()
+        calls: list[Any] = []
 
         def messages() -> Iterator[partner_service_pb2.UploadDatasetRequest]:
+            # The server tells its message limit as the call starts; the header's checksum
+            # depends on the chunks, so they are sized before the header goes.
+            started.wait()
+            limit = _message_limit(calls[0], self.connect_timeout)
+            if limit is not None:
+                chunking.fit(limit - FRAMING_BYTES)
+            header = partner_service_pb2.DatasetUploadHeader(
+                parent=f"collaborations/{info.collaboration_id}",
+                dataset_id=dataset_id,
+                identifier_types=info.identifier_types,
+                segment_columns=info.segment_columns,
+                key_check_value=info.key_check_value,
+                row_count=table.num_rows,
+                checksum=chunking.checksum,
+            )
             yield partner_service_pb2.UploadDatasetRequest(header=header)
-            for rows, chunk in _chunks(table):
+            for rows, chunk in _chunks(table, chunking.limit):
                 yield partner_service_pb2.UploadDatasetRequest(record_batches=chunk)
                 if progress:
                     progress(rows)
 
-        with _mapped_errors():
-            response = self._partners.UploadDataset(messages(), timeout=self.timeout)
+        with self._mapped():
+            calls.append(self._partners.UploadDataset.future(messages(), timeout=self.timeout))
+            started.set()
+            response: partner_service_pb2.UploadDatasetResponse = calls[0].result()
         return response.dataset
 
     def get_dataset(self, name: str) -> dataset_pb2.Dataset:
         """A dataset of the caller's brand, by name."""
         request = partner_service_pb2.GetDatasetRequest(name=self.dataset_name(name))
-        with _mapped_errors():
+        with self._mapped():
             return self._partners.GetDataset(request, timeout=self.timeout).dataset
 
     def list_datasets(self, parent: str | None = None) -> Iterator[dataset_pb2.Dataset]:
@@ -294,7 +519,7 @@ class CleanRoomClient:
         token = ""
         while True:
             request = partner_service_pb2.ListDatasetsRequest(parent=parent, page_token=token)
-            with _mapped_errors():
+            with self._mapped():
                 response = self._partners.ListDatasets(request, timeout=self.timeout)
             yield from response.datasets
             token = response.next_page_token
@@ -316,7 +541,7 @@ class CleanRoomClient:
     def delete_dataset(self, name: str) -> None:
         """Deletes a dataset of the caller's brand."""
         request = partner_service_pb2.DeleteDatasetRequest(name=self.dataset_name(name))
-        with _mapped_errors():
+        with self._mapped():
             self._partners.DeleteDataset(request, timeout=self.timeout)
 
     def create_report(
@@ -353,20 +578,20 @@ class CleanRoomClient:
                 segment_column=segment_column or "",
             ),
         )
-        with _mapped_errors():
+        with self._mapped():
             return self._reports.CreateOverlapReport(request, timeout=self.timeout)
 
     def get_budget(self, parent: str | None = None) -> report_service_pb2.PrivacyBudget:
         """The collaboration's privacy budget: total, spent and remaining epsilon."""
         parent = self._parent_of(parent)
         request = report_service_pb2.GetPrivacyBudgetRequest(name=f"{parent}/privacyBudget")
-        with _mapped_errors():
+        with self._mapped():
             return self._reports.GetPrivacyBudget(request, timeout=self.timeout).privacy_budget
 
     def get_report(self, name: str) -> overlap_report_pb2.OverlapReport:
         """A report released earlier to the caller's brand."""
         request = report_service_pb2.GetOverlapReportRequest(name=self.report_name(name))
-        with _mapped_errors():
+        with self._mapped():
             return self._reports.GetOverlapReport(request, timeout=self.timeout).overlap_report
 
     def list_reports(self, parent: str | None = None) -> Iterator[overlap_report_pb2.OverlapReport]:
@@ -375,7 +600,7 @@ class CleanRoomClient:
         token = ""
         while True:
             request = report_service_pb2.ListOverlapReportsRequest(parent=parent, page_token=token)
-            with _mapped_errors():
+            with self._mapped():
                 response = self._reports.ListOverlapReports(request, timeout=self.timeout)
             yield from response.overlap_reports
             token = response.next_page_token
@@ -413,7 +638,7 @@ class CleanRoomClient:
         if end_time:
             request.end_time.FromDatetime(end_time)
         while True:
-            with _mapped_errors():
+            with self._mapped():
                 response = self._audit.ListAuditEvents(request, timeout=self.timeout)
             yield from response.audit_events
             request.page_token = response.next_page_token
@@ -423,7 +648,7 @@ class CleanRoomClient:
     def get_checkpoint(self, parent: str, tree_size: int = 0) -> str:
         """The log's signed checkpoint (a C2SP signed note): the latest, or of a size."""
         request = audit_service_pb2.GetAuditCheckpointRequest(parent=parent, tree_size=tree_size)
-        with _mapped_errors():
+        with self._mapped():
             return self._audit.GetAuditCheckpoint(request, timeout=self.timeout).signed_note
 
     def get_witnessed_checkpoints(self, parent: str) -> tuple[str, list[str]]:
@@ -446,7 +671,7 @@ class CleanRoomClient:
         request = audit_service_pb2.GetAuditInclusionProofRequest(
             parent=parent, index=index, tree_size=tree_size
         )
-        with _mapped_errors():
+        with self._mapped():
             return list(self._audit.GetAuditInclusionProof(request, timeout=self.timeout).hashes)
 
     def consistency_proof(self, parent: str, first: int, second: int) -> list[bytes]:
@@ -454,6 +679,6 @@ class CleanRoomClient:
         request = audit_service_pb2.GetAuditConsistencyProofRequest(
             parent=parent, first_tree_size=first, second_tree_size=second
         )
-        with _mapped_errors():
+        with self._mapped():
             response = self._audit.GetAuditConsistencyProof(request, timeout=self.timeout)
         return list(response.hashes)

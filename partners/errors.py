@@ -62,6 +62,19 @@ class PrivacyRuleError(ServerError):
     """A privacy rule or limit refused the request (FAILED_PRECONDITION, RESOURCE_EXHAUSTED)."""
 
 
+class LimitError(ServerError):
+    """A limit of the server refused the call: message size, time, concurrency or storage.
+
+    RESOURCE_EXHAUSTED (SERVER_BUSY, TOO_MANY_CALLS, TOO_MANY_UPLOADS, MESSAGE_TOO_LARGE,
+    STORAGE_FULL) or DEADLINE_EXCEEDED set by the server (UPLOAD_IDLE_TIMEOUT,
+    UPLOAD_TOO_SLOW, UPLOAD_TOO_LONG). The metadata names the limit.
+    """
+
+
+class UnsupportedError(ServerError):
+    """The server does not offer the call (UNIMPLEMENTED): it runs another version."""
+
+
 class UnavailableError(ServerError):
     """The server could not be reached or did not answer in time."""
 

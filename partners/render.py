@@ -22,6 +22,7 @@ from rich.text import Text
 
 from cleanroom.v1 import audit_event_pb2, dataset_pb2, overlap_report_pb2
 from partners import figures
+from partners.inert import inert, inert_json
 
 SUPPRESSED = "suppressed"
 
@@ -86,13 +87,13 @@ def _bytes(name: str, value: bytes) -> str:
 def as_json(messages: Iterable[Message] | Message) -> str:
     """Messages as JSON (an array for several), with the API's field names."""
     if isinstance(messages, Message):
-        return json.dumps(message_data(messages), indent=2, ensure_ascii=False)
-    return json.dumps([message_data(m) for m in messages], indent=2, ensure_ascii=False)
+        return inert_json(json.dumps(message_data(messages), indent=2, ensure_ascii=False))
+    return inert_json(json.dumps([message_data(m) for m in messages], indent=2, ensure_ascii=False))
 
 
 def json_line(message: Message) -> str:
     """A message as one line of JSON (for JSON Lines output)."""
-    return json.dumps(message_data(message), ensure_ascii=False)
+    return inert_json(json.dumps(message_data(message), ensure_ascii=False))
 
 
 def count_text(count: overlap_report_pb2.ReleasedCount, threshold: int) -> str:
@@ -140,8 +141,13 @@ def report_csv(report: overlap_report_pb2.OverlapReport) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: inert(v, markup=False) for k, v in row.items()} for row in rows)
     return out.getvalue()
+
+
+def _text(value: str) -> Text:
+    """Text from the server for a table cell: no markup read, nothing in it that acts."""
+    return Text(inert(value, markup=False))
 
 
 def _table(title: str, plain: bool) -> Table:
@@ -174,16 +180,25 @@ def report_facts(found: figures.ReportFigures) -> list[str]:
         )
     else:
         mode = "exact counts (no noise)"
+
+    def who(name: str) -> str:
+        return inert(found.who(name), markup=False)
+
     lines = [
-        f"Overlap report {short(report.name)}: base {found.who(report.base_dataset)} vs"
-        f" {', '.join(found.who(o) for o in report.other_datasets)}"
-        + (f", split by {report.segment_column}" if report.segment_column else ""),
+        f"Overlap report {inert(short(report.name), markup=False)}: base"
+        f" {who(report.base_dataset)} vs {', '.join(who(o) for o in report.other_datasets)}"
+        + (
+            f", split by {inert(report.segment_column, markup=False)}"
+            if report.segment_column
+            else ""
+        ),
         f"{mode}; threshold {report.minimum_threshold}; {report.released_count} counts"
         f" released, {report.suppressed_count} suppressed;"
         f" released {report.create_time.ToDatetime():%Y-%m-%d %H:%M} UTC",
     ]
     if report.deleted_inputs:
-        lines.append("inputs deleted since: " + ", ".join(short(d) for d in report.deleted_inputs))
+        deleted = ", ".join(inert(short(d), markup=False) for d in report.deleted_inputs)
+        lines.append(f"inputs deleted since: {deleted}")
     return lines
 
 
@@ -206,7 +221,7 @@ def _sizes_table(found: figures.ReportFigures, plain: bool) -> Table:
     for name in found.datasets:
         exact = found.exact_sizes.get(name)
         table.add_row(
-            Text(found.who(name)),
+            _text(found.who(name)),
             *_count_cells(found.size(name), found.scale),
             "" if exact is None else f"{exact:,}",
         )
@@ -221,8 +236,8 @@ def _pairs_table(found: figures.ReportFigures, plain: bool) -> Table:
     table.add_column("match rate", justify="right", no_wrap=True)
     for pair in found.report.pairwise_overlaps:
         table.add_row(
-            Text(short(pair.dataset)),
-            Text(short(pair.matched_dataset)),
+            _text(short(pair.dataset)),
+            _text(short(pair.matched_dataset)),
             *_count_cells(found.pair(pair.dataset, pair.matched_dataset), found.scale),
             found.match_rate(pair.dataset, pair.matched_dataset),
         )
@@ -233,9 +248,9 @@ def _cells_table(found: figures.ReportFigures, plain: bool) -> tuple[Table, list
     report = found.report
     table = _table(f"Membership of {short(report.base_dataset)}", plain)
     if report.segment_column:
-        table.add_column(Text(report.segment_column), overflow="fold")
+        table.add_column(_text(report.segment_column), overflow="fold")
     for other in found.others:
-        table.add_column(Text(f"in {short(other)}"), justify="center", overflow="fold")
+        table.add_column(_text(f"in {short(other)}"), justify="center", overflow="fold")
     _counted(table, "base rows", found.scale)
     table.add_column("share", justify="right", no_wrap=True)
     notes: list[str] = []
@@ -243,7 +258,7 @@ def _cells_table(found: figures.ReportFigures, plain: bool) -> tuple[Table, list
         patterns = found.patterns(segment)
         shares, note = found.shares(patterns)
         notes.append(f"{segment or '(none)'}: {note}" if report.segment_column else note)
-        label = [Text(segment or "(none)")] if report.segment_column else []
+        label = [_text(segment or "(none)")] if report.segment_column else []
         for pattern, share in zip(patterns, shares, strict=True):
             table.add_row(
                 *label,
@@ -289,7 +304,7 @@ def report_tables(
         _pairs_table(found, plain),
         *(Text(d) for d in derivation),
         cells,
-        *(Text(n) for n in notes),
+        *(_text(n) for n in notes),
     )
 
 
@@ -300,11 +315,11 @@ def datasets_table(datasets: Iterable[dataset_pb2.Dataset]) -> Table:
         table.add_column(column, justify="right" if column == "rows" else "left")
     for d in datasets:
         table.add_row(
-            Text(short(d.name)),
-            short(d.owner),
+            inert(short(d.name)),
+            inert(short(d.owner)),
             f"{d.row_count:,}",
-            ", ".join(d.identifier_types),
-            ", ".join(d.segment_columns) or "-",
+            inert(", ".join(d.identifier_types)),
+            inert(", ".join(d.segment_columns) or "-"),
             d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
         )
     return table
@@ -319,10 +334,10 @@ def shared_datasets_table(
         table.add_column(column, overflow="fold", no_wrap=column == "uploaded (UTC)")
     for d in datasets:
         table.add_row(
-            Text(short(d.name)),
-            Text(short(d.owner)),
-            Text(", ".join(d.identifier_types)),
-            Text(", ".join(d.segment_columns) or "-"),
+            _text(short(d.name)),
+            _text(short(d.owner)),
+            _text(", ".join(d.identifier_types)),
+            _text(", ".join(d.segment_columns) or "-"),
             d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M"),
         )
     return table
@@ -343,11 +358,11 @@ def reports_table(
     for r in reports:
         noisy = r.HasField("noise")
         table.add_row(
-            Text(short(r.name)),
+            _text(short(r.name)),
             r.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M"),
-            Text(short(r.base_dataset)),
-            Text(", ".join(short(o) for o in r.other_datasets)),
-            Text(r.segment_column or "-"),
+            _text(short(r.base_dataset)),
+            _text(", ".join(short(o) for o in r.other_datasets)),
+            _text(r.segment_column or "-"),
             "noisy" if noisy else "exact",
             f"{r.noise.epsilon:g}" if noisy else "-",
         )
@@ -400,8 +415,10 @@ def report_csv_wide(report: overlap_report_pb2.OverlapReport) -> str:
     header, rows = report_wide_rows(report)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerow([inert(h, markup=False) for h in header])
+    writer.writerows(
+        [inert(v, markup=False) if isinstance(v, str) else v for v in row] for row in rows
+    )
     return out.getvalue()
 
 
@@ -423,10 +440,11 @@ def audit_table(events: Iterable[audit_event_pb2.AuditEvent]) -> Table:
         table.add_row(
             str(e.index),
             e.event_time.ToDatetime().strftime("%m-%d %H:%M:%S"),
-            short(e.caller),
-            ",".join(e.caller_roles) or "-",
-            e.method.rsplit("/", 1)[-1],
-            "\n".join(short(r) for r in e.resources) or "-",
-            outcome,
+            inert(short(e.caller)),
+            inert(",".join(e.caller_roles) or "-"),
+            inert(e.method.rsplit("/", 1)[-1]),
+            # One resource a line: the newlines are the table's, never the server's.
+            "\n".join(inert(short(r)) for r in e.resources) or "-",
+            inert(outcome),
         )
     return table

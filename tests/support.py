@@ -27,6 +27,7 @@ from partners.client import CleanRoomClient, Connection
 from partners.preparation import pipeline as digest_format
 from partners.preparation.digest import key_check_value
 
+ROOT = Path(__file__).resolve().parents[1]
 COLLABORATION = "spring-launch"
 SECRET = bytes(range(32))
 KCV = key_check_value(SECRET, COLLABORATION)

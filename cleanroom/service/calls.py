@@ -14,8 +14,10 @@ import logging
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -28,6 +30,7 @@ from cleanroom.errors import (
     ResourceExhaustedError,
     UnavailableError,
     clip,
+    escaped,
 )
 from cleanroom.names import SERVER_LOG, CollaborationName
 from cleanroom.ops.metrics import CallMetrics, CallOutcome
@@ -82,8 +85,8 @@ MAX_RESOURCES = 20
 
 
 def _bounded(value: Any) -> Any:
-    if isinstance(value, str):
-        return clip(value, MAX_VALUE_CHARS)
+    if isinstance(value, str):  # one printable line: a filter or name a caller sent
+        return clip(escaped(value), MAX_VALUE_CHARS)
     if isinstance(value, list | tuple):
         return [_bounded(v) for v in value[:MAX_RESOURCES]]
     return value
@@ -92,6 +95,28 @@ def _bounded(value: Any) -> Any:
 def current_call() -> AuditedCall:
     """The audited call of the servicer method running on this thread."""
     return _CURRENT.get()
+
+
+# The standard services stay outside the call limits, so that probes and tools answer
+# while the clean room's own services are busy (they are still identified and logged).
+UNLIMITED_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    """What one caller, and all together, may run at once, and how large a message may be.
+
+    Attributes:
+        max_calls_per_partner: Calls of one caller (partner) at a time.
+        max_uploads_per_partner: Client-streaming calls (uploads) of one caller at a time.
+        max_message_bytes: The largest request message handled; larger ones are refused
+            with MESSAGE_TOO_LARGE (the transport lets somewhat larger ones through, so
+            that the refusal carries an ErrorInfo).
+    """
+
+    max_calls_per_partner: int | None = None
+    max_uploads_per_partner: int | None = None
+    max_message_bytes: int | None = None
 
 
 class CallInterceptor(_ServerInterceptor):
@@ -105,6 +130,7 @@ class CallInterceptor(_ServerInterceptor):
         max_calls: int | None = None,
         metrics: CallMetrics | None = None,
         unaudited: tuple[str, ...] = (),
+        limits: CallLimits | None = None,
     ) -> None:
         # `metrics` counts every call; calls of the `unaudited` services (health, reflection)
         # are counted and logged but not appended to the signed logs: probes would fill them.
@@ -113,8 +139,10 @@ class CallInterceptor(_ServerInterceptor):
         self.max_calls = max_calls
         self.metrics = metrics
         self.unaudited = unaudited
+        self.limits = limits or CallLimits()
         self._identities: tuple[object, dict[bytes, Caller]] = (None, {})
         self._in_flight = 0
+        self._running: Counter[tuple[str, str]] = Counter()  # (kind of limit, caller)
         self._idle = threading.Condition()
 
     def drain(self, timeout: float) -> bool:
@@ -149,7 +177,9 @@ class CallInterceptor(_ServerInterceptor):
                 audited = self._audited_stream if attribute.endswith("_stream") else self._audited
                 return make_handler(
                     audited(behavior, method, requests=requests),
-                    request_deserializer=_tolerant(handler.request_deserializer),
+                    request_deserializer=_tolerant(
+                        handler.request_deserializer, self.limits.max_message_bytes
+                    ),
                     response_serializer=handler.response_serializer,
                 )
         return handler
@@ -159,7 +189,7 @@ class CallInterceptor(_ServerInterceptor):
     ) -> Callable[..., Any]:
         @functools.wraps(behavior)
         def run(request: Any, context: grpc.ServicerContext) -> Any:
-            with self._call(method, context):
+            with self._call(method, context, streaming=requests):
                 return behavior(_decoded(request, requests), context)
 
         return run
@@ -169,13 +199,15 @@ class CallInterceptor(_ServerInterceptor):
     ) -> Callable[..., Any]:
         @functools.wraps(behavior)
         def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            with self._call(method, context):
+            with self._call(method, context, streaming=requests):
                 yield from behavior(_decoded(request, requests), context)
 
         return run
 
     @contextmanager
-    def _call(self, method: str, context: grpc.ServicerContext) -> Iterator[AuditedCall]:
+    def _call(
+        self, method: str, context: grpc.ServicerContext, *, streaming: bool = False
+    ) -> Iterator[AuditedCall]:
         """One call: the caller identified, its failure mapped, its event appended at the end."""
         auth = context.auth_context()
         pem = (auth.get("x509_pem_cert") or [b""])[0]
@@ -183,17 +215,21 @@ class CallInterceptor(_ServerInterceptor):
         call = AuditedCall(self._identify(cast(bytes, pem)), method)
         call.guard = functools.partial(self._guard, call.caller)
         token = _CURRENT.set(call)
+        held: list[tuple[str, str]] = []
+        if not method.startswith(UNLIMITED_SERVICES):
+            held = [("all", ""), ("calls", call.caller.label)]
+            if streaming:
+                held.append(("uploads", call.caller.label))
         with self._idle:
             self._in_flight += 1
-            busy = self.max_calls is not None and self._in_flight > self.max_calls
+            self._running.update(held)
+            busy = self._over_limit(held)
+            if busy is not None:  # a refused call holds no slot: refusals cannot crowd out
+                self._running.subtract(held)
+                held = []
         try:
-            if busy:
-                raise ResourceExhaustedError(
-                    "SERVER_BUSY",
-                    f"The server is serving its {self.max_calls} calls at a time. Retry in a"
-                    " moment, with backoff.",
-                    max_calls=self.max_calls,
-                )
+            if busy is not None:
+                raise busy
             yield call
         except Exception as error:
             self._fail(call, context, error)
@@ -206,7 +242,41 @@ class CallInterceptor(_ServerInterceptor):
                 self.access.unpin(pinned)
                 with self._idle:
                     self._in_flight -= 1
+                    self._running.subtract(held)
                     self._idle.notify_all()
+
+    def _over_limit(self, held: list[tuple[str, str]]) -> ResourceExhaustedError | None:
+        """The refusal of a call that takes its caller or the server past a limit, if any."""
+        limits = {
+            "all": self.max_calls,
+            "calls": self.limits.max_calls_per_partner,
+            "uploads": self.limits.max_uploads_per_partner,
+        }
+        for kind, caller in reversed(held):  # the caller's own limits first: they say more
+            limit = limits[kind]
+            if limit is None or self._running[(kind, caller)] <= limit:
+                continue
+            if kind == "all":
+                return ResourceExhaustedError(
+                    "SERVER_BUSY",
+                    f"The server is serving its {limit} calls at a time. Retry in a"
+                    " moment, with backoff.",
+                    max_calls=limit,
+                )
+            if kind == "calls":
+                return ResourceExhaustedError(
+                    "TOO_MANY_CALLS",
+                    f"{caller} has {limit} calls running, the most one partner may run at"
+                    " once. Wait for one to end, then retry.",
+                    max_calls_per_partner=limit,
+                )
+            return ResourceExhaustedError(
+                "TOO_MANY_UPLOADS",
+                f"{caller} has {limit} uploads running, the most one partner may run at"
+                " once. Wait for one to end, then retry.",
+                max_uploads_per_partner=limit,
+            )
+        return None
 
     def _guard(self, caller: Caller, collaboration: CollaborationName) -> None:
         """UNAVAILABLE for a member naming a collaboration whose log the server refuses.
@@ -358,16 +428,29 @@ class _Undecodable:
         self.problem = problem
 
 
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+class _Oversized:
+    """A request message larger than the server handles; refused inside the audited call."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+
+
+def _tolerant(
+    deserializer: Callable[[bytes], Any] | None, max_bytes: int | None = None
+) -> Callable[[bytes], Any] | None:
     """The deserializer, returning `_Undecodable` instead of failing outside any call.
 
     gRPC answers a request that fails to decode with INTERNAL before the interceptor runs,
-    unaudited; this way the call is refused as INVALID_ARGUMENT, and logged.
+    unaudited; this way the call is refused as INVALID_ARGUMENT, and logged. A message
+    over `max_bytes` is not decoded at all (`_Oversized`).
     """
     if deserializer is None:
         return None
 
     def decode(data: bytes) -> Any:
+        if max_bytes is not None and len(data) > max_bytes:
+            return _Oversized(len(data), max_bytes)
         try:
             return deserializer(data)
         except Exception as error:
@@ -377,6 +460,15 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 
 
 def _refuse_undecodable(message: Any) -> Any:
+    if isinstance(message, _Oversized):
+        raise ResourceExhaustedError(
+            "MESSAGE_TOO_LARGE",
+            f"A request message of {message.size} bytes is larger than the server's limit of"
+            f" {message.limit} bytes (`server.max_upload_message_bytes`). Send smaller"
+            " messages: `cleanroom-partner upload` sizes its chunks to the server's limit.",
+            message_bytes=message.size,
+            max_upload_message_bytes=message.limit,
+        )
     if isinstance(message, _Undecodable):
         raise InvalidArgumentError(
             "MALFORMED_REQUEST",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from cleanroom.audit.log import AuditEvent, AuditFilter
-from cleanroom.config import PrivacyPolicy
+from cleanroom.config import PrivacyPolicy, ServerConfig
 from cleanroom.errors import InvalidArgumentError
 from cleanroom.matching.question import OverlapQuestion
 from cleanroom.names import CollaborationName, DatasetName, partner_name
@@ -25,6 +25,7 @@ from cleanroom.v1 import (
     overlap_report_pb2,
     partner_service_pb2,
     report_service_pb2,
+    server_info_service_pb2,
 )
 
 
@@ -272,4 +273,20 @@ def audit_event(index: int, entry: bytes, log: str) -> audit_event_pb2.AuditEven
         ),
         entry=entry,
         leaf_hash=merkle.leaf_hash(entry),
+    )
+
+
+def server_limits(config: ServerConfig) -> server_info_service_pb2.ServerLimits:
+    """The limits of a server's configuration, as GetServerInfo tells them."""
+    idle, longest = duration_pb2.Duration(), duration_pb2.Duration()
+    idle.FromTimedelta(timedelta(seconds=config.upload_idle_timeout_seconds))
+    longest.FromTimedelta(timedelta(seconds=config.max_upload_seconds))
+    return server_info_service_pb2.ServerLimits(
+        max_message_bytes=config.max_upload_message_bytes,
+        upload_idle_timeout=idle,
+        max_upload_duration=longest,
+        min_upload_bytes_per_second=config.min_upload_bytes_per_second,
+        max_calls=config.max_workers,
+        max_calls_per_partner=config.max_calls_per_partner,
+        max_uploads_per_partner=config.max_uploads_per_partner,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 
 import grpc
 
@@ -12,26 +13,53 @@ from cleanroom.errors import InvalidArgumentError
 from cleanroom.names import CollaborationName, DatasetName
 from cleanroom.paging import decode_token, next_page, page_size
 from cleanroom.service import convert
-from cleanroom.service.calls import current_call
-from cleanroom.service.idle import IdleWatch
+from cleanroom.service.calls import AuditedCall, current_call
+from cleanroom.service.idle import UploadPace, paced
 from cleanroom.usecases.datasets import Datasets
 from cleanroom.v1 import partner_service_pb2 as pb
 from cleanroom.v1 import partner_service_pb2_grpc as pb_grpc
+
+# The response metadata in which an upload is told the server's message limit, in bytes.
+MESSAGE_LIMIT_METADATA = "cleanroom-max-message-bytes"
 
 
 class PartnerServicer(pb_grpc.PartnerServiceServicer):
     """Checks the caller, translates, calls `Datasets`, translates back."""
 
-    def __init__(self, datasets: Datasets, *, idle_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        datasets: Datasets,
+        *,
+        pace: UploadPace | None = None,
+        max_message_bytes: int | None = None,
+    ) -> None:
         self.datasets = datasets
-        self.idle_timeout = idle_timeout
+        self.pace = pace or UploadPace()
+        self.max_message_bytes = max_message_bytes
 
     def UploadDataset(  # noqa: N802 - gRPC's method name
         self, request_iterator: Iterator[pb.UploadDatasetRequest], context: grpc.ServicerContext
     ) -> pb.UploadDatasetResponse:
-        """Receives a header, then chunks; commits only a complete, valid stream."""
+        """Receives a header, then chunks; commits only a complete, valid stream.
+
+        The stream is read within the server's time limits (`paced`), from its first
+        message: a client that never sends its header holds nothing for long either.
+        """
         call = current_call()
-        first = next(request_iterator, None)
+        if self.max_message_bytes is not None:
+            # Before anything is read: the client sizes its chunks (and so the checksum
+            # in its header) to this.
+            context.send_initial_metadata(((MESSAGE_LIMIT_METADATA, str(self.max_message_bytes)),))
+        with closing(paced(request_iterator, self.pace, _payload_bytes)) as stream:
+            return self._upload(call, stream, context)
+
+    def _upload(
+        self,
+        call: AuditedCall,
+        stream: Iterator[pb.UploadDatasetRequest],
+        context: grpc.ServicerContext,
+    ) -> pb.UploadDatasetResponse:
+        first = next(stream, None)
         if first is None:
             raise InvalidArgumentError(
                 "EMPTY_UPLOAD",
@@ -39,7 +67,11 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
                 field="header",
             )
         header = convert.upload_header(first)
-        call.names(header.dataset_name, collaboration=header.parent)
+        # The parent is a checked name already; the rest is checked before any of it is
+        # logged, so that the collaboration's log holds no malformed id or column name.
+        call.names(collaboration=header.parent)
+        header.check_form()
+        call.names(header.dataset_name)
         call.summarize(
             dataset_id=header.dataset_id,
             identifier_types=list(header.identifier_types),
@@ -49,18 +81,9 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
         )
         terminated = threading.Event()
         context.add_callback(terminated.set)
-
-        def stalled() -> None:
-            call.event.outcome.reason = "UPLOAD_IDLE_TIMEOUT"
-            call.event.outcome.message = f"No data for {self.idle_timeout:g} s: dropped."
-
-        with (
-            self.datasets.upload(call.caller, header) as upload,
-            IdleWatch(context, self.idle_timeout, stalled) as watch,
-        ):
+        with self.datasets.upload(call.caller, header) as upload:
             try:
-                for message in request_iterator:
-                    watch.touch()
+                for message in stream:
                     upload.add_chunk(convert.upload_chunk(message))
                 # A cancelled stream can end like a whole one a moment before gRPC marks
                 # the call cancelled: wait for its end a while before calling it short,
@@ -132,6 +155,11 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
         return pb.ListSharedDatasetsResponse(
             shared_datasets=[convert.shared_dataset(r) for r in records], next_page_token=token
         )
+
+
+def _payload_bytes(message: pb.UploadDatasetRequest) -> int:
+    """What a message adds to an upload's rate: its record batches' bytes."""
+    return len(message.record_batches)
 
 
 def _gone(context: grpc.ServicerContext, terminated: threading.Event, deadline: float) -> bool:

@@ -30,6 +30,11 @@ RESTART_ONLY = (
     "max_upload_message_bytes",
     "upload_idle_timeout_seconds",
     "retention_sweep_seconds",
+    "max_calls_per_partner",
+    "max_uploads_per_partner",
+    "max_upload_seconds",
+    "min_upload_bytes_per_second",
+    "engine",  # the Spark session and the copies' location live as long as the server
 )
 
 

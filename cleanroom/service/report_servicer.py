@@ -6,6 +6,7 @@ import dataclasses
 
 import grpc
 
+from cleanroom.matching.engine import cancellable
 from cleanroom.names import CollaborationName, OverlapReportName, privacy_budget_collaboration
 from cleanroom.paging import decode_token, next_page, page_size
 from cleanroom.privacy.report import OverlapReport
@@ -41,7 +42,11 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         )
         question = convert.overlap_question(parent, asked)
         call.names(*question.datasets)
-        answer = self.reports.create(call.caller, parent, question)
+        with cancellable() as cancellation:
+            # Called when the call ends, also when the client cancels it or its deadline
+            # passes: an engine that can stop (a Spark job) stops then.
+            context.add_callback(cancellation.cancel)
+            answer = self.reports.create(call.caller, parent, question)
         report = answer.report
         call.names(report.name)
         outcome = call.event.outcome

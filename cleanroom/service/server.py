@@ -17,17 +17,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from cleanroom.config import Config, TlsConfig
+from cleanroom.config import Config, ServerConfig, TlsConfig
 from cleanroom.errors import ConfigError, ConfigProblemsError
 from cleanroom.ops.checks import check_files
 from cleanroom.ops.listener import OpsListener
 from cleanroom.ops.metrics import CallMetrics
 from cleanroom.ops.probes import readiness
 from cleanroom.service.audit_servicer import AuditServicer
-from cleanroom.service.calls import CallInterceptor
+from cleanroom.service.calls import CallInterceptor, CallLimits
+from cleanroom.service.idle import UploadPace
 from cleanroom.service.partner_servicer import PartnerServicer
 from cleanroom.service.reload import Reloader
 from cleanroom.service.report_servicer import ReportServicer
+from cleanroom.service.server_info_servicer import ServerInfoServicer
 from cleanroom.service.tls_files import ServedTls
 from cleanroom.tls.files import read_tls
 from cleanroom.usecases.clean_room import CleanRoom
@@ -39,6 +41,8 @@ from cleanroom.v1 import (
     partner_service_pb2_grpc,
     report_service_pb2,
     report_service_pb2_grpc,
+    server_info_service_pb2,
+    server_info_service_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ SERVICE_NAMES = (
     partner_service_pb2.DESCRIPTOR.services_by_name["PartnerService"].full_name,
     report_service_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
     audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    server_info_service_pb2.DESCRIPTOR.services_by_name["ServerInfoService"].full_name,
 )
 GRACE_SECONDS = 10.0
 SPARE_THREADS = 4
@@ -66,12 +71,36 @@ def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
 
 def audit_interceptor(clean_room: CleanRoom, metrics: CallMetrics | None = None) -> CallInterceptor:
     """The interceptor that identifies, limits, counts and audits every call of a server."""
+    config = clean_room.config.server
     return CallInterceptor(
         clean_room.access,
         clean_room.audit_log,
-        max_calls=clean_room.config.server.max_workers,
+        max_calls=config.max_workers,
         metrics=metrics,
         unaudited=UNAUDITED_SERVICES,
+        limits=CallLimits(
+            max_calls_per_partner=config.max_calls_per_partner,
+            max_uploads_per_partner=config.max_uploads_per_partner,
+            max_message_bytes=config.max_upload_message_bytes,
+        ),
+    )
+
+
+def transport_message_bytes(limit: int) -> int:
+    """The message size gRPC itself accepts: somewhat above the configured limit.
+
+    So a message a little too large reaches the handler, which refuses it with a reason
+    (MESSAGE_TOO_LARGE) instead of gRPC's bare RESOURCE_EXHAUSTED.
+    """
+    return limit + max(64 * 1024, limit // 4)
+
+
+def upload_pace(config: ServerConfig) -> UploadPace:
+    """The time limits of an upload, from the configuration."""
+    return UploadPace(
+        idle_timeout=config.upload_idle_timeout_seconds,
+        max_duration=config.max_upload_seconds,
+        min_bytes_per_second=config.min_upload_bytes_per_second,
     )
 
 
@@ -103,12 +132,19 @@ def build_server(
         interceptors=[interceptor],
         maximum_concurrent_rpcs=threads * 8,
         options=[
-            ("grpc.max_receive_message_length", config.max_upload_message_bytes + 64 * 1024),
+            (
+                "grpc.max_receive_message_length",
+                transport_message_bytes(config.max_upload_message_bytes),
+            ),
             ("grpc.so_reuseport", 0),
         ],
     )
     partner_service_pb2_grpc.add_PartnerServiceServicer_to_server(
-        PartnerServicer(clean_room.datasets, idle_timeout=config.upload_idle_timeout_seconds),
+        PartnerServicer(
+            clean_room.datasets,
+            pace=upload_pace(config),
+            max_message_bytes=config.max_upload_message_bytes,
+        ),
         server,
     )
     report_service_pb2_grpc.add_ReportServiceServicer_to_server(
@@ -116,6 +152,9 @@ def build_server(
     )
     audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
         AuditServicer(clean_room.access, clean_room.audit_log), server
+    )
+    server_info_service_pb2_grpc.add_ServerInfoServiceServicer_to_server(
+        ServerInfoServicer(config), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

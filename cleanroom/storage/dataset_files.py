@@ -3,6 +3,9 @@
 A file reaches its final place only whole: it is written under `tmp/`, flushed to disk,
 then renamed. Files that no catalog row names (left by a crash) are removed at start.
 
+With the Spark engine, each committed dataset also gets a copy split by prefix range
+(`RangeCopies`), written before `commit` returns and removed by `delete`.
+
 Each file holds one record batch, so that every column is one contiguous buffer: opened
 memory-mapped, a digest column is a NumPy view of the page cache, read by the matcher
 without a copy (the layout of the rows is `cleanroom.matching.layout.sorted_layout`'s).
@@ -17,11 +20,16 @@ from pathlib import Path
 import pyarrow as pa
 from pyarrow import ipc
 
+from cleanroom.matching.engine import DatasetTable
+from cleanroom.names import DatasetName
+from cleanroom.storage.range_copies import RangeCopies
+
 
 class DatasetFiles:
     """The dataset files under `root/datasets` and the upload scratch space `root/tmp`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, copies: RangeCopies | None = None) -> None:
+        self.copies = copies
         self.datasets_dir = root / "datasets"
         self.tmp_dir = root / "tmp"
         # Owner-only, whatever the umask: the files hold the brands' digests.
@@ -32,8 +40,20 @@ class DatasetFiles:
         """A fresh path under `tmp/` for a file being written."""
         return self.tmp_dir / f"{uuid.uuid4().hex}{suffix}"
 
-    def commit(self, table: pa.Table, *, collaboration: str, dataset: str) -> str:
-        """Writes `table` durably to its final place and returns its file name."""
+    def commit(
+        self,
+        table: pa.Table,
+        *,
+        collaboration: str,
+        dataset: str,
+        identifier_types: tuple[str, ...] = (),
+        segment_columns: tuple[str, ...] = (),
+    ) -> str:
+        """Writes `table` durably to its final place (and its range copy) and returns its name.
+
+        The copy, when there are copies, needs the table's identifier types and segment
+        columns; if it cannot be written, the file goes too.
+        """
         file_name = f"{collaboration}--{dataset}--{uuid.uuid4().hex}.arrow"
         scratch = self.scratch_file(".arrow")
         try:
@@ -45,6 +65,16 @@ class DatasetFiles:
             _fsync(self.datasets_dir)
         finally:
             scratch.unlink(missing_ok=True)
+        if self.copies is not None:
+            name = DatasetName(collaboration, dataset)
+            try:
+                self.copies.write(
+                    DatasetTable(name, table, identifier_types, segment_columns, file_name)
+                )
+            except BaseException:  # the copy removed what it wrote; the file goes too
+                (self.datasets_dir / file_name).unlink(missing_ok=True)
+                _fsync(self.datasets_dir)
+                raise
         return file_name
 
     def open(self, file_name: str) -> pa.Table:
@@ -53,9 +83,11 @@ class DatasetFiles:
         return ipc.open_file(source).read_all()
 
     def delete(self, file_name: str) -> None:
-        """Removes a committed file for good."""
+        """Removes a committed file, and its range copy, for good."""
         (self.datasets_dir / file_name).unlink(missing_ok=True)
         _fsync(self.datasets_dir)
+        if self.copies is not None:
+            self.copies.delete(file_name)
 
     def remove_orphans(self, keep: set[str]) -> list[str]:
         """Removes scratch files and dataset files not in `keep`; returns what it removed."""
@@ -64,6 +96,8 @@ class DatasetFiles:
             if path.parent == self.tmp_dir or path.name not in keep:
                 path.unlink()
                 removed.append(str(path))
+        if self.copies is not None:
+            removed.extend(self.copies.remove_orphans(keep))
         return removed
 
 

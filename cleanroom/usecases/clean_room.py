@@ -5,18 +5,20 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from cleanroom.audit.log import AuditLog
-from cleanroom.config import Config
+from cleanroom.config import Config, EngineConfig
 from cleanroom.errors import ConfigError, FailedPreconditionError
-from cleanroom.matching.engine import Matcher
+from cleanroom.matching.engine import DatasetTable, Matcher
 from cleanroom.matching.memory import ArrowMatcher
 from cleanroom.proofs.signed_note import NoteError, NoteSigner, NoteVerifier
 from cleanroom.storage.catalog import Catalog
 from cleanroom.storage.database import Database
 from cleanroom.storage.dataset_files import DatasetFiles
+from cleanroom.storage.range_copies import RangeCopies
 from cleanroom.usecases.access import AccessPolicy
 from cleanroom.usecases.datasets import Datasets
 from cleanroom.usecases.reports import Reports
@@ -35,14 +37,25 @@ class CleanRoom:
             raise ConfigError(
                 "server.data_dir", f"cannot use {data_dir} as a directory: {error.strerror}"
             ) from None
-        self._lock_fd = _lock(data_dir / "LOCK")
+        self._lock_fd = _lock(data_dir)
         self.config = config
         self.database = Database(data_dir / "cleanroom.sqlite3")
         self.catalog = Catalog(self.database)
-        self.files = DatasetFiles(data_dir)
+        engine = config.server.engine
+        self._closers: list[Callable[[], None]] = []
+        copies = RangeCopies(engine.location, engine.ranges) if engine.kind == "spark" else None
+        self.files = DatasetFiles(data_dir, copies)
         removed = self.files.remove_orphans(self.catalog.dataset_file_names())
         if removed:
             log.warning("removed %d files left by interrupted uploads: %s", len(removed), removed)
+        if copies is not None:
+            try:
+                self._copy_missing(copies)
+                matcher = matcher or self._spark_matcher(engine)
+            except BaseException:  # Java missing, master unreachable: release the directory
+                self.database.close()
+                os.close(self._lock_fd)
+                raise
         self.access = AccessPolicy(config)
         self.audit_log = open_audit_log(self.database, config)
         self.datasets = Datasets(self.access, self.catalog, self.files)
@@ -60,8 +73,43 @@ class CleanRoom:
         self.config = config
         self.access.config = config
 
+    def _copy_missing(self, copies: RangeCopies) -> None:
+        """Writes the range copies that datasets committed before the Spark engine lack."""
+        for collaboration in self.config.collaborations.values():
+            for record in self.catalog.datasets(
+                collaboration.id, owner=None, after="", limit=1 << 30
+            ):
+                if not copies.has(record.file_name):
+                    table = self.files.open(record.file_name)
+                    copies.write(
+                        DatasetTable(
+                            record.name,
+                            table,
+                            record.identifier_types,
+                            record.segment_columns,
+                            record.file_name,
+                        )
+                    )
+                    log.info("wrote the range copy of %s", record.name)
+
+    def _spark_matcher(self, engine: EngineConfig) -> Matcher:
+        # Imported here: pyspark is an optional extra, loaded only with kind = "spark".
+        from cleanroom.matching.spark import SparkMatcher, start_session  # noqa: PLC0415
+
+        session, owned = start_session(
+            engine.master, engine.settings, probe_seconds=engine.probe_seconds
+        )
+        spark = SparkMatcher(
+            session, engine.location, owns_session=owned, driver_rows=engine.driver_rows
+        )
+        self._closers.append(spark.close)
+        log.info("matching on Spark %s, copies at %s", engine.master, engine.location)
+        return spark
+
     def close(self) -> None:
-        """Closes the database and releases the data directory."""
+        """Closes the database, the matching engine's session, and releases the data directory."""
+        for closer in self._closers:
+            closer()
         self.database.close()
         os.close(self._lock_fd)
 
@@ -97,16 +145,17 @@ def load_signer(path: Path) -> NoteSigner:
         ) from None
 
 
-def _lock(path: os.PathLike[str]) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+def _lock(data_dir: Path) -> int:
+    """Holds the data directory's `LOCK` file for as long as the server runs."""
+    fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise FailedPreconditionError(
             "DATA_DIR_IN_USE",
-            f"Another server is using the data directory {os.fspath(path)!r}'s parent;"
-            " stop it first or use another data_dir.",
-            path=os.fspath(path),
+            f"Another server is using the data directory {data_dir}: stop it first, or give"
+            " this one another server.data_dir.",
+            data_dir=str(data_dir),
         ) from None
     return fd

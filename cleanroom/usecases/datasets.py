@@ -58,7 +58,13 @@ class Datasets:
         table, stats, checksum = upload.finish()
         header = upload.header
         name = header.dataset_name
-        file_name = self.files.commit(table, collaboration=name.collaboration, dataset=name.dataset)
+        file_name = self.files.commit(
+            table,
+            collaboration=name.collaboration,
+            dataset=name.dataset,
+            identifier_types=header.identifier_types,
+            segment_columns=header.segment_columns,
+        )
         record = DatasetRecord(
             name=name,
             owner=caller.known_partner().id,

@@ -135,7 +135,9 @@ class Reports:
             table = self.files.open(record.file_name)
         except FileNotFoundError:
             raise _missing(str(name)) from None
-        return DatasetTable(name, table, record.identifier_types, record.segment_columns)
+        return DatasetTable(
+            name, table, record.identifier_types, record.segment_columns, record.file_name
+        )
 
     def _check_daily_limit(self, collaboration: Collaboration, creator: str) -> None:
         limit = collaboration.policy.max_reports_per_partner_per_day

@@ -22,16 +22,21 @@ import pyarrow.compute as pc
 from pyarrow import ipc
 
 from cleanroom.config import Collaboration
-from cleanroom.errors import FailedPreconditionError, InvalidArgumentError
+from cleanroom.errors import FailedPreconditionError, InvalidArgumentError, shown
 from cleanroom.matching.layout import sorted_layout
 from cleanroom.names import CollaborationName, DatasetName, check_id
 from cleanroom.storage.catalog import IdentifierStats
+from cleanroom.usecases.ipc_body import MalformedMetadataError, record_batch_header
 
 DIGEST_BYTES = 32
+MAX_SEGMENT_COLUMNS = 16
 MAX_SEGMENT_VALUES = 100
 MAX_SEGMENT_LABEL = 64
 SEGMENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+TYPE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")  # as `collaborations[].identifier_types`
 CHECKSUM = re.compile(r"[0-9a-f]{64}")
+KCV = re.compile(r"[0-9a-f]{16}")
+MAX_TYPES = 16
 PRINTABLE_LOW, PRINTABLE_HIGH = 0x20, 0x7E
 
 
@@ -55,8 +60,61 @@ class UploadHeader:
             FailedPreconditionError: KEY_CHECK_MISMATCH, the digests were made with
                 another secret than the collaboration's.
         """
-        check_id(self.dataset_id, field="header.dataset_id", kind="dataset")
+        self.check_form()
         _check_columns(self.identifier_types, self.segment_columns, collaboration)
+        if self.key_check_value not in collaboration.accepted_key_check_values:
+            raise FailedPreconditionError(
+                "KEY_CHECK_MISMATCH",
+                f"The key check value {self.key_check_value!r} is not the one of"
+                f" {self.parent} ({collaboration.key_check_value!r}): the digests were made"
+                " with another secret or for another collaboration. Prepare the file again"
+                " with the collaboration's secret.",
+                key_check_value=self.key_check_value,
+                expected_key_check_value=collaboration.key_check_value,
+                collaboration=str(self.parent),
+            )
+
+    def check_form(self) -> None:
+        """Checks the fields on their own, before any of them is logged or echoed.
+
+        Ids, column names and the key check value are plain, bounded ASCII once this
+        passes: nothing a caller sends reaches the query log as control characters or
+        markup.
+
+        Raises:
+            InvalidArgumentError: A field is malformed; the error names it.
+        """
+        check_id(self.dataset_id, field="header.dataset_id", kind="dataset")
+        for field, names in (
+            ("header.identifier_types", self.identifier_types),
+            ("header.segment_columns", self.segment_columns),
+        ):
+            segments = field == "header.segment_columns"
+            limit = MAX_SEGMENT_COLUMNS if segments else MAX_TYPES
+            if len(names) > limit:
+                raise InvalidArgumentError(
+                    "TOO_MANY_SEGMENT_COLUMNS" if segments else "TOO_MANY_IDENTIFIER_TYPES",
+                    f"`{field}` names {len(names)} columns; at most {limit} are allowed.",
+                    field=field,
+                    columns=len(names),
+                    max_columns=limit,
+                )
+            for name in names:
+                if not (SEGMENT_NAME if segments else TYPE_NAME).fullmatch(name):
+                    raise InvalidArgumentError(
+                        "INVALID_COLUMN_NAME",
+                        f"A column name in `{field}` ({shown(name)}) is not valid: use 1 to 63"
+                        " lowercase letters, digits or underscores (and hyphens in identifier"
+                        " types), starting with a letter.",
+                        field=field,
+                    )
+        if not KCV.fullmatch(self.key_check_value):
+            raise InvalidArgumentError(
+                "INVALID_KEY_CHECK_VALUE",
+                f"`header.key_check_value` ({shown(self.key_check_value)}) must be 16"
+                " lowercase hex characters, as `cleanroom-partner kcv` prints.",
+                field="header.key_check_value",
+            )
         if self.row_count <= 0:
             raise InvalidArgumentError(
                 "INVALID_ROW_COUNT",
@@ -69,17 +127,6 @@ class UploadHeader:
                 "`header.checksum` must be the SHA-256 of the record batch payloads,"
                 " 64 lowercase hex characters.",
                 field="header.checksum",
-            )
-        if self.key_check_value not in collaboration.accepted_key_check_values:
-            raise FailedPreconditionError(
-                "KEY_CHECK_MISMATCH",
-                f"The key check value {self.key_check_value!r} is not the one of"
-                f" {self.parent} ({collaboration.key_check_value!r}): the digests were made"
-                " with another secret or for another collaboration. Prepare the file again"
-                " with the collaboration's secret.",
-                key_check_value=self.key_check_value,
-                expected_key_check_value=collaboration.key_check_value,
-                collaboration=str(self.parent),
             )
 
     @property
@@ -173,17 +220,7 @@ class DatasetUpload:
         self.chunks += 1
         self.bytes += len(payload)
         self._hash.update(payload)
-        for batch in _read_batches(payload, self.chunks):
-            if batch.schema != self.header.schema:
-                raise InvalidArgumentError(
-                    "SCHEMA_MISMATCH",
-                    f"Chunk {self.chunks} has columns {batch.schema.names} with types"
-                    f" {[str(t) for t in batch.schema.types]}; the header declares"
-                    f" {self.header.schema.names}: digests as fixed_size_binary(32),"
-                    " segments as string.",
-                    field="record_batches",
-                    chunk=self.chunks,
-                )
+        for batch in _read_batches(payload, self.chunks, self.header.schema):
             self.rows += batch.num_rows
             if self.rows > self.header.row_count:
                 raise InvalidArgumentError(
@@ -334,25 +371,89 @@ class DatasetUpload:
             path.unlink(missing_ok=True)
 
 
-def _read_batches(payload: bytes, chunk: int) -> list[pa.RecordBatch]:
+def _read_batches(payload: bytes, chunk: int, schema: pa.Schema) -> list[pa.RecordBatch]:
     """The chunk's batches, each fully validated before anything reads its values.
 
-    Full validation checks offsets, lengths and UTF-8: a crafted batch whose offsets point
-    past its data would otherwise make Arrow read out of bounds.
+    Work stays bounded by the bytes received: the schema is checked before any batch is
+    read (no dictionaries, no nesting, nothing but the header's columns), and each batch's
+    metadata before its body is decoded (no compression, no more rows than its body holds).
+    Full validation then checks offsets, lengths and UTF-8: a crafted batch whose offsets
+    point past its data would otherwise make Arrow read out of bounds.
     """
     try:
-        batches = list(ipc.open_stream(pa.py_buffer(payload)))
-        for batch in batches:
-            batch.validate(full=True)
-        return batches
+        reader = ipc.MessageReader.open_stream(pa.py_buffer(payload))
+        first = reader.read_next_message()
+        if first.type != "schema":
+            raise ValueError(f"the stream starts with a {first.type} message, not its schema")
+        received = ipc.read_schema(first)
+    except StopIteration:
+        raise _malformed(chunk, "an empty stream") from None
     except (pa.ArrowException, ValueError, OSError) as error:
+        raise _malformed(chunk, str(error)) from None
+    if received != schema:
         raise InvalidArgumentError(
-            "MALFORMED_RECORD_BATCH",
-            f"Chunk {chunk} is not a valid Arrow IPC stream ({str(error)[:200]}). Send each"
-            " chunk as a whole IPC stream: schema, then record batches.",
+            "SCHEMA_MISMATCH",
+            f"Chunk {chunk} has columns {received.names} with types"
+            f" {[str(t) for t in received.types]}; the header declares"
+            f" {schema.names}: digests as fixed_size_binary(32),"
+            " segments as string.",
             field="record_batches",
             chunk=chunk,
-        ) from None
+        )
+    batches = []
+    try:
+        for message in reader:
+            _check_body(message, chunk)
+            batch = ipc.read_record_batch(message, schema)
+            batch.validate(full=True)
+            batches.append(batch)
+    except (pa.ArrowException, ValueError, OSError) as error:
+        raise _malformed(chunk, str(error)) from None
+    return batches
+
+
+def _check_body(message: ipc.Message, chunk: int) -> None:
+    """Refuses a message whose body would decode to more than its bytes on the wire."""
+    try:
+        declared = record_batch_header(message.metadata.to_pybytes())
+    except MalformedMetadataError as error:
+        raise _malformed(chunk, str(error)) from None
+    if declared is None:
+        raise InvalidArgumentError(
+            "UNEXPECTED_IPC_MESSAGE",
+            f"Chunk {chunk} holds a {message.type} message; after the schema a chunk holds"
+            " record batches only (no dictionaries: segments are plain strings).",
+            field="record_batches",
+            chunk=chunk,
+        )
+    if declared.compressed:
+        raise InvalidArgumentError(
+            "COMPRESSED_RECORD_BATCH",
+            f"Chunk {chunk} has a compressed record batch body; the server accepts"
+            " uncompressed Arrow IPC only, as `cleanroom-partner upload` sends it.",
+            field="record_batches",
+            chunk=chunk,
+        )
+    body = message.body.size if message.body is not None else 0
+    # Every row has a digest column's 32 bytes in the body, null or not.
+    if declared.length < 0 or declared.length * DIGEST_BYTES > body:
+        raise InvalidArgumentError(
+            "RECORD_BATCH_LENGTH_MISMATCH",
+            f"Chunk {chunk} declares {declared.length} rows in a body of {body} bytes,"
+            f" which cannot hold them ({DIGEST_BYTES} bytes per digest).",
+            field="record_batches",
+            chunk=chunk,
+        )
+
+
+def _malformed(chunk: int, problem: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        "MALFORMED_RECORD_BATCH",
+        f"Chunk {chunk} is not a valid Arrow IPC stream ({problem[:200]}). Send each"
+        " chunk as a whole IPC stream: schema, then record batches.",
+        field="record_batches",
+        chunk=chunk,
+    )
 
 
 def _digest_matrix(column: pa.Array[Any]) -> npt.NDArray[np.uint8]:

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 
 from partners.errors import InputError, PartnerError, ServerError
+from partners.inert import inert
 
 if TYPE_CHECKING:
     from partners.client import CleanRoomClient
@@ -52,10 +53,12 @@ def reported_errors() -> Iterator[None]:
     try:
         yield
     except ServerError as error:
-        errors.print(f"[bold red]error:[/] {error.code} {error.reason}: {error.message}")
+        errors.print(
+            f"[bold red]error:[/] {inert(error.code)} {inert(error.reason)}: {inert(error.message)}"
+        )
         sys.exit(1)
     except PartnerError as error:
-        errors.print(f"[bold red]error:[/] {error.reason}: {error.message}")
+        errors.print(f"[bold red]error:[/] {inert(error.reason)}: {inert(error.message)}")
         sys.exit(2 if isinstance(error, InputError) else 1)
 
 
@@ -75,6 +78,10 @@ def connection_options(command: F) -> F:
                      help="The CA certificate that signed the server's [env CLEANROOM_CA]."),
         click.option("--server-name", envvar="CLEANROOM_SERVER_NAME", default=None,
                      help="The name in the server's certificate, if not the host of --server."),
+        click.option("--timeout", envvar="CLEANROOM_TIMEOUT", default=300.0, show_default=True,
+                     type=click.FloatRange(min=0.1, max=7 * 86400.0),
+                     help="Seconds each call may take, and at most 20 to connect"
+                          " [env CLEANROOM_TIMEOUT]."),
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)
@@ -86,7 +93,8 @@ def client_for(options: dict[str, Any]) -> CleanRoomClient:
     from partners.client import CleanRoomClient, Connection  # noqa: PLC0415 (gRPC on use)
 
     keys = ("target", "certificate", "private_key", "ca_certificate", "server_name")
-    return CleanRoomClient(Connection(**{k: options.pop(k) for k in keys}))
+    connection = Connection(**{k: options.pop(k) for k in keys})
+    return CleanRoomClient(connection, timeout=options.pop("timeout"))
 
 
 def resource_name(collaboration: str, collection: str, value: str) -> str:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.markup import escape
 
 from cleanroom.proofs.cosignature import WitnessSigner, WitnessVerifier
 from cleanroom.proofs.signed_note import KeyRing, NoteError, NoteVerifier
@@ -28,6 +27,7 @@ from partners.cli._common import (
     reported_errors,
 )
 from partners.errors import InputError, ServerError
+from partners.inert import inert
 
 
 @click.group()
@@ -79,7 +79,7 @@ def audit_list(
             console.print(render.audit_table(shown))
         problems = [p for p in (shown_problem(event) for event in shown) if p]
         for problem in problems:
-            errors.print(f"[bold red]FAILED[/]: {escape(problem)}")
+            errors.print(f"[bold red]FAILED[/]: {inert(problem)}")
         if problems:
             sys.exit(1)
 
@@ -189,18 +189,18 @@ def audit_verify(
                 if verdict.first_bad_index is not None
                 else "at the checkpoint"
             )
-            errors.print(f"[bold red]FAILED[/] {where}: {escape(verdict.problem or '')}")
+            errors.print(f"[bold red]FAILED[/] {where}: {inert(verdict.problem or '')}")
             sys.exit(1)
         if problems:
             for problem in problems:
-                errors.print(f"[bold red]FAILED[/] privacy: {escape(problem)}")
+                errors.print(f"[bold red]FAILED[/] privacy: {inert(problem)}")
             sys.exit(1)
         console.print("[bold green]VERIFIED[/]: complete and append-only; checkpoint saved")
 
 
 def _print_verdict(verdict: Verdict, ring: KeyRing) -> None:
     checkpoint = verdict.checkpoint
-    console.print(f"log {escape(verdict.log)}")
+    console.print(f"log {inert(verdict.log)}")
     console.print(f"  events checked: {verdict.events_checked:,}")
     if checkpoint:
         console.print(
@@ -209,7 +209,7 @@ def _print_verdict(verdict: Verdict, ring: KeyRing) -> None:
             + (f" (key {verdict.signed_by})" if verdict.signed_by else "")
         )
     if verdict.witnesses:
-        console.print(f"  cosigned by: {escape(', '.join(verdict.witnesses))}")
+        console.print(f"  cosigned by: {inert(', '.join(verdict.witnesses))}")
     signed = checkpoint.tree_size if checkpoint else 0
     if verdict.ok and signed > verdict.events_checked:
         console.print(
@@ -238,7 +238,7 @@ def _print_privacy(verdict: Verdict, spent: float, released: int) -> list[str]:
         f" (the server reports {spent:g} over {released})"
     )
     for member, micro in sorted(account.per_member_micro.items()):
-        console.print(f"    {escape(member)}: epsilon {micro / 1_000_000:g}")
+        console.print(f"    {inert(member)}: epsilon {micro / 1_000_000:g}")
     problems = [problem for _, problem in account.problems]
     return problems + compare_budget(account, spent, released)
 
@@ -315,14 +315,14 @@ def audit_witness(
                     if interval is None:
                         raise
                     # A server restarting or busy: the next round tries again.
-                    errors.print(f"[yellow]skipped[/]: {error.code} {escape(error.message)}")
+                    errors.print(f"[yellow]skipped[/]: {error.code} {inert(error.message)}")
                     time.sleep(interval)
                     continue
                 if not result.ok:
-                    errors.print(f"[bold red]REFUSED[/]: {escape(result.problem or '')}")
+                    errors.print(f"[bold red]REFUSED[/]: {inert(result.problem or '')}")
                     sys.exit(1)
                 size = result.checkpoint.tree_size if result.checkpoint else 0
-                console.print(f"cosigned checkpoint {size:,} of {escape(result.log)}")
+                console.print(f"cosigned checkpoint {size:,} of {inert(result.log)}")
                 if interval is None:
                     return
                 time.sleep(interval)  # the witness's own schedule, not a test's wait

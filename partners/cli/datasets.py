@@ -16,6 +16,7 @@ from partners.cli._common import (
     resource_name,
 )
 from partners.cli._progress import progress_of
+from partners.inert import inert
 from partners.preparation.pipeline import read_digest_file
 
 
@@ -32,10 +33,10 @@ def upload(digests: Path, dataset_id: str, **options: Any) -> None:
             progress_of("uploading", "rows", total=info.row_count) as advance,
         ):
             dataset = client.upload(digests, dataset_id=dataset_id, progress=advance)
-        console.print(f"uploaded {dataset.name}: {dataset.row_count:,} rows")
+        console.print(f"uploaded {inert(dataset.name)}: {dataset.row_count:,} rows")
         for stats in dataset.identifier_stats:
             console.print(
-                f"  {stats.identifier_type}: {stats.present_count:,} digests,"
+                f"  {inert(stats.identifier_type)}: {stats.present_count:,} digests,"
                 f" {stats.duplicate_count:,} repeats dropped by the server"
             )
 
@@ -96,4 +97,4 @@ def datasets_delete(dataset: str, collaboration: str, yes: bool, **options: Any)
         click.confirm(f"Delete {name} and all its data?", abort=True)
     with reported_errors(), client_for(options) as client:
         client.delete_dataset(name)
-        console.print(f"deleted {name}")
+        console.print(f"deleted {inert(name)}")

@@ -49,9 +49,15 @@ def workload(
     trial: int,
     *,
     acknowledged: dict[str, str],
+    deleting: dict[str, str],
     stop: threading.Event,
 ) -> None:
-    """Uploads, reports and deletions until the server dies; notes every acknowledged upload."""
+    """Uploads, reports and deletions until the server dies; notes every acknowledged upload.
+
+    A dataset whose deletion was asked for leaves `acknowledged` before the call, into
+    `deleting`: when the server dies during the call, the deletion may or may not have
+    committed, and either is right.
+    """
     rng = np.random.default_rng(trial)
     acme, brightmart = client_for(pki, port, "acme"), client_for(pki, port, "brightmart")
     try:
@@ -75,8 +81,9 @@ def workload(
                 if mine and theirs:
                     acme.create_report(PARENT, base=mine[-1], others=[theirs[-1]])
                 if len(mine) > 2 and step % 3 == 0:
+                    deleting[mine[0]] = acknowledged.pop(mine[0])
                     acme.delete_dataset(mine[0])
-                    acknowledged.pop(mine[0])
+                    deleting.pop(mine[0])
             except PartnerError:
                 return  # the server is gone: this trial's work ends here
     finally:
@@ -92,7 +99,9 @@ def start(config: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def check_data_dir(config_path: Path, acknowledged: dict[str, str]) -> None:
+def check_data_dir(
+    config_path: Path, acknowledged: dict[str, str], deleting: dict[str, str]
+) -> None:
     """Opens the data directory as a restarting server does, and checks every invariant."""
     config = load_config(config_path)
     room = CleanRoom(config)  # removes scratch and orphan files, as a restart does
@@ -107,6 +116,8 @@ def check_data_dir(config_path: Path, acknowledged: dict[str, str]) -> None:
         visible = {str(r.name): r.checksum for r in records}
         for name, checksum in acknowledged.items():  # every acknowledged upload is intact
             assert visible.get(name) == checksum, name
+        for name, checksum in deleting.items():  # gone, or still there and intact
+            assert visible.get(name) in (None, checksum), name
         policy = config.collaborations[COLLABORATION].policy
         reports = room.catalog.reports(COLLABORATION, creator=None, after=0, limit=10**6)
         spent = sum(to_micro(r.noise.epsilon) for _, r in reports if r.noise)
@@ -132,13 +143,14 @@ def test_sigkill_at_random_points_loses_nothing_committed(pki: DemoPki, tmp_path
         minimum_dataset_size=10,
     )
     acknowledged: dict[str, str] = {}
+    deleting: dict[str, str] = {}
     for trial in range(TRIALS):
         server = start(config)
         stop = threading.Event()
         worker = threading.Thread(
             target=workload,
             args=(pki, port, tmp_path, trial),
-            kwargs={"acknowledged": acknowledged, "stop": stop},
+            kwargs={"acknowledged": acknowledged, "deleting": deleting, "stop": stop},
         )
         try:
             ready = client_for(pki, port, "operator")
@@ -153,5 +165,5 @@ def test_sigkill_at_random_points_loses_nothing_committed(pki: DemoPki, tmp_path
             if worker.is_alive():
                 worker.join(timeout=60)
         assert not worker.is_alive()
-        check_data_dir(config, acknowledged)
+        check_data_dir(config, acknowledged, deleting)
     assert len(acknowledged) >= TRIALS // 2  # the trials did commit work to lose

@@ -17,7 +17,7 @@ import pytest
 from cleanroom.demo.deployment import free_loopback_port, loopback_connection
 from cleanroom.tls.pki import DemoPki
 from partners.client import CleanRoomClient
-from partners.errors import PrivacyRuleError
+from partners.errors import LimitError
 from tests.support import (
     COLLABORATION,
     dataset_name,
@@ -61,7 +61,7 @@ def test_a_full_disk_refuses_the_upload_and_keeps_what_was_committed(
             tmp_path / "large.parquet", {"email": digest_array(random_digests(rng, 200_000))}
         )
         committed = client.upload(small, dataset_id="acme-small")
-        with pytest.raises(PrivacyRuleError) as refused:
+        with pytest.raises(LimitError) as refused:
             client.upload(large, dataset_id="acme-large")
         assert refused.value.code == "RESOURCE_EXHAUSTED"
         assert refused.value.reason == "STORAGE_FULL"

@@ -1,8 +1,12 @@
-"""Report counts over the real server equal an independent brute force with Python sets."""
+"""Report counts over the real server equal an independent brute force with Python sets.
+
+Every test here runs twice: on the in-memory engine and on the Spark engine (local[2]).
+"""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cleanroom.tls.pki import DemoPki
 from cleanroom.v1 import overlap_report_pb2
 from partners.errors import PrivacyRuleError
 from tests.support import (
@@ -18,6 +23,7 @@ from tests.support import (
     RunningServer,
     dataset_name,
     random_digests,
+    running_server,
     write_digest_file,
 )
 
@@ -26,6 +32,18 @@ BELOW_THRESHOLD = overlap_report_pb2.SUPPRESSION_REASON_BELOW_THRESHOLD
 COMPLEMENTARY = overlap_report_pb2.SUPPRESSION_REASON_COMPLEMENTARY
 TYPES = ("email", "phone")
 TIERS = ("bronze", "silver", "gold", None)
+
+
+@pytest.fixture(params=["memory", pytest.param("spark", marks=pytest.mark.slow)])
+def server(request: pytest.FixtureRequest, pki: DemoPki, tmp_path: Path) -> Iterator[RunningServer]:
+    """A real server matching in memory, or on Spark with its copies under `tmp_path`."""
+    engine = {}
+    if request.param == "spark":
+        spark = request.getfixturevalue("spark_engine")
+        copies = {"location": str(tmp_path / "ranges"), "ranges": 8, "driver_rows": 0}
+        engine = {"engine": {**spark, **copies}}  # every question on Spark, however small
+    with running_server(pki, tmp_path / "data", server=engine) as running:
+        yield running
 
 
 def make_dataset(
@@ -129,16 +147,29 @@ _uploads = itertools.count()
 PADDING = 30
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(sizes=region_sizes, split=st.booleans())
-def test_no_count_below_threshold_is_released(
+# On Spark every report and difference check is a Spark job (about a second on this
+# shared machine), and the checks grow with the datasets uploaded: fewer examples there.
+EXAMPLES = {"memory": 25, "spark": 4}
+
+
+def test_no_count_below_threshold_is_released(server: RunningServer, tmp_path: Path) -> None:
+    """Venn regions of random small sizes around k: no released count is ever below k."""
+
+    @settings(
+        max_examples=EXAMPLES[server.config.server.engine.kind],
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(sizes=region_sizes, split=st.booleans())
+    def check(sizes: list[int], split: bool) -> None:
+        no_count_below_threshold(server, tmp_path, sizes, split)
+
+    check()
+
+
+def no_count_below_threshold(
     server: RunningServer, tmp_path: Path, sizes: list[int], split: bool
 ) -> None:
-    """Venn regions of random small sizes around k: no released count is ever below k."""
     rng = np.random.default_rng(next(_uploads))  # fresh digests: no near-duplicate datasets
     rows: list[list[bytes]] = [[], [], []]
     tiers: list[str] = []

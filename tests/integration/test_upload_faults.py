@@ -50,10 +50,8 @@ def test_a_stalled_upload_is_dropped_and_frees_everything(pki: DemoPki, tmp_path
                 stub.UploadDataset(stalls(), timeout=20)
         finally:
             release.set()
-        assert dropped.value.code() in {
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            grpc.StatusCode.CANCELLED,
-        }
+        assert dropped.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert error_info(dropped.value).reason == "UPLOAD_IDLE_TIMEOUT"  # the client is told
         assert server.interceptor.drain(10)
         (event,) = server.events("UploadDataset")
         assert event.outcome.reason == "UPLOAD_IDLE_TIMEOUT"
@@ -103,4 +101,53 @@ def test_a_stream_far_larger_than_declared_is_refused_at_once(pki: DemoPki, tmp_
         assert error_info(refused.value).reason == "ROW_COUNT_MISMATCH"
         assert len(sent) < 40  # refused at the first chunk past the declared rows, not at the end
         assert server.interceptor.drain(10)
+        assert nothing_left(server.data_dir)
+
+
+def trickled(dataset_id: str, stop: threading.Event) -> Iterator[object]:
+    """An upload that sends a small chunk every 0.05 s: never idle, but slow."""
+    rng = np.random.default_rng(4)
+    yield header_message(dataset_id, row_count=1_000_000, checksum="0" * 64)
+    while not stop.wait(0.05):  # the client's pace
+        yield chunk_message(ipc_chunk(digest_batch(rng, 1)))
+
+
+@pytest.mark.parametrize(
+    ("settings", "reason", "limit_key"),
+    [
+        (
+            {"upload_idle_timeout_seconds": IDLE, "min_upload_bytes_per_second": 1 << 20},
+            "UPLOAD_TOO_SLOW",
+            "min_upload_bytes_per_second",
+        ),
+        (
+            {
+                "upload_idle_timeout_seconds": IDLE,
+                "min_upload_bytes_per_second": 0,
+                "max_upload_seconds": 1.0,
+            },
+            "UPLOAD_TOO_LONG",
+            "max_upload_seconds",
+        ),
+    ],
+    ids=["too-slow", "too-long"],
+)
+def test_a_trickling_upload_is_dropped_with_its_reason(
+    pki: DemoPki, tmp_path: Path, settings: dict[str, float], reason: str, limit_key: str
+) -> None:
+    stop = threading.Event()
+    with running_server(pki, tmp_path / "data", server=settings) as server:
+        stub = partner_service_pb2_grpc.PartnerServiceStub(server.connection("acme").channel())
+        try:
+            with pytest.raises(grpc.RpcError) as dropped:
+                stub.UploadDataset(trickled("acme-trickle", stop), timeout=30)
+        finally:
+            stop.set()
+        assert dropped.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        info = error_info(dropped.value)
+        assert info.reason == reason
+        assert limit_key in info.metadata
+        assert server.interceptor.drain(10)
+        (event,) = server.events("UploadDataset")
+        assert event.outcome.reason == reason
         assert nothing_left(server.data_dir)

@@ -476,9 +476,9 @@ def test_multi_chunk_upload_round_trips(
     passes: list[list[bytes]] = []
     real_chunks = partners.client._chunks
 
-    def recording_chunks(table: pa.Table) -> Iterator[tuple[int, bytes]]:
+    def recording_chunks(table: pa.Table, limit: int) -> Iterator[tuple[int, bytes]]:
         passes.append([])
-        for count, chunk in real_chunks(table):
+        for count, chunk in real_chunks(table, limit):
             passes[-1].append(chunk)
             yield count, chunk
 

@@ -239,10 +239,13 @@ WIRE = pa.schema([pa.field(t, pa.binary(32)) for t in TYPES] + [pa.field(SEGMENT
 Columns = dict[str, pa.Array]
 
 
-def ipc_stream(schema: pa.Schema, *batches: pa.RecordBatch) -> bytes:
+def ipc_stream(
+    schema: pa.Schema, *batches: pa.RecordBatch, compression: str | None = None
+) -> bytes:
     """One chunk: a whole Arrow IPC stream (schema, then the batches)."""
     sink = pa.BufferOutputStream()
-    with ipc.new_stream(sink, schema) as writer:
+    options = ipc.IpcWriteOptions(compression=compression)
+    with ipc.new_stream(sink, schema, options=options) as writer:
         for batch in batches:
             writer.write_batch(batch)
     return sink.getvalue().to_pybytes()
@@ -287,6 +290,10 @@ COLUMN_CHANGES: dict[str, Callable[[Columns, np.random.Generator, int], Columns]
     "renamed_column": lambda c, _, n: {"EMAIL": c["email"], "phone": c["phone"], SEGMENT: c[SEGMENT]},
     "segment_as_int": lambda c, _, n: {**c, SEGMENT: pa.array(range(n), pa.int32())},
     "segment_dictionary": lambda c, _, n: {**c, SEGMENT: c[SEGMENT].dictionary_encode()},
+    "digest_dictionary": lambda c, _, n: {**c, "email": c["email"].dictionary_encode()},
+    "digest_struct": lambda c, _, n: {**c, "email": pa.StructArray.from_arrays([c["email"]], ["d"])},
+    "segment_list": lambda c, _, n: {**c, SEGMENT: pa.array([["gold", "silver"]] * n)},
+    "segment_large_string": lambda c, _, n: {**c, SEGMENT: c[SEGMENT].cast(pa.large_string())},
     "segment_not_utf8": lambda c, _, n: {**c, SEGMENT: not_utf8(n)},
     "segment_too_long": lambda c, _, n: {**c, SEGMENT: pa.array(["x" * 65] * n)},
     "segment_nul_and_unicode": lambda c, _, n: {**c, SEGMENT: pa.array(["\x00🙂' OR 1=1 --"] * n)},
@@ -294,6 +301,25 @@ COLUMN_CHANGES: dict[str, Callable[[Columns, np.random.Generator, int], Columns]
     "text_digests": lambda c, _, n: {**c, "email": binary32([b"alice@example.com".ljust(32)] * n)},
     "constant_digests": lambda c, _, n: {**c, "phone": binary32([b"\x07" * 32] * n)},
 }  # fmt: skip
+
+
+def with_dictionary_batch(stream: bytes) -> bytes:
+    """A stream with a dictionary batch spliced in after its schema (which has no dictionary)."""
+    labels = pa.schema([pa.field(SEGMENT, pa.dictionary(pa.int8(), pa.string()))])
+    other = ipc_stream(labels, pa.record_batch([tiers(3).dictionary_encode()], schema=labels))
+    dictionary = list(ipc.MessageReader.open_stream(pa.py_buffer(other)))[1]
+    first, *rest = list(ipc.MessageReader.open_stream(pa.py_buffer(stream)))
+    parts = [first, dictionary, *rest]
+    return b"".join(m.serialize().to_pybytes() for m in parts) + b"\xff\xff\xff\xff\0\0\0\0"
+
+
+def repeated(batch: pa.RecordBatch, rows: int) -> pa.RecordBatch:
+    """A batch of `rows` copies of the first row of `batch`: compresses to almost nothing."""
+    return (
+        pa.concat_tables([pa.Table.from_batches([batch.slice(0, 1)])] * rows)
+        .combine_chunks()
+        .to_batches()[0]
+    )
 
 
 def chunk(kind: str, rows: int, seed: int) -> tuple[bytes, int]:
@@ -324,6 +350,14 @@ def chunk(kind: str, rows: int, seed: int) -> tuple[bytes, int]:
         "continuation_then_random": lambda: (b"\xff" * 4 + rng.bytes(int(rng.integers(0, 200))), 0),
         "truncated": lambda: (whole[: int(rng.integers(1, len(whole)))], 0),
         "oversized": lambda: (rng.bytes(RECEIVE_LIMIT + 1024), 0),
+        "just_over_limit": lambda: (rng.bytes(MESSAGE_LIMIT + 16), 0),
+        "compressed_zstd": lambda: (ipc_stream(WIRE, good, compression="zstd"), 0),
+        "compressed_lz4": lambda: (ipc_stream(WIRE, good, compression="lz4"), 0),
+        "compressed_bomb": lambda: (ipc_stream(WIRE, repeated(good, 20_000), compression="zstd"), 0),
+        "dictionary_batch_spliced": lambda: (with_dictionary_batch(whole), 0),
+        "batch_then_compressed": lambda: (
+            ipc_stream(WIRE, good) + ipc_stream(WIRE, good, compression="zstd"), rows
+        ),
     }  # fmt: skip
     return payloads[kind]()
 
@@ -331,7 +365,9 @@ def chunk(kind: str, rows: int, seed: int) -> tuple[bytes, int]:
 CHUNK_KINDS = (
     "valid", "valid", "valid", "valid", "zero_rows", "schema_only", "two_batches", "two_streams",
     "garbage_after", "empty", "random_bytes", "continuation_then_random", "truncated",
-    "oversized", "segment_too_many_values", *COLUMN_CHANGES,
+    "oversized", "just_over_limit", "segment_too_many_values", "compressed_zstd",
+    "compressed_lz4", "compressed_bomb", "batch_then_compressed", "dictionary_batch_spliced",
+    *COLUMN_CHANGES,
 )  # fmt: skip
 CHUNKS = st.tuples(st.sampled_from(CHUNK_KINDS), st.integers(0, 40), st.integers(0, 2**32 - 1))
 
@@ -853,6 +889,39 @@ def test_upload_headers_with_hostile_fields_are_refused(room: Room) -> None:
     probe()
     assert room.serving()
     room.assert_no_findings()
+
+
+HEADER_EXTREMES: dict[str, dict[str, Any]] = {
+    "2000_segment_columns": {"segments": [f"s{i}" for i in range(2000)]},
+    "17_segment_columns": {"segments": [f"s{i}" for i in range(17)]},
+    "2000_identifier_types": {"types": ["email"] * 2000},
+    "identifier_type_with_escape": {"types": ["email\x1b[2J"]},
+    "segment_with_markup": {"segments": ["[conceal]tier"]},
+    "segment_64_chars": {"segments": ["s" * 64]},
+    "id_64_chars": {"dataset_id": "a" * 64},
+    "id_with_newline": {"dataset_id": "acme\nforged"},
+    "row_count_max": {"row_count": 2**63 - 1},
+    "row_count_min": {"row_count": -(2**63)},
+    "kcv_with_escape": {"kcv": "\x1b[2J" + KCV[4:]},
+    "kcv_long": {"kcv": KCV * 1000},
+}
+
+
+@pytest.mark.parametrize("extreme", sorted(HEADER_EXTREMES))
+def test_upload_header_extremes_are_refused_or_bounded(room: Room, extreme: str) -> None:
+    fields: dict[str, Any] = {"dataset_id": room.new_dataset_id(), "row_count": 10}
+    fields.update(HEADER_EXTREMES[extreme])
+    dataset_id, row_count = fields.pop("dataset_id"), fields.pop("row_count")
+    first = header(dataset_id, row_count=row_count, checksum="0" * 64, **fields)
+    payload, _ = chunk("valid", 10, 1)
+    room.call("UploadDataset", "acme", [first, chunk_message(payload)])
+    assert room.serving()
+    room.assert_no_findings()
+    events = room.server.events("/cleanroom.v1.PartnerService/UploadDataset")
+    logged = events[-1].entry().decode()
+    assert len(logged) < 4000, f"{extreme}: a {len(logged)}-byte event"
+    assert "\\u001b" not in logged, logged
+    assert "\\n" not in logged.replace("\\\\n", ""), logged
 
 
 # A stream shorter than declared ("more", "huge") holds the server 0.5 s before its refusal

@@ -324,7 +324,9 @@ def test_a_caller_beyond_the_concurrency_limit_is_refused_at_once_told_why_and_l
         yield partner_service_pb2.UploadDatasetRequest(header=header)
         release.wait(60)  # holds a worker until the test lets go
 
-    with running_server(pki, tmp_path / "data") as server:
+    # One partner may fill every worker here: the server-wide limit is what is tested.
+    whole = {"max_workers": 8, "max_calls_per_partner": 8, "max_uploads_per_partner": 8}
+    with running_server(pki, tmp_path / "data", server=whole) as server:
         limit = server.config.server.max_workers
         channel = server.connection("acme").channel()
         stub = partner_service_pb2_grpc.PartnerServiceStub(channel)

@@ -60,6 +60,12 @@ def test_a_good_config_loads_with_defaults(tmp_path: Path) -> None:
     assert Role.ADMIN in spring.roles_of(config.partners["ops"])
     assert config.partner_for(("x", "acme.partners.cleanroom.test")) == config.partners["acme"]
     assert config.partner_for(("unknown",)) is None
+    limits = config.server
+    assert (limits.max_workers, limits.max_calls_per_partner, limits.max_uploads_per_partner) == (
+        8, 4, 2,
+    )  # fmt: skip
+    assert limits.max_upload_seconds == 6 * 3600
+    assert limits.min_upload_bytes_per_second == 16 * 1024
 
 
 @pytest.mark.parametrize(
@@ -85,6 +91,11 @@ def test_a_good_config_loads_with_defaults(tmp_path: Path) -> None:
         ("server.tls", ..., "server.tls", "missing"),
         ("server.audit", ..., "server.audit", "missing"),
         ("server.max_workers", 0, "server.max_workers", "1 to 256"),
+        ("server.max_calls_per_partner", 9, "server.max_calls_per_partner", "1 to 8"),
+        ("server.max_calls_per_partner", 0, "server.max_calls_per_partner", "1 to 8"),
+        ("server.max_uploads_per_partner", 5, "server.max_uploads_per_partner", "1 to 4"),
+        ("server.max_upload_seconds", 0, "server.max_upload_seconds", "0.1 to 604800"),
+        ("server.min_upload_bytes_per_second", -1, "server.min_upload_bytes_per_second", "0 (no minimum)"),
         ("server.colour", "blue", "server.colour", "unknown key"),
     ],
 )  # fmt: skip

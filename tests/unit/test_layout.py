@@ -43,6 +43,7 @@ LAYERS = [
     ("partners.client",),
     ("partners.render", "partners.frames"),
     ("partners.figures",),
+    ("partners.inert",),
     ("partners.preparation",),
     ("partners.profiles",),
     ("partners.errors",),
