@@ -13,6 +13,7 @@ MODULES = (
     "bench.operations",
     "bench.audit",
     "bench.spark",
+    "bench.release",
     "bench.reports",
 )
 

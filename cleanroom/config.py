@@ -130,6 +130,12 @@ class PrivacyPolicy:
         match_rate_cap: Rates above it are shown as "above the cap" (e.g. 0.85), or None.
         max_reports_per_partner_per_day: How many reports one brand may create per UTC day
             (0: no limit).
+        exact_releases_per_dataset_version: Without noise, how many reports each analyst
+            brand may have over one version of another brand's dataset (at least 1).
+        exact_releases_per_dataset_version_in_collaboration: Without noise, how many
+            reports all analyst brands together may have over one version of a dataset
+            (0: no limit beyond the per-brand one). 1 stops two colluding brands from
+            differencing; see README "Privacy model".
     """
 
     minimum_threshold: int = 50
@@ -140,6 +146,8 @@ class PrivacyPolicy:
     whole_percent_rates: bool = True
     match_rate_cap: float | None = None
     max_reports_per_partner_per_day: int = 0
+    exact_releases_per_dataset_version: int = 1
+    exact_releases_per_dataset_version_in_collaboration: int = 0
 
     def __post_init__(self) -> None:
         problems = policy_problems(self)
@@ -161,6 +169,11 @@ def policy_problems(policy: PrivacyPolicy) -> list[PolicyError]:
         ("match_rate_cap", policy.match_rate_cap is None or 0 < policy.match_rate_cap < 1,
          "must be between 0 and 1, e.g. 0.85"),
         ("max_reports_per_partner_per_day", policy.max_reports_per_partner_per_day >= 0,
+         "must be 0 (no limit) or more"),
+        ("exact_releases_per_dataset_version", policy.exact_releases_per_dataset_version >= 1,
+         "must be at least 1"),
+        ("exact_releases_per_dataset_version_in_collaboration",
+         policy.exact_releases_per_dataset_version_in_collaboration >= 0,
          "must be 0 (no limit) or more"),
     ]  # fmt: skip
     return [
@@ -189,6 +202,7 @@ class Collaboration:
     members: Mapping[str, frozenset[Role]]
     policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
     retention_days: int | None = None
+    epsilon_shares: Mapping[str, float] = field(default_factory=dict)
     previous_key_check_value: str | None = None
     witnesses: tuple[Witness, ...] = ()
     witness_quorum: int = 0
@@ -212,6 +226,24 @@ class Collaboration:
         """The partner's roles here: its member roles, plus admin for administrators."""
         roles = self.members.get(partner.id, frozenset())
         return roles | {Role.ADMIN} if partner.administrator else roles
+
+    def epsilon_share(self, partner_id: str) -> float:
+        """The part of the epsilon budget that one member brand's reports may spend.
+
+        A member's configured `epsilon_share`, else an equal part of what the configured
+        shares leave, split among the analyst members without one (administrators who
+        are no analyst member share that part too, as one more member).
+        """
+        if partner_id in self.epsilon_shares:
+            return self.epsilon_shares[partner_id]
+        unset = [
+            p for p, roles in self.members.items()
+            if Role.ANALYST in roles and p not in self.epsilon_shares
+        ]  # fmt: skip
+        if partner_id not in unset:
+            unset.append(partner_id)
+        left = self.policy.epsilon_budget - sum(self.epsilon_shares.values())
+        return max(left, 0.0) / len(unset)
 
 
 @dataclass(frozen=True)
@@ -444,7 +476,7 @@ _COLLABORATION_KEYS = {
     "witnesses",
     "witness_quorum",
 }
-_MEMBER_KEYS = {"partner", "roles"}
+_MEMBER_KEYS = {"partner", "roles", "epsilon_share"}
 _POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
     "minimum_threshold": int,
     "minimum_dataset_size": int,
@@ -454,6 +486,8 @@ _POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
     "whole_percent_rates": bool,
     "match_rate_cap": (int, float),
     "max_reports_per_partner_per_day": int,
+    "exact_releases_per_dataset_version": int,
+    "exact_releases_per_dataset_version_in_collaboration": int,
 }
 _POLICY_KEYS = set(_POLICY_TYPES)
 
@@ -680,7 +714,10 @@ def _identifier_types(table: _Table) -> tuple[str, ...]:
     return types
 
 
-def _members(table: _Table, partners: Mapping[str, Partner]) -> dict[str, frozenset[Role]]:
+def _members(
+    table: _Table, partners: Mapping[str, Partner], shares: dict[str, float]
+) -> dict[str, frozenset[Role]]:
+    """The members and their roles; their configured epsilon shares go into `shares`."""
     members: dict[str, frozenset[Role]] = {}
     valid = {role.value for role in Role}
     for key, item in table.tables("members"):
@@ -707,7 +744,27 @@ def _members(table: _Table, partners: Mapping[str, Partner]) -> dict[str, frozen
                 f" {', '.join(sorted(valid))}",
             )
         members[partner_id] = frozenset(Role(role) for role in roles if role in valid)
+        share = _epsilon_share(member)
+        if share is not None:
+            shares[partner_id] = share
     return members
+
+
+def _epsilon_share(member: _Table) -> float | None:
+    share: float | None = member.get("epsilon_share", (int, float), None)
+    if share is not None and not 0 < share <= MAX_EPSILON:
+        member.problem("epsilon_share", f"must be above 0 and at most {MAX_EPSILON}")
+        return None
+    return share
+
+
+def _check_shares(table: _Table, shares: Mapping[str, float], policy: PrivacyPolicy) -> None:
+    if sum(shares.values()) > policy.epsilon_budget * (1 + 1e-9):
+        table.problem(
+            "members",
+            f"the members' epsilon_share values add up to {sum(shares.values()):g}, more"
+            f" than the policy's epsilon_budget ({policy.epsilon_budget:g})",
+        )
 
 
 def _policy(table: _Table) -> PrivacyPolicy:
@@ -737,8 +794,10 @@ def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Coll
             "is the same as key_check_value; during a rotation it is the old secret's KCV",
         )
     types = _identifier_types(table)
-    members = _members(table, partners)
+    shares: dict[str, float] = {}
+    members = _members(table, partners, shares)
     policy = _policy(table)
+    _check_shares(table, shares, policy)
     retention = table.get("retention_days", int, None)
     if retention is not None and not 1 <= retention <= 36500:
         table.problem("retention_days", f"must be 1 to 36500, got {retention}")
@@ -754,4 +813,5 @@ def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Coll
         policy=policy,
         witnesses=witnesses,
         witness_quorum=quorum,
+        epsilon_shares=MappingProxyType(shares),
     )

@@ -7,6 +7,7 @@ letter: safe as path components and SQL values, with no `..` and no `/`.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cleanroom.errors import InvalidArgumentError, shown
@@ -130,6 +131,17 @@ def privacy_budget_collaboration(name: str, *, field: str = "name") -> Collabora
             value=name,
         )
     return CollaborationName.parse(parent, field=field)
+
+
+def dataset_id_owner(dataset_id: str, partner_ids: Iterable[str]) -> str | None:
+    """The partner whose datasets `dataset_id` names: the longest id it starts with, and a '-'.
+
+    Dataset ids are named under their owner (`acme-crm` is acme's), so that two brands'
+    ids never collide and an upload cannot probe for another brand's ids: who may take
+    an id follows from the id and the configured partners alone.
+    """
+    owners = [p for p in partner_ids if dataset_id.startswith(f"{p}-")]
+    return max(owners, key=len) if owners else None
 
 
 def partner_name(partner_id: str) -> str:

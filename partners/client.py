@@ -571,8 +571,13 @@ class CleanRoomClient:
         base: str,
         others: list[str],
         segment_column: str | None = None,
+        validate_only: bool = False,
     ) -> report_service_pb2.CreateOverlapReportResponse:
-        """Like `create_report`, with whether the report was a stored one (`reused`)."""
+        """Like `create_report`, with whether the report was a stored one (`reused`).
+
+        With `validate_only`, a dry run: the response's `estimate` says what the report
+        would cost and how accurate it would be, and nothing is computed or spent.
+        """
         request = report_service_pb2.CreateOverlapReportRequest(
             parent=self._parent_of(parent),
             overlap_report=overlap_report_pb2.OverlapReport(
@@ -580,6 +585,7 @@ class CleanRoomClient:
                 other_datasets=[self.dataset_name(other) for other in others],
                 segment_column=segment_column or "",
             ),
+            validate_only=validate_only,
         )
         with self._mapped():
             return self._reports.CreateOverlapReport(request, timeout=self.timeout)

@@ -97,13 +97,15 @@ def json_line(message: Message) -> str:
 
 
 def count_text(count: overlap_report_pb2.ReleasedCount, threshold: int) -> str:
-    """A released count for people: the number, or why it is withheld."""
+    """A released count for people: the number (with its 95% interval), or "suppressed".
+
+    A suppressed count says nothing more, not even whether it is below the threshold.
+    """
     if count.HasField("value"):
+        if count.HasField("interval_low"):
+            return f"{count.value:,} ({count.interval_low:,}-{count.interval_high:,})"
         return f"{count.value:,}"
-    reason = overlap_report_pb2.SuppressionReason.Name(count.suppression_reason)
-    if reason == "SUPPRESSION_REASON_BELOW_THRESHOLD":
-        return f"< {threshold} ({SUPPRESSED})"
-    return f"{SUPPRESSED} ({reason.removeprefix('SUPPRESSION_REASON_').lower()})"
+    return SUPPRESSED
 
 
 def report_rows(report: overlap_report_pb2.OverlapReport) -> list[dict[str, Any]]:
@@ -111,7 +113,7 @@ def report_rows(report: overlap_report_pb2.OverlapReport) -> list[dict[str, Any]
     rows: list[dict[str, Any]] = []
 
     def add(figure: str, count: overlap_report_pb2.ReleasedCount, **where: Any) -> None:
-        reason = overlap_report_pb2.SuppressionReason.Name(count.suppression_reason)
+        noisy = count.HasField("interval_low")
         rows.append(
             {
                 "figure": figure,
@@ -120,7 +122,10 @@ def report_rows(report: overlap_report_pb2.OverlapReport) -> list[dict[str, Any]
                 "segment": "",
                 **where,
                 "value": count.value if count.HasField("value") else "",
-                "suppression": "" if count.HasField("value") else reason,
+                "suppression": "" if count.HasField("value") else SUPPRESSED,
+                "noise_scale": f"{count.noise_scale:g}" if noisy else "",
+                "interval_low": count.interval_low if noisy else "",
+                "interval_high": count.interval_high if noisy else "",
             }
         )
 
@@ -268,6 +273,9 @@ def _cells_table(found: figures.ReportFigures, plain: bool) -> tuple[Table, list
             )
         if report.segment_column:
             table.add_section()
+    if report.withheld_segments:
+        withheld = ", ".join(inert(s, markup=False) or "(none)" for s in report.withheld_segments)
+        notes.append(f"not split out (fewer than {report.minimum_threshold} base rows): {withheld}")
     return table, notes
 
 

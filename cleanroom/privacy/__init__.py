@@ -2,6 +2,7 @@
 
 Holds the released report (`report`), the one place where exact counts become released
 figures (`release`), noise from OpenDP (`noise`), threshold and secondary suppression
-(`suppression`) and epsilon budgets (`budget`). Imports `cleanroom.matching`'s question
-types, the configuration and names; no storage, no gRPC.
+(`suppression`), epsilon budgets (`budget`) and the coarse sizes the query log shows
+(`coarse`). Imports `cleanroom.matching`'s question types, the configuration and names;
+no storage, no gRPC.
 """

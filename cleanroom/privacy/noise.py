@@ -8,8 +8,10 @@ a given L1 sensitivity.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from statistics import NormalDist
 from typing import Any
 
 import opendp.prelude as dp
@@ -70,3 +72,21 @@ def add_noise(counts: Sequence[int], parameters: NoiseParameters) -> list[int]:
     if measurement.map(d_in=parameters.sensitivity) > parameters.epsilon * (1 + 1e-9):
         raise ValueError("the noise scale spends more than its epsilon")  # a bug, never input
     return [int(v) for v in measurement([int(c) for c in counts])]
+
+
+def interval_half_width(scale: float, terms: int = 1, confidence: float = 0.95) -> int:
+    """Half the width of the interval holding a noisy count's exact value with `confidence`.
+
+    For one discrete Laplace draw of `scale`, P(|X| > t) = 2 q^(t+1) / (1 + q) with
+    q = e^(-1/scale): the smallest such t is exact. For a sum of `terms` independent
+    draws (a figure summed from noisy cells) it is the normal approximation with the
+    sum's variance, and never less than one draw's.
+    """
+    q = math.exp(-1 / scale)
+    miss = 1 - confidence
+    single = max(math.ceil(math.log(miss * (1 + q) / 2) / math.log(q)) - 1, 0)
+    if terms <= 1:
+        return single
+    variance = 2 * q / (1 - q) ** 2
+    z = NormalDist().inv_cdf(1 - miss / 2)
+    return max(single, math.ceil(z * math.sqrt(terms * variance)))

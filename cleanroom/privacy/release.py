@@ -9,7 +9,12 @@ cells, so the figures of a report agree with each other. Counts below `k` after 
 suppressed; that is post-processing and costs no privacy.
 
 Without noise, counts below `k` are suppressed, and so are enough others that no
-suppressed count can be worked out from the rest (`cleanroom.privacy.suppression`).
+suppressed count can be worked out from the rest (`cleanroom.privacy.suppression`). Rules
+that read nothing but the question and the base dataset (the analyst's own) come first:
+segment values held by fewer than `k` base rows are withheld (not split out), and of two
+datasets that share more than one identifier type only the first direction of their
+pairwise count is released (rows of X matching Y and of Y matching X differ then, and
+their difference can single out one row). A suppressed count carries one mark.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from datetime import datetime
 from cleanroom.config import PrivacyPolicy
 from cleanroom.matching.question import ExactOverlap
 from cleanroom.names import DatasetName, OverlapReportName
-from cleanroom.privacy.noise import add_noise, calibrate, sensitivity
+from cleanroom.privacy.noise import add_noise, calibrate, interval_half_width, sensitivity
 from cleanroom.privacy.report import (
     DatasetSize,
     MembershipCell,
@@ -29,7 +34,6 @@ from cleanroom.privacy.report import (
     OverlapReport,
     PairwiseOverlap,
     ReleasedCount,
-    SuppressionReason,
 )
 from cleanroom.privacy.suppression import CellCount, Count, MarginalCount, protect
 
@@ -50,8 +54,16 @@ class ReportIdentity:
 def threshold(count: int, minimum: int) -> ReleasedCount:
     """Releases `count` if it reaches `minimum`, else suppresses it (zero included)."""
     if count < minimum:
-        return ReleasedCount(None, SuppressionReason.BELOW_THRESHOLD)
+        return ReleasedCount.suppressed()
     return ReleasedCount(count)
+
+
+def _noisy_count(count: int, minimum: int, scale: float, terms: int) -> ReleasedCount:
+    """A noisy count (a sum of `terms` measured ones) released with its 95% interval."""
+    if count < minimum:
+        return ReleasedCount.suppressed()
+    half = interval_half_width(scale, terms)
+    return ReleasedCount(count, None, scale, (max(count - half, 0), count + half))
 
 
 def _rate(
@@ -77,7 +89,7 @@ def release(
     """Makes the report that may leave the server from the exact counts of a question."""
     if policy.noise:
         return _noisy(exact, policy, identity, identifier_types)
-    return _exact(exact, policy, identity)
+    return _exact(exact, policy, identity, identifier_types)
 
 
 def _derived(
@@ -112,42 +124,69 @@ def _noisy(
     pairwise = {pair: next(noisy) for pair in measured_pairs}
     sizes[question.base], base_pairs = _derived(exact, cells)
     pairwise.update(base_pairs)
-    k = policy.minimum_threshold
+    k, scale = policy.minimum_threshold, parameters.scale
+    # How many measured counts each figure sums: 1, except the base's derived figures.
+    terms = {p: 1 for p in measured_pairs}
+    for bit, other in enumerate(question.others):
+        terms[question.base, other] = sum(1 for _, mask in exact.cells if mask >> bit & 1)
     return _report(
         exact,
         policy,
         identity,
-        sizes={d: threshold(n, k) for d, n in sizes.items()},
-        cells={c: threshold(n, k) for c, n in cells.items()},
-        pairwise={p: threshold(pairwise[p], k) for p in exact.pairwise},
+        sizes={
+            d: _noisy_count(n, k, scale, len(exact.cells) if d == question.base else 1)
+            for d, n in sizes.items()
+        },
+        cells={c: _noisy_count(n, k, scale, 1) for c, n in cells.items()},
+        pairwise={p: _noisy_count(pairwise[p], k, scale, terms[p]) for p in exact.pairwise},
         noise=parameters,
     )
 
 
-def _exact(exact: ExactOverlap, policy: PrivacyPolicy, identity: ReportIdentity) -> OverlapReport:
+def _exact(
+    exact: ExactOverlap,
+    policy: PrivacyPolicy,
+    identity: ReportIdentity,
+    identifier_types: Mapping[DatasetName, Sequence[str]],
+) -> OverlapReport:
     question = exact.question
     k = policy.minimum_threshold
+    base = question.base
+    withheld_segments = _withheld_segments(exact, k)
+
+    def shared(x: DatasetName, y: DatasetName) -> int:
+        return len(set(identifier_types[x]) & set(identifier_types[y]))
+
     values: dict[Count, int] = {CellCount(s, m): n for (s, m), n in exact.cells.items()}
     bits = {other: bit for bit, other in enumerate(question.others)}
-    values.update({MarginalCount(b): exact.pairwise[question.base, o] for o, b in bits.items()})
-    # Rows of X matching Y and rows of Y matching X are equal when X and Y share one type,
-    # and close otherwise: both are withheld if either is.
-    withheld_pairs = {
-        (x, y) for (x, y), n in exact.pairwise.items() if min(n, exact.pairwise[y, x]) < k
-    }
-    forced = [MarginalCount(bits[y]) for x, y in withheld_pairs if x == question.base]
+    values.update({MarginalCount(b): exact.pairwise[base, o] for o, b in bits.items()})
+    forced: list[Count] = [c for c in values if isinstance(c, CellCount)
+                           and c.segment in withheld_segments]  # fmt: skip
+    order = {name: i for i, name in enumerate(question.datasets)}
+    # The later direction of a pair sharing several types is never released; the first
+    # direction is withheld if it is below k or leaves fewer than k rows of another
+    # brand's dataset unmatched. With one shared type both directions are equal.
+    withheld_pairs: set[Pair] = set()
+    for (x, y), n in exact.pairwise.items():
+        if order[x] > order[y] and shared(x, y) > 1:
+            withheld_pairs.add((x, y))
+            continue
+        left = exact.sizes[x] - n  # rows of x matching nothing of y
+        if n < k or (x != base and 0 < left < k):
+            withheld_pairs.add((x, y))
+
+    def tied(pairs: set[Pair]) -> set[Pair]:
+        """With one shared type, both directions are equal: withheld together."""
+        return pairs | {(y, x) for x, y in pairs if shared(x, y) == 1}
+
+    withheld_pairs = tied(withheld_pairs)
+    forced += [MarginalCount(bits[y]) for x, y in withheld_pairs if x == base]
     suppression = protect(values, k, forced=forced)
-    withheld_pairs |= {
-        (question.base, o) for o, b in bits.items() if MarginalCount(b) in suppression
-    }
-    withheld_pairs |= {(y, x) for x, y in withheld_pairs}
+    withheld_pairs |= {(base, o) for o, b in bits.items() if MarginalCount(b) in suppression}
+    withheld_pairs = tied(withheld_pairs)
 
     def released(value: int, withheld: bool) -> ReleasedCount:
-        if value < k:
-            return ReleasedCount(None, SuppressionReason.BELOW_THRESHOLD)
-        if withheld:
-            return ReleasedCount(None, SuppressionReason.COMPLEMENTARY)
-        return ReleasedCount(value)
+        return ReleasedCount.suppressed() if value < k or withheld else ReleasedCount(value)
 
     return _report(
         exact,
@@ -155,11 +194,28 @@ def _exact(exact: ExactOverlap, policy: PrivacyPolicy, identity: ReportIdentity)
         identity,
         sizes={d: threshold(n, k) for d, n in exact.sizes.items()},
         cells={
-            (s, m): released(n, CellCount(s, m) in suppression) for (s, m), n in exact.cells.items()
+            (s, m): released(n, CellCount(s, m) in suppression)
+            for (s, m), n in exact.cells.items()
+            if s not in withheld_segments
         },
         pairwise={p: released(n, p in withheld_pairs) for p, n in exact.pairwise.items()},
         noise=None,
+        withheld_segments=tuple(sorted(s or "" for s in withheld_segments)),
     )
+
+
+def _withheld_segments(exact: ExactOverlap, minimum: int) -> set[str | None]:
+    """The base's segment values held by fewer than `minimum` rows (None: no value).
+
+    Read from the base's own rows alone (a segment's size is the sum of its cells,
+    whatever they match), so the analyst can tell in advance which ones they are.
+    """
+    if exact.question.segment_column is None:
+        return set()
+    sizes: dict[str | None, int] = {}
+    for (segment, _), n in exact.cells.items():
+        sizes[segment] = sizes.get(segment, 0) + n
+    return {s for s, n in sizes.items() if n < minimum}
 
 
 def _report(
@@ -171,6 +227,7 @@ def _report(
     cells: Mapping[tuple[str | None, int], ReleasedCount],
     pairwise: Mapping[Pair, ReleasedCount],
     noise: NoiseParameters | None,
+    withheld_segments: tuple[str, ...] = (),
 ) -> OverlapReport:
     question = exact.question
     overlaps = []
@@ -196,4 +253,5 @@ def _report(
         noise=noise,
         fingerprint=identity.fingerprint,
         inputs=identity.inputs,
+        withheld_segments=withheld_segments,
     )

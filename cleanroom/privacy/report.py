@@ -17,28 +17,54 @@ from cleanroom.names import DatasetName, OverlapReportName
 
 
 class SuppressionReason(enum.StrEnum):
-    """Why a count is withheld."""
+    """That a count is withheld: one mark, whatever the cause (SPEC section 5).
 
-    BELOW_THRESHOLD = "BELOW_THRESHOLD"
-    COMPLEMENTARY = "COMPLEMENTARY"
+    A reason that told "below the threshold" from "withheld to protect another count"
+    would give the analyst a range for the count, so there is only one.
+    """
+
+    SUPPRESSED = "SUPPRESSED"
 
 
 @dataclass(frozen=True)
 class ReleasedCount:
-    """A count as released: its value, or why it is suppressed."""
+    """A count as released: its value (with its noise and 95% interval), or suppressed.
+
+    `noise_scale` is the discrete Laplace scale of a noisy count (0 when exact), and
+    `interval` the 95% interval around the value, set only for noisy released counts.
+    """
 
     value: int | None
     suppression: SuppressionReason | None = None
+    noise_scale: float = 0.0
+    interval: tuple[int, int] | None = None
+
+    @classmethod
+    def suppressed(cls) -> ReleasedCount:
+        """A suppressed count."""
+        return cls(None, SuppressionReason.SUPPRESSED)
 
     def to_json(self) -> dict[str, Any]:
         """The stored form."""
-        return {"value": self.value, "suppression": self.suppression}
+        return {
+            "value": self.value,
+            "suppression": self.suppression,
+            "noise_scale": self.noise_scale,
+            "interval": list(self.interval) if self.interval else None,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReleasedCount:
-        """Reads the stored form."""
-        reason = data["suppression"]
-        return cls(data["value"], SuppressionReason(reason) if reason else None)
+        """Reads the stored form (reports stored before one mark read as suppressed)."""
+        if data["value"] is None:
+            return cls.suppressed()
+        interval = data.get("interval")
+        return cls(
+            data["value"],
+            None,
+            data.get("noise_scale", 0.0),
+            (int(interval[0]), int(interval[1])) if interval else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -98,6 +124,7 @@ class OverlapReport:
     noise: NoiseParameters | None = None
     fingerprint: str = ""
     inputs: tuple[tuple[DatasetName, datetime], ...] = ()
+    withheld_segments: tuple[str, ...] = ()
 
     def released_counts(self) -> list[ReleasedCount]:
         """Every count of the report."""
@@ -146,6 +173,7 @@ class OverlapReport:
             "noise": vars(self.noise) if self.noise else None,
             "fingerprint": self.fingerprint,
             "inputs": [[str(n), created.isoformat()] for n, created in self.inputs],
+            "withheld_segments": list(self.withheld_segments),
         }
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
@@ -190,4 +218,5 @@ class OverlapReport:
             inputs=tuple(
                 (DatasetName.parse(n), datetime.fromisoformat(c)) for n, c in data["inputs"]
             ),
+            withheld_segments=tuple(data.get("withheld_segments", ())),
         )

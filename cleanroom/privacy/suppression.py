@@ -1,15 +1,25 @@
 """Secondary suppression for exact (noise-free) reports: no suppressed count can be derived.
 
-An analyst knows more than the report: the size of each segment of their own base
-dataset. With it and the released figures they can write linear equations over the
-membership cells: per segment, the cells sum to the segment's size; per other dataset i,
-the cells whose pattern has bit i sum to the pairwise count (base, other i). They also know
-each suppressed count's range from its reason: below the threshold `k`, or (when it was
-withheld to protect another) at least `k`.
+An analyst knows more than the report: their base dataset entirely, so the size of each
+of its segments. With that and the released figures they can write linear equations over
+the membership cells: per segment, the cells sum to the segment's size; per other dataset
+i, the cells whose pattern has bit i sum to the pairwise count (base, other i). A
+suppressed count carries one mark, whatever the cause, so it tells no range beyond
+0 to the base's size.
 
-`protect` adds complementary suppressions until, for every suppressed count, an integer
-program over exactly that knowledge finds more than one feasible value. It audits with
-SciPy's MILP solver (HiGHS), so "cannot be derived" is checked, not assumed.
+`protect` adds complementary suppressions until two rules hold, each checked, not assumed:
+
+- no suppressed count has a single feasible value under that knowledge (an integer
+  program, SciPy's MILP solver, HiGHS);
+- no suppressed set of *matched* rows has a total the analyst can work out that is below
+  the threshold: where a segment's unmatched cell (or a pairwise count) is released, the
+  suppressed matched cells it would total must hold at least k rows. Unmatched rows are
+  left out of this rule on purpose: an attacker can pad them with rows that match nothing,
+  so a threshold on them would itself answer.
+
+It never refuses: if no pattern is found within its rounds, every cell and pairwise count
+of the base is withheld, which leaves each cell a range (a refusal that depended on
+another brand's rows would itself be an answer).
 """
 
 from __future__ import annotations
@@ -19,8 +29,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
-
-from cleanroom.errors import FailedPreconditionError
 
 
 @dataclass(frozen=True)
@@ -68,12 +76,9 @@ def protect(
     Args:
         values: The exact value of every cell and every marginal count of the report.
         threshold: k.
-        forced: Counts to withhold whatever their value (because a count equal or close
-            to them elsewhere in the report is withheld).
-        max_rounds: How many complementary suppressions to try before giving up.
-
-    Raises:
-        FailedPreconditionError: CANNOT_PROTECT_REPORT, no safe pattern was found.
+        forced: Counts to withhold whatever their value (a shape rule, or a count equal
+            or close to them elsewhere in the report is withheld).
+        max_rounds: How many complementary suppressions to try before withholding all.
     """
     suppression = Suppression({c for c, value in values.items() if value < threshold})
     suppression.complementary.update(c for c in forced if c not in suppression.primary)
@@ -81,6 +86,10 @@ def protect(
         return suppression
     knowledge = AnalystKnowledge(values, threshold)
     for _ in range(max_rounds):
+        exposed = knowledge.small_total(suppression)
+        if exposed is not None:
+            suppression.complementary.add(exposed)
+            continue
         pinned = next((c for c in suppression.all() if knowledge.pinned(c, suppression)), None)
         if pinned is None:
             return suppression
@@ -88,12 +97,8 @@ def protect(
         if complement is None:
             break
         suppression.complementary.add(complement)
-    raise FailedPreconditionError(
-        "CANNOT_PROTECT_REPORT",
-        "Some counts of this report are below the threshold and could be worked out from"
-        " the others whatever else is withheld. Ask with fewer segments or other datasets,"
-        " or ask the operator to turn on noise for this collaboration.",
-    )
+    suppression.complementary.update(c for c in values if c not in suppression.primary)
+    return suppression
 
 
 def _complement(
@@ -142,12 +147,40 @@ class AnalystKnowledge:
             equation: dict[Count, int] = {c: 1 for c in cells if c.mask >> marginal.bit & 1}
             equation[marginal] = -1
             self.equations.append(equation)
+        # The released counts that total matched cells (see `small_total`): each
+        # segment's unmatched cell, and each marginal count, with the cells they total.
+        self.totals: list[tuple[Count, list[CellCount]]] = []
+        by_segment: dict[str | None, list[CellCount]] = {}
+        for cell in cells:
+            if cell.mask:
+                by_segment.setdefault(cell.segment, []).append(cell)
+        for segment in sorted(segments, key=repr):
+            if CellCount(segment, 0) in values:
+                self.totals.append((CellCount(segment, 0), by_segment.get(segment, [])))
+        for marginal in sorted(
+            (c for c in values if isinstance(c, MarginalCount)), key=lambda m: m.bit
+        ):
+            self.totals.append((marginal, [c for c in cells if c.mask >> marginal.bit & 1]))
 
     def bounds(self, count: Count, suppression: Suppression) -> tuple[int, int]:
-        """The range a suppressed count's reason reveals."""
-        if count in suppression.primary:
-            return 0, self.threshold - 1
-        return self.threshold, self.total
+        """The range a suppressed count's mark reveals: none beyond 0 to the base's size."""
+        return 0, self.total
+
+    def small_total(self, suppression: Suppression) -> Count | None:
+        """A released count that would let the analyst total fewer than k hidden matched rows.
+
+        Per segment: the unmatched cell, when released, gives the total of the
+        suppressed matched cells (the segment's size minus what is released). Per other
+        dataset: the pairwise count, when released, gives the total of its suppressed
+        cells. Either total must be 0 (nothing suppressed) or at least k.
+        """
+        for released, matched in self.totals:
+            if released in suppression:
+                continue
+            hidden = [self.values[c] for c in matched if c in suppression]
+            if hidden and sum(hidden) < self.threshold:
+                return released
+        return None
 
     def pinned(self, target: Count, suppression: Suppression) -> bool:
         """Whether the knowledge leaves `target` exactly one feasible integer value."""

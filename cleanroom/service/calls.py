@@ -62,6 +62,10 @@ class AuditedCall:
         self.request_id = uuid.uuid4().hex[:16]
         self.event.request_summary["request_id"] = self.request_id
         self.started = time.monotonic()
+        # An upload's exact size, for the operator's metrics only: the query log, which
+        # auditors read, holds it coarsened (README "Privacy model").
+        self.upload_bytes = 0
+        self.upload_rows = 0
         # Refuses the call before any work when the collaboration's log is unsound.
         self.guard: Callable[[CollaborationName], None] = lambda _: None
 
@@ -308,7 +312,6 @@ class CallInterceptor(_ServerInterceptor):
         """Counts the finished call and writes its line of the access log."""
         event, outcome = call.event, call.event.outcome
         seconds = time.monotonic() - call.started
-        summary = event.request_summary
         collaboration = call.collaboration.collaboration if call.collaboration else ""
         if self.metrics is not None:
             self.metrics.observe(
@@ -319,8 +322,8 @@ class CallInterceptor(_ServerInterceptor):
                     seconds=seconds,
                     partner=call.caller.partner.id if call.caller.partner else "unknown",
                     collaboration=collaboration if event.log != SERVER_LOG else "",
-                    upload_bytes=int(summary.get("bytes", 0) or 0),
-                    upload_rows=int(summary.get("rows", 0) or 0),
+                    upload_bytes=call.upload_bytes,
+                    upload_rows=call.upload_rows,
                 )
             )
         if outcome.status_code == grpc.StatusCode.INTERNAL.name:

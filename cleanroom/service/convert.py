@@ -17,6 +17,7 @@ from cleanroom.privacy.budget import PrivacyBudget
 from cleanroom.privacy.report import OverlapReport, ReleasedCount
 from cleanroom.proofs import merkle
 from cleanroom.storage.catalog import DatasetRecord
+from cleanroom.usecases.reports import Estimate, MemberBudget
 from cleanroom.usecases.upload import UploadHeader
 from cleanroom.v1 import (
     audit_event_pb2,
@@ -117,11 +118,13 @@ def overlap_question(
 
 def _count(count: ReleasedCount) -> overlap_report_pb2.ReleasedCount:
     if count.value is None:
-        reason = f"SUPPRESSION_REASON_{count.suppression}"
         return overlap_report_pb2.ReleasedCount(
-            suppression_reason=overlap_report_pb2.SuppressionReason.Value(reason)
+            suppression_reason=overlap_report_pb2.SUPPRESSION_REASON_SUPPRESSED
         )
-    return overlap_report_pb2.ReleasedCount(value=count.value)
+    message = overlap_report_pb2.ReleasedCount(value=count.value, noise_scale=count.noise_scale)
+    if count.interval is not None:
+        message.interval_low, message.interval_high = count.interval
+    return message
 
 
 def overlap_report(
@@ -162,6 +165,7 @@ def overlap_report(
         released_count=report.released_count,
         suppressed_count=report.suppressed_count,
         deleted_inputs=[str(d) for d in deleted_inputs],
+        withheld_segments=report.withheld_segments,
         noise=overlap_report_pb2.ReportNoise(
             mechanism=report.noise.mechanism,
             epsilon=report.noise.epsilon,
@@ -174,10 +178,24 @@ def overlap_report(
 
 
 def privacy_budget(
-    collaboration: CollaborationName, budget: PrivacyBudget, policy: PrivacyPolicy
+    collaboration: CollaborationName,
+    budget: PrivacyBudget,
+    policy: PrivacyPolicy,
+    member: MemberBudget | None = None,
 ) -> report_service_pb2.PrivacyBudget:
-    """The API form of a collaboration's privacy budget."""
+    """The API form of a collaboration's privacy budget, with the caller's part of it."""
+    mine = (
+        {
+            "member": member.member,
+            "member_share_epsilon": member.share,
+            "member_spent_epsilon": member.spent,
+            "member_remaining_epsilon": member.remaining,
+        }
+        if member
+        else {}
+    )
     return report_service_pb2.PrivacyBudget(
+        **mine,  # type: ignore[arg-type]
         name=f"{collaboration}/privacyBudget",
         noise=policy.noise,
         total_epsilon=budget.total,
@@ -185,6 +203,20 @@ def privacy_budget(
         remaining_epsilon=budget.remaining,
         epsilon_per_report=policy.epsilon_per_report,
         released_reports=budget.reports,
+    )
+
+
+def report_estimate(estimate: Estimate) -> report_service_pb2.ReportEstimate:
+    """The API form of a dry run's answer."""
+    return report_service_pb2.ReportEstimate(
+        reused=estimate.reused,
+        noise=estimate.noise,
+        epsilon_cost=estimate.epsilon_cost,
+        noise_scale=estimate.noise_scale,
+        interval_half_width=estimate.interval_half_width,
+        member_remaining_epsilon=estimate.member_remaining_epsilon,
+        allowed=estimate.allowed,
+        refusal_reason=estimate.refusal_reason,
     )
 
 

@@ -12,6 +12,7 @@ import grpc
 from cleanroom.errors import InvalidArgumentError
 from cleanroom.names import CollaborationName, DatasetName
 from cleanroom.paging import decode_token, next_page, page_size
+from cleanroom.privacy.coarse import size_range
 from cleanroom.service import convert
 from cleanroom.service.calls import AuditedCall, current_call
 from cleanroom.service.idle import UploadPace, paced
@@ -76,7 +77,7 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
             dataset_id=header.dataset_id,
             identifier_types=list(header.identifier_types),
             segment_columns=list(header.segment_columns),
-            declared_row_count=header.row_count,
+            declared_rows=size_range(header.row_count),
             key_check_value=header.key_check_value,
         )
         terminated = threading.Event()
@@ -97,7 +98,13 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
                 if record is None:
                     return pb.UploadDatasetResponse()
             finally:
-                call.summarize(chunks=upload.chunks, bytes=upload.bytes, rows=upload.rows)
+                call.upload_bytes, call.upload_rows = upload.bytes, upload.rows
+                # Sizes in the log are coarse: auditors read it (README "Privacy model").
+                call.summarize(
+                    chunks=upload.chunks,
+                    bytes=size_range(upload.bytes),
+                    rows=size_range(upload.rows),
+                )
         return pb.UploadDatasetResponse(dataset=convert.dataset(record))
 
     def GetDataset(  # noqa: N802 - gRPC's method name
@@ -135,7 +142,7 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
         name = DatasetName.parse(request.name)
         call.names(name, collaboration=name.parent)
         record = self.datasets.delete(call.caller, name)
-        call.summarize(deleted_row_count=record.row_count)
+        call.summarize(deleted_rows=size_range(record.row_count))
         return pb.DeleteDatasetResponse()
 
     def ListSharedDatasets(  # noqa: N802 - gRPC's method name

@@ -42,6 +42,12 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         )
         question = convert.overlap_question(parent, asked)
         call.names(*question.datasets)
+        if request.validate_only:
+            call.summarize(validate_only=True)
+            estimate = self.reports.estimate(call.caller, parent, question)
+            return pb.CreateOverlapReportResponse(
+                estimate=convert.report_estimate(estimate), reused=estimate.reused
+            )
         with cancellable() as cancellation:
             # Called when the call ends, also when the client cancels it or its deadline
             # passes: an engine that can stop (a Spark job) stops then.
@@ -96,7 +102,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         call = current_call()
         collaboration = privacy_budget_collaboration(request.name)
         call.names(request.name, collaboration=collaboration)
-        budget, policy = self.reports.budget(call.caller, collaboration)
+        budget, policy, member = self.reports.budget(call.caller, collaboration)
         return pb.GetPrivacyBudgetResponse(
-            privacy_budget=convert.privacy_budget(collaboration, budget, policy)
+            privacy_budget=convert.privacy_budget(collaboration, budget, policy, member)
         )

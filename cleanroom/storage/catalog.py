@@ -24,6 +24,28 @@ class IdentifierStats:
 
 
 @dataclass(frozen=True)
+class ReleaseCharge:
+    """What storing one report charges: epsilon (collaboration and member) and quotas.
+
+    Attributes:
+        spend_micro: The epsilon the report spends, in millionths.
+        total_micro: The collaboration's budget.
+        member_share_micro: The creator's share of it.
+        exact_versions: Without noise, the (dataset id, checksum) of each other brand's
+            dataset version the report covers.
+        per_member: How many exact reports one creator may have over a version.
+        per_collaboration: How many all creators may have together (0: no limit).
+    """
+
+    spend_micro: int
+    total_micro: int
+    member_share_micro: int
+    exact_versions: tuple[tuple[str, str], ...] = ()
+    per_member: int = 1
+    per_collaboration: int = 0
+
+
+@dataclass(frozen=True)
 class DatasetRecord:
     """A committed dataset as the catalog knows it."""
 
@@ -113,17 +135,25 @@ class Catalog:
         with self.database.reading() as db:
             return {row[0] for row in db.execute("SELECT file_name FROM datasets")}
 
-    def add_report(self, report: OverlapReport, *, spend_micro: int, total_micro: int) -> None:
-        """Stores a released report and spends its epsilon, in one transaction.
+    def add_report(self, report: OverlapReport, charge: ReleaseCharge) -> None:
+        """Stores a released report, spends its epsilon and counts its exact releases.
+
+        All in one transaction.
 
         Raises:
-            ResourceExhaustedError: PRIVACY_BUDGET_EXHAUSTED, the spend does not fit.
+            ResourceExhaustedError: PRIVACY_BUDGET_EXHAUSTED, the spend does not fit the
+                collaboration's budget or the creator's share; EXACT_RELEASE_QUOTA_USED,
+                a dataset version has had its exact reports.
         """
         collaboration = report.name.collaboration
         with self.database.transaction() as db:
-            budget = _budget(db, collaboration, total_micro)
-            if not budget.allows(spend_micro):
-                raise budget_exhausted(collaboration, budget, spend_micro)
+            budget = _budget(db, collaboration, charge.total_micro)
+            member = _member_budget(
+                db, collaboration, report.creator, charge.member_share_micro, budget
+            )
+            if not budget.allows(charge.spend_micro) or not member.allows(charge.spend_micro):
+                raise budget_exhausted(collaboration, member, charge.spend_micro)
+            _check_quotas(db, collaboration, report.creator, charge)
             db.execute(
                 "INSERT INTO overlap_reports"
                 " (collaboration, report, creator, create_time, body, fingerprint)"
@@ -140,8 +170,39 @@ class Catalog:
             db.execute(
                 "INSERT INTO privacy_budgets VALUES (?, ?, 1) ON CONFLICT (collaboration)"
                 " DO UPDATE SET spent_micro = spent_micro + ?, reports = reports + 1",
-                (collaboration, spend_micro, spend_micro),
+                (collaboration, charge.spend_micro, charge.spend_micro),
             )
+            db.execute(
+                "INSERT INTO member_budgets VALUES (?, ?, ?) ON CONFLICT (collaboration, member)"
+                " DO UPDATE SET spent_micro = spent_micro + ?",
+                (collaboration, report.creator, charge.spend_micro, charge.spend_micro),
+            )
+            db.executemany(
+                "INSERT INTO exact_releases VALUES (?, ?, ?, ?, ?)",
+                [
+                    (collaboration, dataset, checksum, report.creator, report.name.overlap_report)
+                    for dataset, checksum in charge.exact_versions
+                ],
+            )
+
+    def member_budget(
+        self, collaboration: str, member: str, total_micro: int, share_micro: int
+    ) -> PrivacyBudget:
+        """What one member brand may still spend: its share, capped by the total left."""
+        with self.database.reading() as db:
+            budget = _budget(db, collaboration, total_micro)
+            return _member_budget(db, collaboration, member, share_micro, budget)
+
+    def exact_quota_left(
+        self, collaboration: str, creator: str, charge: ReleaseCharge
+    ) -> ResourceExhaustedError | None:
+        """The refusal that storing a report with `charge` would meet, if any."""
+        with self.database.reading() as db:
+            try:
+                _check_quotas(db, collaboration, creator, charge)
+            except ResourceExhaustedError as refused:
+                return refused
+        return None
 
     def budget(self, collaboration: str, total_micro: int) -> PrivacyBudget:
         """The collaboration's budget: the configured total and what the ledger spent."""
@@ -204,14 +265,54 @@ def _budget(db: sqlite3.Connection, collaboration: str, total_micro: int) -> Pri
     return PrivacyBudget(total_micro, int(spent), int(reports))
 
 
+def _member_budget(
+    db: sqlite3.Connection, collaboration: str, member: str, share_micro: int, total: PrivacyBudget
+) -> PrivacyBudget:
+    """A member's budget: its share, never more than it spent plus what the total has left."""
+    row = db.execute(
+        "SELECT spent_micro FROM member_budgets WHERE collaboration = ? AND member = ?",
+        (collaboration, member),
+    ).fetchone()
+    spent = int(row[0]) if row else 0
+    ceiling = min(max(share_micro, 1), spent + max(total.total_micro - total.spent_micro, 0))
+    return PrivacyBudget(max(ceiling, 1), spent, 0)
+
+
+def _check_quotas(
+    db: sqlite3.Connection, collaboration: str, creator: str, charge: ReleaseCharge
+) -> None:
+    for dataset, checksum in charge.exact_versions:
+        mine, everyone = db.execute(
+            "SELECT COALESCE(SUM(creator = ?), 0), COUNT(*) FROM exact_releases"
+            " WHERE collaboration = ? AND dataset = ? AND checksum = ?",
+            (creator, collaboration, dataset, checksum),
+        ).fetchone()
+        whole = charge.per_collaboration
+        if mine >= charge.per_member or (whole and everyone >= whole):
+            name = f"collaborations/{collaboration}/datasets/{dataset}"
+            limit = charge.per_member if mine >= charge.per_member else whole
+            scope = "your brand" if mine >= charge.per_member else "this collaboration"
+            raise ResourceExhaustedError(
+                "EXACT_RELEASE_QUOTA_USED",
+                f"{name} has had its {limit} exact report(s) for {scope} in this version."
+                " Without noise, a second report over the same data could be differenced"
+                " with the first; reports released before stay readable, and a new"
+                " version of that dataset (a new upload by its owner) can be reported on.",
+                dataset=name,
+                limit=limit,
+                scope="member" if mine >= charge.per_member else "collaboration",
+            )
+
+
 def budget_exhausted(
     collaboration: str, budget: PrivacyBudget, spend_micro: int
 ) -> ResourceExhaustedError:
     """The refusal of a report that would overspend, saying what is left."""
     return ResourceExhaustedError(
         "PRIVACY_BUDGET_EXHAUSTED",
-        f"This report would spend epsilon {spend_micro / MICRO:g}, but collaboration"
-        f" {collaboration!r} has {budget.remaining:g} of its {budget.total:g} left. Reports"
+        f"This report would spend epsilon {spend_micro / MICRO:g}, but your brand has"
+        f" {budget.remaining:g} of its {budget.total:g} left in collaboration"
+        f" {collaboration!r}. Reports"
         " released earlier stay readable, and asking one of their questions again spends"
         " nothing.",
         collaboration=f"collaborations/{collaboration}",

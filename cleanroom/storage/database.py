@@ -52,6 +52,24 @@ CREATE TABLE IF NOT EXISTS privacy_budgets (
     reports INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+CREATE TABLE IF NOT EXISTS member_budgets (
+    collaboration TEXT NOT NULL,
+    member TEXT NOT NULL,
+    spent_micro INTEGER NOT NULL,
+    PRIMARY KEY (collaboration, member)
+) WITHOUT ROWID;
+
+-- One row per exact report over a version of another brand's dataset. Never deleted,
+-- not with the dataset either: the quota holds across deletions and re-uploads.
+CREATE TABLE IF NOT EXISTS exact_releases (
+    collaboration TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    report TEXT NOT NULL,
+    PRIMARY KEY (collaboration, dataset, checksum, creator, report)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS audit_events (
     log TEXT NOT NULL,
     log_index INTEGER NOT NULL,

@@ -7,8 +7,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from cleanroom.config import Collaboration, Role
-from cleanroom.errors import AlreadyExistsError, NotFoundError
-from cleanroom.names import CollaborationName, DatasetName
+from cleanroom.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, shown
+from cleanroom.names import CollaborationName, DatasetName, dataset_id_owner
 from cleanroom.storage.catalog import Catalog, DatasetRecord
 from cleanroom.storage.dataset_files import DatasetFiles
 from cleanroom.usecases.access import AccessPolicy, Caller
@@ -36,6 +36,7 @@ class Datasets:
             caller, header.parent, [Role.UPLOADER], "upload datasets"
         )
         header.check(collaboration)
+        self._check_owned(caller, header.dataset_id)
         self._check_free(header.dataset_name)
         upload = DatasetUpload(header, self.files.scratch_file(".arrows"))
         try:
@@ -86,6 +87,23 @@ class Datasets:
             self.files.delete(file_name)
             raise
         return record
+
+    def _check_owned(self, caller: Caller, dataset_id: str) -> None:
+        """Refuses an id named under another partner (or none), before any lookup.
+
+        The refusal reads the same whether or not a dataset of that id exists.
+        """
+        partner = caller.known_partner()
+        if dataset_id_owner(dataset_id, self.access.config.partners) != partner.id:
+            raise InvalidArgumentError(
+                "DATASET_ID_NOT_OWNED",
+                f"The dataset id {shown(dataset_id)} is not named under partner"
+                f" {partner.id!r}: the ids of its datasets start with {partner.id + '-'!r},"
+                f" for example {partner.id + '-customers'!r}.",
+                field="header.dataset_id",
+                partner=partner.id,
+                prefix=f"{partner.id}-",
+            )
 
     def _check_free(self, name: DatasetName) -> None:
         """Fails early, before any data is sent, if the name is taken."""

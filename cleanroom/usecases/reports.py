@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from cleanroom.config import Collaboration, PrivacyPolicy, Role
 from cleanroom.errors import (
+    CleanRoomError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -20,15 +21,55 @@ from cleanroom.errors import (
 from cleanroom.matching.engine import DatasetTable, Matcher
 from cleanroom.matching.question import MAX_OTHER_DATASETS, OverlapQuestion
 from cleanroom.names import CollaborationName, DatasetName, OverlapReportName, partner_name
-from cleanroom.paging import MAX_PAGE_SIZE
 from cleanroom.privacy.budget import MICRO, PrivacyBudget, to_micro
+from cleanroom.privacy.noise import calibrate, interval_half_width, sensitivity
 from cleanroom.privacy.release import ReportIdentity, release
 from cleanroom.privacy.report import OverlapReport
-from cleanroom.storage.catalog import Catalog, DatasetRecord, budget_exhausted
+from cleanroom.storage.catalog import Catalog, DatasetRecord, ReleaseCharge, budget_exhausted
 from cleanroom.storage.dataset_files import DatasetFiles
 from cleanroom.usecases.access import AccessPolicy, Caller
 
 READERS = (Role.ANALYST, Role.ADMIN)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A dry run's answer: what a report would cost and how accurate it would be."""
+
+    reused: bool
+    noise: bool
+    epsilon_cost: float
+    noise_scale: float
+    member_remaining_epsilon: float
+    allowed: bool
+    refusal_reason: str
+
+    @property
+    def interval_half_width(self) -> int:
+        """Half the width of one measured count's 95% interval (0 when exact)."""
+        return interval_half_width(self.noise_scale) if self.noise_scale else 0
+
+
+@dataclass(frozen=True)
+class MemberBudget:
+    """One member brand's part of the collaboration's epsilon."""
+
+    member: str
+    share: float
+    spent: float
+    remaining: float
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """A question that passed the checks before matching."""
+
+    collaboration: Collaboration
+    creator: str
+    records: dict[DatasetName, DatasetRecord]
+    fingerprint: str
+    stored: OverlapReport | None
+    charge: ReleaseCharge
 
 
 @dataclass(frozen=True)
@@ -73,6 +114,62 @@ class Reports:
         self, caller: Caller, parent: CollaborationName, question: OverlapQuestion
     ) -> Release:
         """Answers `question`: the stored report if it was asked before, else a new one."""
+        asked = self._ask(caller, parent, question)
+        if asked.stored is not None:
+            return Release(asked.stored, reused=True, epsilon_spent=0.0)
+        self._check_daily_limit(asked.collaboration, asked.creator)
+        refusal = self._refusal(asked)
+        if refusal is not None:
+            raise refusal
+        tables = {name: self._table(name, record) for name, record in asked.records.items()}
+        identity = ReportIdentity(
+            name=OverlapReportName(parent.collaboration, f"r-{secrets.token_hex(8)}"),
+            creator=asked.creator,
+            create_time=datetime.now(UTC),
+            fingerprint=asked.fingerprint,
+            inputs=tuple((name, record.create_time) for name, record in asked.records.items()),
+        )
+        types = {name: record.identifier_types for name, record in asked.records.items()}
+        policy = asked.collaboration.policy
+        report = release(self.matcher.overlap(question, tables), policy, identity, types)
+        self.catalog.add_report(report, asked.charge)
+        return Release(report, reused=False, epsilon_spent=asked.charge.spend_micro / MICRO)
+
+    def estimate(
+        self, caller: Caller, parent: CollaborationName, question: OverlapQuestion
+    ) -> Estimate:
+        """What `create` would cost and how accurate it would be, without computing it.
+
+        Every check `create` makes before matching runs here too, so a question that
+        would be refused for its shape or its inputs is refused the same way.
+        """
+        asked = self._ask(caller, parent, question)
+        policy = asked.collaboration.policy
+        member = self._member_budget(asked.collaboration, asked.creator)
+        scale = 0.0
+        if policy.noise:
+            types = {name: record.identifier_types for name, record in asked.records.items()}
+            scale = calibrate(sensitivity(question, types), policy.epsilon_per_report).scale
+        if asked.stored is not None:
+            return Estimate(True, policy.noise, 0.0, scale, member.remaining, True, "")
+        refusal: CleanRoomError | None
+        try:
+            self._check_daily_limit(asked.collaboration, asked.creator)
+            refusal = self._refusal(asked)
+        except ResourceExhaustedError as limited:
+            refusal = limited
+        return Estimate(
+            reused=False,
+            noise=policy.noise,
+            epsilon_cost=asked.charge.spend_micro / MICRO,
+            noise_scale=scale,
+            member_remaining_epsilon=member.remaining,
+            allowed=refusal is None,
+            refusal_reason=refusal.reason if refusal else "",
+        )
+
+    def _ask(self, caller: Caller, parent: CollaborationName, question: OverlapQuestion) -> _Asked:
+        """The checks of a question that come before any matching, and what it would charge."""
         collaboration = self.access.require(
             caller, parent, [Role.ANALYST], "create overlap reports"
         )
@@ -81,35 +178,50 @@ class Reports:
         self.access.require_owner(
             caller, collaboration, question.base, base.owner if base else None
         )
+        partner = caller.known_partner()
         records = {question.base: base, **{o: self.catalog.dataset(o) for o in question.others}}
-        checked = _check_inputs(collaboration, question, records)
+        checked = _check_inputs(collaboration, question, records, partner.id)
         _check_key_check_values(collaboration, checked)
         policy = collaboration.policy
-        creator = partner_name(caller.known_partner().id)
+        if not policy.noise:
+            _check_exact_shape(question, checked, partner.id)
+        creator = partner_name(partner.id)
         fingerprint = _fingerprint(question, checked, policy)
         stored = self.catalog.report_for(parent.collaboration, creator, fingerprint)
-        if stored is not None:
-            return Release(stored, reused=True, epsilon_spent=0.0)
-        self._check_daily_limit(collaboration, creator)
-        spend = to_micro(policy.epsilon_per_report) if policy.noise else 0
         total = to_micro(policy.epsilon_budget)
-        budget = self.catalog.budget(parent.collaboration, total)
-        if not budget.allows(spend):
-            raise budget_exhausted(parent.collaboration, budget, spend)
-        tables = {name: self._table(name, record) for name, record in checked.items()}
-        if not policy.noise:
-            self._check_differences(collaboration, checked, tables)
-        identity = ReportIdentity(
-            name=OverlapReportName(parent.collaboration, f"r-{secrets.token_hex(8)}"),
-            creator=creator,
-            create_time=datetime.now(UTC),
-            fingerprint=fingerprint,
-            inputs=tuple((name, record.create_time) for name, record in checked.items()),
+        charge = ReleaseCharge(
+            spend_micro=to_micro(policy.epsilon_per_report) if policy.noise else 0,
+            total_micro=total,
+            member_share_micro=to_micro(collaboration.epsilon_share(partner.id)),
+            exact_versions=()
+            if policy.noise
+            else tuple(
+                (name.dataset, record.checksum)
+                for name, record in checked.items()
+                if record.owner != partner.id
+            ),
+            per_member=policy.exact_releases_per_dataset_version,
+            per_collaboration=policy.exact_releases_per_dataset_version_in_collaboration,
         )
-        types = {name: record.identifier_types for name, record in checked.items()}
-        report = release(self.matcher.overlap(question, tables), policy, identity, types)
-        self.catalog.add_report(report, spend_micro=spend, total_micro=total)
-        return Release(report, reused=False, epsilon_spent=spend / MICRO)
+        return _Asked(collaboration, creator, checked, fingerprint, stored, charge)
+
+    def _refusal(self, asked: _Asked) -> CleanRoomError | None:
+        """Why the budget or the exact-release quotas refuse a new report, if they do."""
+        collaboration = asked.collaboration
+        member = self._member_budget(collaboration, asked.creator)
+        if not member.allows(asked.charge.spend_micro):
+            return budget_exhausted(collaboration.id, member, asked.charge.spend_micro)
+        return self.catalog.exact_quota_left(collaboration.id, asked.creator, asked.charge)
+
+    def _member_budget(self, collaboration: Collaboration, creator: str) -> PrivacyBudget:
+        policy = collaboration.policy
+        partner_id = creator.removeprefix("partners/")
+        return self.catalog.member_budget(
+            collaboration.id,
+            creator,
+            to_micro(policy.epsilon_budget),
+            to_micro(collaboration.epsilon_share(partner_id)),
+        )
 
     def deleted_inputs(self, report: OverlapReport) -> list[DatasetName]:
         """The report's input datasets deleted (or replaced) since it was released."""
@@ -122,13 +234,20 @@ class Reports:
 
     def budget(
         self, caller: Caller, parent: CollaborationName
-    ) -> tuple[PrivacyBudget, PrivacyPolicy]:
-        """The collaboration's privacy budget and policy, for its members."""
+    ) -> tuple[PrivacyBudget, PrivacyPolicy, MemberBudget | None]:
+        """The collaboration's privacy budget and policy, and an analyst caller's own part."""
         collaboration = self.access.require(
             caller, parent, [Role.ANALYST, Role.AUDITOR, Role.ADMIN], "read the privacy budget"
         )
         policy = collaboration.policy
-        return self.catalog.budget(parent.collaboration, to_micro(policy.epsilon_budget)), policy
+        total = self.catalog.budget(parent.collaboration, to_micro(policy.epsilon_budget))
+        partner = caller.known_partner()
+        if Role.ANALYST not in collaboration.roles_of(partner):
+            return total, policy, None  # auditors and operators spend nothing
+        creator = partner_name(partner.id)
+        share = collaboration.epsilon_share(partner.id)
+        member = self._member_budget(collaboration, creator)
+        return total, policy, MemberBudget(creator, share, member.spent, member.remaining)
 
     def _table(self, name: DatasetName, record: DatasetRecord) -> DatasetTable:
         try:
@@ -153,42 +272,6 @@ class Reports:
                 partner=creator,
                 limit=limit,
             )
-
-    def _check_differences(
-        self,
-        collaboration: Collaboration,
-        records: Mapping[DatasetName, DatasetRecord],
-        tables: Mapping[DatasetName, DatasetTable],
-    ) -> None:
-        """Refuses inputs within k rows of another dataset of the same owner.
-
-        Without noise, two reports over datasets that differ by one person tell whether
-        that person is in the other datasets: a differencing attack.
-        """
-        k = collaboration.policy.minimum_threshold
-        for name, record in records.items():
-            siblings = self.catalog.datasets(
-                collaboration.id, owner=record.owner, after="", limit=MAX_PAGE_SIZE
-            )
-            for sibling in siblings:
-                if sibling.name == name or not set(sibling.identifier_types) & set(
-                    record.identifier_types
-                ):
-                    continue
-                other = tables.get(sibling.name) or self._table(sibling.name, sibling)
-                mine = tables[name]
-                difference = int((~self.matcher.matches(mine, other)).sum()) + int(
-                    (~self.matcher.matches(other, mine)).sum()
-                )
-                if difference < k:
-                    raise FailedPreconditionError(
-                        "DATASET_TOO_SIMILAR",
-                        f"{name} differs from another dataset of its owner by fewer than"
-                        f" {k} rows. Without noise, reports over near-duplicate datasets"
-                        " would reveal single people, so it cannot be used in a report.",
-                        dataset=str(name),
-                        minimum_threshold=k,
-                    )
 
     def get(self, caller: Caller, name: OverlapReportName) -> OverlapReport:
         """A report released to the caller's brand (any, for administrators)."""
@@ -251,13 +334,20 @@ def _check_inputs(
     collaboration: Collaboration,
     question: OverlapQuestion,
     records: dict[DatasetName, DatasetRecord | None],
+    caller_id: str,
 ) -> dict[DatasetName, DatasetRecord]:
+    """The inputs' records, checked.
+
+    Refusals about other brands' datasets read the same whether the dataset is missing
+    or too small, and carry no figure of it.
+    """
     checked = {}
+    minimum = collaboration.policy.minimum_dataset_size
     for name, record in records.items():
-        if record is None:
-            raise _missing(str(name))
-        minimum = collaboration.policy.minimum_dataset_size
-        if record.row_count < minimum:
+        if record is None or record.owner != caller_id:
+            if record is None or record.row_count < minimum:
+                raise _unavailable(name, minimum)
+        elif record.row_count < minimum:
             raise FailedPreconditionError(
                 "BELOW_MINIMUM_DATASET_SIZE",
                 f"{name} has {record.row_count} rows; collaboration {collaboration.id!r} reports"
@@ -288,6 +378,41 @@ def _check_inputs(
             segment_column=column,
         )
     return checked
+
+
+def _check_exact_shape(
+    question: OverlapQuestion, records: Mapping[DatasetName, DatasetRecord], caller_id: str
+) -> None:
+    """Without noise, the other datasets are other brands'.
+
+    Two datasets of the analyst's own in one report (the base and another, each crafted
+    at will) could be differenced figure by figure, and no suppression pattern can stop
+    that without noise.
+    """
+    for other in question.others:
+        if records[other].owner == caller_id:
+            raise FailedPreconditionError(
+                "EXACT_REPORT_SHAPE",
+                f"{other} is your own dataset: without noise, a report compares your base"
+                " dataset with other brands' datasets only. Ask with other brands' datasets,"
+                " or ask the operator to turn on noise for this collaboration.",
+                dataset=str(other),
+            )
+
+
+def _unavailable(name: DatasetName, minimum: int) -> FailedPreconditionError:
+    """The one refusal for another brand's dataset that cannot be used.
+
+    Whether it is missing, deleted or too small is not told (SPEC section 5).
+    """
+    return FailedPreconditionError(
+        "DATASET_UNAVAILABLE",
+        f"{name} cannot be used in a report: it does not exist, was deleted, or has fewer"
+        f" than the {minimum} rows a report needs. List the collaboration's datasets and"
+        " check the name.",
+        dataset=str(name),
+        minimum_dataset_size=minimum,
+    )
 
 
 def _check_key_check_values(

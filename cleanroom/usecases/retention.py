@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from cleanroom.audit.log import AuditEvent, AuditLog
 from cleanroom.config import Config
+from cleanroom.privacy.coarse import size_range
 from cleanroom.storage.catalog import DatasetRecord
 from cleanroom.usecases.datasets import Datasets
 
@@ -42,7 +43,7 @@ def sweep(
                     request_summary={
                         "retention_days": collaboration.retention_days,
                         "create_time": record.create_time.isoformat(),
-                        "deleted_row_count": record.row_count,
+                        "deleted_rows": size_range(record.row_count),
                     },
                 )
             )

@@ -25,25 +25,29 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cleanroom/v1/overlap_report.proto\x12\x0c\x63leanroom.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x03\n\rOverlapReport\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x62\x61se_dataset\x18\x02 \x01(\t\x12\x16\n\x0eother_datasets\x18\x03 \x03(\t\x12\x16\n\x0esegment_column\x18\x04 \x01(\t\x12\x0f\n\x07\x63reator\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11minimum_threshold\x18\x07 \x01(\x03\x12\x30\n\rdataset_sizes\x18\x08 \x03(\x0b\x32\x19.cleanroom.v1.DatasetSize\x12\x36\n\x10membership_cells\x18\t \x03(\x0b\x32\x1c.cleanroom.v1.MembershipCell\x12\x38\n\x11pairwise_overlaps\x18\n \x03(\x0b\x32\x1d.cleanroom.v1.PairwiseOverlap\x12\x16\n\x0ereleased_count\x18\x0b \x01(\x03\x12\x18\n\x10suppressed_count\x18\x0c \x01(\x03\x12(\n\x05noise\x18\r \x01(\x0b\x32\x19.cleanroom.v1.ReportNoise\x12\x16\n\x0e\x64\x65leted_inputs\x18\x0e \x03(\t\"U\n\x0bReportNoise\x12\x11\n\tmechanism\x18\x01 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\x12\x13\n\x0bsensitivity\x18\x03 \x01(\x03\x12\r\n\x05scale\x18\x04 \x01(\x01\"j\n\rReleasedCount\x12\x12\n\x05value\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12;\n\x12suppression_reason\x18\x02 \x01(\x0e\x32\x1f.cleanroom.v1.SuppressionReasonB\x08\n\x06_value\"N\n\x0b\x44\x61tasetSize\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12.\n\trow_count\x18\x02 \x01(\x0b\x32\x1b.cleanroom.v1.ReleasedCount\"p\n\x0eMembershipCell\x12\x0f\n\x07segment\x18\x01 \x01(\t\x12\x18\n\x10matched_datasets\x18\x02 \x03(\t\x12\x33\n\x0e\x62\x61se_row_count\x18\x03 \x01(\x0b\x32\x1b.cleanroom.v1.ReleasedCount\"\xb6\x01\n\x0fPairwiseOverlap\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x17\n\x0fmatched_dataset\x18\x02 \x01(\t\x12\x36\n\x11matched_row_count\x18\x03 \x01(\x0b\x32\x1b.cleanroom.v1.ReleasedCount\x12\x17\n\nmatch_rate\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x11match_rate_capped\x18\x05 \x01(\x08\x42\r\n\x0b_match_rate*\x85\x01\n\x11SuppressionReason\x12\"\n\x1eSUPPRESSION_REASON_UNSPECIFIED\x10\x00\x12&\n\"SUPPRESSION_REASON_BELOW_THRESHOLD\x10\x01\x12$\n SUPPRESSION_REASON_COMPLEMENTARY\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cleanroom/v1/overlap_report.proto\x12\x0c\x63leanroom.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x03\n\rOverlapReport\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x62\x61se_dataset\x18\x02 \x01(\t\x12\x16\n\x0eother_datasets\x18\x03 \x03(\t\x12\x16\n\x0esegment_column\x18\x04 \x01(\t\x12\x0f\n\x07\x63reator\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11minimum_threshold\x18\x07 \x01(\x03\x12\x30\n\rdataset_sizes\x18\x08 \x03(\x0b\x32\x19.cleanroom.v1.DatasetSize\x12\x36\n\x10membership_cells\x18\t \x03(\x0b\x32\x1c.cleanroom.v1.MembershipCell\x12\x38\n\x11pairwise_overlaps\x18\n \x03(\x0b\x32\x1d.cleanroom.v1.PairwiseOverlap\x12\x16\n\x0ereleased_count\x18\x0b \x01(\x03\x12\x18\n\x10suppressed_count\x18\x0c \x01(\x03\x12(\n\x05noise\x18\r \x01(\x0b\x32\x19.cleanroom.v1.ReportNoise\x12\x16\n\x0e\x64\x65leted_inputs\x18\x0e \x03(\t\x12\x19\n\x11withheld_segments\x18\x0f \x03(\t\"U\n\x0bReportNoise\x12\x11\n\tmechanism\x18\x01 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\x12\x13\n\x0bsensitivity\x18\x03 \x01(\x03\x12\r\n\x05scale\x18\x04 \x01(\x01\"\xd9\x01\n\rReleasedCount\x12\x12\n\x05value\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12;\n\x12suppression_reason\x18\x02 \x01(\x0e\x32\x1f.cleanroom.v1.SuppressionReason\x12\x13\n\x0bnoise_scale\x18\x03 \x01(\x01\x12\x19\n\x0cinterval_low\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x1a\n\rinterval_high\x18\x05 \x01(\x03H\x02\x88\x01\x01\x42\x08\n\x06_valueB\x0f\n\r_interval_lowB\x10\n\x0e_interval_high\"N\n\x0b\x44\x61tasetSize\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12.\n\trow_count\x18\x02 \x01(\x0b\x32\x1b.cleanroom.v1.ReleasedCount\"p\n\x0eMembershipCell\x12\x0f\n\x07segment\x18\x01 \x01(\t\x12\x18\n\x10matched_datasets\x18\x02 \x03(\t\x12\x33\n\x0e\x62\x61se_row_count\x18\x03 \x01(\x0b\x32\x1b.cleanroom.v1.ReleasedCount\"\xb6\x01\n\x0fPairwiseOverlap\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x17\n\x0fmatched_dataset\x18\x02 \x01(\t\x12\x36\n\x11matched_row_count\x18\x03 \x01(\x0b\x32\x1b.cleanroom.v1.ReleasedCount\x12\x17\n\nmatch_rate\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x11match_rate_capped\x18\x05 \x01(\x08\x42\r\n\x0b_match_rate*\xb0\x01\n\x11SuppressionReason\x12\"\n\x1eSUPPRESSION_REASON_UNSPECIFIED\x10\x00\x12*\n\"SUPPRESSION_REASON_BELOW_THRESHOLD\x10\x01\x1a\x02\x08\x01\x12(\n SUPPRESSION_REASON_COMPLEMENTARY\x10\x02\x1a\x02\x08\x01\x12!\n\x1dSUPPRESSION_REASON_SUPPRESSED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cleanroom.v1.overlap_report_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUPPRESSIONREASON']._serialized_start=1134
-  _globals['_SUPPRESSIONREASON']._serialized_end=1267
+  _globals['_SUPPRESSIONREASON'].values_by_name["SUPPRESSION_REASON_BELOW_THRESHOLD"]._loaded_options = None
+  _globals['_SUPPRESSIONREASON'].values_by_name["SUPPRESSION_REASON_BELOW_THRESHOLD"]._serialized_options = b'\010\001'
+  _globals['_SUPPRESSIONREASON'].values_by_name["SUPPRESSION_REASON_COMPLEMENTARY"]._loaded_options = None
+  _globals['_SUPPRESSIONREASON'].values_by_name["SUPPRESSION_REASON_COMPLEMENTARY"]._serialized_options = b'\010\001'
+  _globals['_SUPPRESSIONREASON']._serialized_start=1273
+  _globals['_SUPPRESSIONREASON']._serialized_end=1449
   _globals['_OVERLAPREPORT']._serialized_start=85
-  _globals['_OVERLAPREPORT']._serialized_end=557
-  _globals['_REPORTNOISE']._serialized_start=559
-  _globals['_REPORTNOISE']._serialized_end=644
-  _globals['_RELEASEDCOUNT']._serialized_start=646
-  _globals['_RELEASEDCOUNT']._serialized_end=752
-  _globals['_DATASETSIZE']._serialized_start=754
-  _globals['_DATASETSIZE']._serialized_end=832
-  _globals['_MEMBERSHIPCELL']._serialized_start=834
-  _globals['_MEMBERSHIPCELL']._serialized_end=946
-  _globals['_PAIRWISEOVERLAP']._serialized_start=949
-  _globals['_PAIRWISEOVERLAP']._serialized_end=1131
+  _globals['_OVERLAPREPORT']._serialized_end=584
+  _globals['_REPORTNOISE']._serialized_start=586
+  _globals['_REPORTNOISE']._serialized_end=671
+  _globals['_RELEASEDCOUNT']._serialized_start=674
+  _globals['_RELEASEDCOUNT']._serialized_end=891
+  _globals['_DATASETSIZE']._serialized_start=893
+  _globals['_DATASETSIZE']._serialized_end=971
+  _globals['_MEMBERSHIPCELL']._serialized_start=973
+  _globals['_MEMBERSHIPCELL']._serialized_end=1085
+  _globals['_PAIRWISEOVERLAP']._serialized_start=1088
+  _globals['_PAIRWISEOVERLAP']._serialized_end=1270
 # @@protoc_insertion_point(module_scope)

@@ -18,6 +18,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _SuppressionReason:
@@ -28,20 +33,35 @@ class _SuppressionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Sup
     DESCRIPTOR: _descriptor.EnumDescriptor
     SUPPRESSION_REASON_UNSPECIFIED: _SuppressionReason.ValueType  # 0
     """The count was released."""
-    SUPPRESSION_REASON_BELOW_THRESHOLD: _SuppressionReason.ValueType  # 1
-    """The count is below the collaboration's minimum aggregation threshold."""
-    SUPPRESSION_REASON_COMPLEMENTARY: _SuppressionReason.ValueType  # 2
-    """The count could otherwise be worked out from other released figures."""
+    @_builtins.property
+    @_deprecated("""This enum value has been marked as deprecated using proto enum value options.""")
+    def SUPPRESSION_REASON_BELOW_THRESHOLD(self) -> _SuppressionReason.ValueType:   # 1
+        """Never set since v1.1 (it told a count below the threshold from others)."""
+    @_builtins.property
+    @_deprecated("""This enum value has been marked as deprecated using proto enum value options.""")
+    def SUPPRESSION_REASON_COMPLEMENTARY(self) -> _SuppressionReason.ValueType:   # 2
+        """Never set since v1.1 (it told a count withheld to protect another from others)."""
+    SUPPRESSION_REASON_SUPPRESSED: _SuppressionReason.ValueType  # 3
+    """The count is suppressed, for whatever reason: below the threshold, or withheld so
+    that no suppressed count can be worked out from the others.
+    """
 
 class SuppressionReason(_SuppressionReason, metaclass=_SuppressionReasonEnumTypeWrapper):
-    """Why a count was withheld."""
+    """Whether a count was withheld. A suppressed count says only that: a reason that told
+    "below the threshold" from "withheld to protect another count" would let the analyst
+    narrow it down, so the server sets SUPPRESSION_REASON_SUPPRESSED alone.
+    """
 
 SUPPRESSION_REASON_UNSPECIFIED: SuppressionReason.ValueType  # 0
 """The count was released."""
 SUPPRESSION_REASON_BELOW_THRESHOLD: SuppressionReason.ValueType  # 1
-"""The count is below the collaboration's minimum aggregation threshold."""
+"""Never set since v1.1 (it told a count below the threshold from others)."""
 SUPPRESSION_REASON_COMPLEMENTARY: SuppressionReason.ValueType  # 2
-"""The count could otherwise be worked out from other released figures."""
+"""Never set since v1.1 (it told a count withheld to protect another from others)."""
+SUPPRESSION_REASON_SUPPRESSED: SuppressionReason.ValueType  # 3
+"""The count is suppressed, for whatever reason: below the threshold, or withheld so
+that no suppressed count can be worked out from the others.
+"""
 Global___SuppressionReason: _TypeAlias = SuppressionReason  # noqa: Y015
 
 @_typing.final
@@ -66,6 +86,7 @@ class OverlapReport(_message.Message):
     SUPPRESSED_COUNT_FIELD_NUMBER: _builtins.int
     NOISE_FIELD_NUMBER: _builtins.int
     DELETED_INPUTS_FIELD_NUMBER: _builtins.int
+    WITHHELD_SEGMENTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The resource name: `collaborations/{collaboration}/overlapReports/{overlap_report}`."""
     base_dataset: _builtins.str
@@ -112,6 +133,13 @@ class OverlapReport(_message.Message):
         aggregates only.
         """
 
+    @_builtins.property
+    def withheld_segments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Segment values of the base dataset that are not split out, by a rule that reads the
+        base dataset alone (exact mode: values held by fewer base rows than the threshold).
+        Their rows count in the dataset's size and its pairwise counts, in no membership cell.
+        """
+
     def __init__(
         self,
         *,
@@ -129,10 +157,11 @@ class OverlapReport(_message.Message):
         suppressed_count: _builtins.int = ...,
         noise: Global___ReportNoise | None = ...,
         deleted_inputs: _abc.Iterable[_builtins.str] | None = ...,
+        withheld_segments: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "noise", b"noise"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_dataset", b"base_dataset", "create_time", b"create_time", "creator", b"creator", "dataset_sizes", b"dataset_sizes", "deleted_inputs", b"deleted_inputs", "membership_cells", b"membership_cells", "minimum_threshold", b"minimum_threshold", "name", b"name", "noise", b"noise", "other_datasets", b"other_datasets", "pairwise_overlaps", b"pairwise_overlaps", "released_count", b"released_count", "segment_column", b"segment_column", "suppressed_count", b"suppressed_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_dataset", b"base_dataset", "create_time", b"create_time", "creator", b"creator", "dataset_sizes", b"dataset_sizes", "deleted_inputs", b"deleted_inputs", "membership_cells", b"membership_cells", "minimum_threshold", b"minimum_threshold", "name", b"name", "noise", b"noise", "other_datasets", b"other_datasets", "pairwise_overlaps", b"pairwise_overlaps", "released_count", b"released_count", "segment_column", b"segment_column", "suppressed_count", b"suppressed_count", "withheld_segments", b"withheld_segments"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -174,28 +203,53 @@ Global___ReportNoise: _TypeAlias = ReportNoise  # noqa: Y015
 
 @_typing.final
 class ReleasedCount(_message.Message):
-    """One released count: a value, or the reason it was suppressed."""
+    """One released count: a value, or the mark that it was suppressed."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     VALUE_FIELD_NUMBER: _builtins.int
     SUPPRESSION_REASON_FIELD_NUMBER: _builtins.int
+    NOISE_SCALE_FIELD_NUMBER: _builtins.int
+    INTERVAL_LOW_FIELD_NUMBER: _builtins.int
+    INTERVAL_HIGH_FIELD_NUMBER: _builtins.int
     value: _builtins.int
     """The count; absent when the count is suppressed."""
     suppression_reason: Global___SuppressionReason.ValueType
-    """Why the count is suppressed; unspecified when it is released."""
+    """SUPPRESSION_REASON_SUPPRESSED when the count is suppressed; unspecified when released."""
+    noise_scale: _builtins.float
+    """The scale of the discrete Laplace noise this count carries (for a count summed from
+    noisy counts, the scale of one of them); 0 for exact counts and suppressed ones.
+    """
+    interval_low: _builtins.int
+    """The low end of the 95% interval around `value` that holds the exact count with
+    probability 95% before thresholding; set only for noisy released counts.
+    """
+    interval_high: _builtins.int
+    """The high end of that 95% interval; set only for noisy released counts."""
     def __init__(
         self,
         *,
         value: _builtins.int | None = ...,
         suppression_reason: Global___SuppressionReason.ValueType = ...,
+        noise_scale: _builtins.float = ...,
+        interval_low: _builtins.int | None = ...,
+        interval_high: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "value", b"value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_interval_high", b"_interval_high", "_interval_low", b"_interval_low", "_value", b"_value", "interval_high", b"interval_high", "interval_low", b"interval_low", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "suppression_reason", b"suppression_reason", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_interval_high", b"_interval_high", "_interval_low", b"_interval_low", "_value", b"_value", "interval_high", b"interval_high", "interval_low", b"interval_low", "noise_scale", b"noise_scale", "suppression_reason", b"suppression_reason", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__interval_high: _TypeAlias = _typing.Literal["interval_high"]  # noqa: Y015
+    _WhichOneofArgType__interval_high: _TypeAlias = _typing.Literal["_interval_high", b"_interval_high"]  # noqa: Y015
+    _WhichOneofReturnType__interval_low: _TypeAlias = _typing.Literal["interval_low"]  # noqa: Y015
+    _WhichOneofArgType__interval_low: _TypeAlias = _typing.Literal["_interval_low", b"_interval_low"]  # noqa: Y015
     _WhichOneofReturnType__value: _TypeAlias = _typing.Literal["value"]  # noqa: Y015
     _WhichOneofArgType__value: _TypeAlias = _typing.Literal["_value", b"_value"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__interval_high) -> _WhichOneofReturnType__interval_high | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__interval_low) -> _WhichOneofReturnType__interval_low | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__value) -> _WhichOneofReturnType__value | None: ...
 
 Global___ReleasedCount: _TypeAlias = ReleasedCount  # noqa: Y015

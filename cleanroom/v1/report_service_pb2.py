@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from cleanroom.v1 import overlap_report_pb2 as cleanroom_dot_v1_dot_overlap__report__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cleanroom/v1/report_service.proto\x12\x0c\x63leanroom.v1\x1a!cleanroom/v1/overlap_report.proto\"a\n\x1a\x43reateOverlapReportRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x33\n\x0eoverlap_report\x18\x02 \x01(\x0b\x32\x1b.cleanroom.v1.OverlapReport\"b\n\x1b\x43reateOverlapReportResponse\x12\x33\n\x0eoverlap_report\x18\x01 \x01(\x0b\x32\x1b.cleanroom.v1.OverlapReport\x12\x0e\n\x06reused\x18\x02 \x01(\x08\"\'\n\x17GetOverlapReportRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"O\n\x18GetOverlapReportResponse\x12\x33\n\x0eoverlap_report\x18\x01 \x01(\x0b\x32\x1b.cleanroom.v1.OverlapReport\"R\n\x19ListOverlapReportsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"k\n\x1aListOverlapReportsResponse\x12\x34\n\x0foverlap_reports\x18\x01 \x03(\x0b\x32\x1b.cleanroom.v1.OverlapReport\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x17GetPrivacyBudgetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"O\n\x18GetPrivacyBudgetResponse\x12\x33\n\x0eprivacy_budget\x18\x01 \x01(\x0b\x32\x1b.cleanroom.v1.PrivacyBudget\"\xab\x01\n\rPrivacyBudget\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05noise\x18\x02 \x01(\x08\x12\x15\n\rtotal_epsilon\x18\x03 \x01(\x01\x12\x15\n\rspent_epsilon\x18\x04 \x01(\x01\x12\x19\n\x11remaining_epsilon\x18\x05 \x01(\x01\x12\x1a\n\x12\x65psilon_per_report\x18\x06 \x01(\x01\x12\x18\n\x10released_reports\x18\x07 \x01(\x03\x32\xaa\x03\n\rReportService\x12j\n\x13\x43reateOverlapReport\x12(.cleanroom.v1.CreateOverlapReportRequest\x1a).cleanroom.v1.CreateOverlapReportResponse\x12\x61\n\x10GetOverlapReport\x12%.cleanroom.v1.GetOverlapReportRequest\x1a&.cleanroom.v1.GetOverlapReportResponse\x12g\n\x12ListOverlapReports\x12\'.cleanroom.v1.ListOverlapReportsRequest\x1a(.cleanroom.v1.ListOverlapReportsResponse\x12\x61\n\x10GetPrivacyBudget\x12%.cleanroom.v1.GetPrivacyBudgetRequest\x1a&.cleanroom.v1.GetPrivacyBudgetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cleanroom/v1/report_service.proto\x12\x0c\x63leanroom.v1\x1a!cleanroom/v1/overlap_report.proto\"x\n\x1a\x43reateOverlapReportRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x33\n\x0eoverlap_report\x18\x02 \x01(\x0b\x32\x1b.cleanroom.v1.OverlapReport\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"\x92\x01\n\x1b\x43reateOverlapReportResponse\x12\x33\n\x0eoverlap_report\x18\x01 \x01(\x0b\x32\x1b.cleanroom.v1.OverlapReport\x12\x0e\n\x06reused\x18\x02 \x01(\x08\x12.\n\x08\x65stimate\x18\x03 \x01(\x0b\x32\x1c.cleanroom.v1.ReportEstimate\"\xc2\x01\n\x0eReportEstimate\x12\x0e\n\x06reused\x18\x01 \x01(\x08\x12\r\n\x05noise\x18\x02 \x01(\x08\x12\x14\n\x0c\x65psilon_cost\x18\x03 \x01(\x01\x12\x13\n\x0bnoise_scale\x18\x04 \x01(\x01\x12\x1b\n\x13interval_half_width\x18\x05 \x01(\x03\x12 \n\x18member_remaining_epsilon\x18\x06 \x01(\x01\x12\x0f\n\x07\x61llowed\x18\x07 \x01(\x08\x12\x16\n\x0erefusal_reason\x18\x08 \x01(\t\"\'\n\x17GetOverlapReportRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"O\n\x18GetOverlapReportResponse\x12\x33\n\x0eoverlap_report\x18\x01 \x01(\x0b\x32\x1b.cleanroom.v1.OverlapReport\"R\n\x19ListOverlapReportsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"k\n\x1aListOverlapReportsResponse\x12\x34\n\x0foverlap_reports\x18\x01 \x03(\x0b\x32\x1b.cleanroom.v1.OverlapReport\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x17GetPrivacyBudgetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"O\n\x18GetPrivacyBudgetResponse\x12\x33\n\x0eprivacy_budget\x18\x01 \x01(\x0b\x32\x1b.cleanroom.v1.PrivacyBudget\"\x99\x02\n\rPrivacyBudget\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05noise\x18\x02 \x01(\x08\x12\x15\n\rtotal_epsilon\x18\x03 \x01(\x01\x12\x15\n\rspent_epsilon\x18\x04 \x01(\x01\x12\x19\n\x11remaining_epsilon\x18\x05 \x01(\x01\x12\x1a\n\x12\x65psilon_per_report\x18\x06 \x01(\x01\x12\x18\n\x10released_reports\x18\x07 \x01(\x03\x12\x0e\n\x06member\x18\x08 \x01(\t\x12\x1c\n\x14member_share_epsilon\x18\t \x01(\x01\x12\x1c\n\x14member_spent_epsilon\x18\n \x01(\x01\x12 \n\x18member_remaining_epsilon\x18\x0b \x01(\x01\x32\xaa\x03\n\rReportService\x12j\n\x13\x43reateOverlapReport\x12(.cleanroom.v1.CreateOverlapReportRequest\x1a).cleanroom.v1.CreateOverlapReportResponse\x12\x61\n\x10GetOverlapReport\x12%.cleanroom.v1.GetOverlapReportRequest\x1a&.cleanroom.v1.GetOverlapReportResponse\x12g\n\x12ListOverlapReports\x12\'.cleanroom.v1.ListOverlapReportsRequest\x1a(.cleanroom.v1.ListOverlapReportsResponse\x12\x61\n\x10GetPrivacyBudget\x12%.cleanroom.v1.GetPrivacyBudgetRequest\x1a&.cleanroom.v1.GetPrivacyBudgetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,23 +33,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cleanroom.v1.report_service
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEOVERLAPREPORTREQUEST']._serialized_start=86
-  _globals['_CREATEOVERLAPREPORTREQUEST']._serialized_end=183
-  _globals['_CREATEOVERLAPREPORTRESPONSE']._serialized_start=185
-  _globals['_CREATEOVERLAPREPORTRESPONSE']._serialized_end=283
-  _globals['_GETOVERLAPREPORTREQUEST']._serialized_start=285
-  _globals['_GETOVERLAPREPORTREQUEST']._serialized_end=324
-  _globals['_GETOVERLAPREPORTRESPONSE']._serialized_start=326
-  _globals['_GETOVERLAPREPORTRESPONSE']._serialized_end=405
-  _globals['_LISTOVERLAPREPORTSREQUEST']._serialized_start=407
-  _globals['_LISTOVERLAPREPORTSREQUEST']._serialized_end=489
-  _globals['_LISTOVERLAPREPORTSRESPONSE']._serialized_start=491
-  _globals['_LISTOVERLAPREPORTSRESPONSE']._serialized_end=598
-  _globals['_GETPRIVACYBUDGETREQUEST']._serialized_start=600
-  _globals['_GETPRIVACYBUDGETREQUEST']._serialized_end=639
-  _globals['_GETPRIVACYBUDGETRESPONSE']._serialized_start=641
-  _globals['_GETPRIVACYBUDGETRESPONSE']._serialized_end=720
-  _globals['_PRIVACYBUDGET']._serialized_start=723
-  _globals['_PRIVACYBUDGET']._serialized_end=894
-  _globals['_REPORTSERVICE']._serialized_start=897
-  _globals['_REPORTSERVICE']._serialized_end=1323
+  _globals['_CREATEOVERLAPREPORTREQUEST']._serialized_end=206
+  _globals['_CREATEOVERLAPREPORTRESPONSE']._serialized_start=209
+  _globals['_CREATEOVERLAPREPORTRESPONSE']._serialized_end=355
+  _globals['_REPORTESTIMATE']._serialized_start=358
+  _globals['_REPORTESTIMATE']._serialized_end=552
+  _globals['_GETOVERLAPREPORTREQUEST']._serialized_start=554
+  _globals['_GETOVERLAPREPORTREQUEST']._serialized_end=593
+  _globals['_GETOVERLAPREPORTRESPONSE']._serialized_start=595
+  _globals['_GETOVERLAPREPORTRESPONSE']._serialized_end=674
+  _globals['_LISTOVERLAPREPORTSREQUEST']._serialized_start=676
+  _globals['_LISTOVERLAPREPORTSREQUEST']._serialized_end=758
+  _globals['_LISTOVERLAPREPORTSRESPONSE']._serialized_start=760
+  _globals['_LISTOVERLAPREPORTSRESPONSE']._serialized_end=867
+  _globals['_GETPRIVACYBUDGETREQUEST']._serialized_start=869
+  _globals['_GETPRIVACYBUDGETREQUEST']._serialized_end=908
+  _globals['_GETPRIVACYBUDGETRESPONSE']._serialized_start=910
+  _globals['_GETPRIVACYBUDGETRESPONSE']._serialized_end=989
+  _globals['_PRIVACYBUDGET']._serialized_start=992
+  _globals['_PRIVACYBUDGET']._serialized_end=1273
+  _globals['_REPORTSERVICE']._serialized_start=1276
+  _globals['_REPORTSERVICE']._serialized_end=1702
 # @@protoc_insertion_point(module_scope)

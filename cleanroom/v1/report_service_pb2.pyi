@@ -27,8 +27,13 @@ class CreateOverlapReportRequest(_message.Message):
 
     PARENT_FIELD_NUMBER: _builtins.int
     OVERLAP_REPORT_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """The collaboration: `collaborations/{collaboration}`."""
+    validate_only: _builtins.bool
+    """A dry run: check the question and return `estimate` (the accuracy the report would
+    have and what it would cost), computing nothing, spending nothing, storing nothing.
+    """
     @_builtins.property
     def overlap_report(self) -> _overlap_report_pb2.OverlapReport:
         """The question: `base_dataset`, `other_datasets` and optionally `segment_column`. The
@@ -40,10 +45,11 @@ class CreateOverlapReportRequest(_message.Message):
         *,
         parent: _builtins.str = ...,
         overlap_report: _overlap_report_pb2.OverlapReport | None = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["overlap_report", b"overlap_report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["overlap_report", b"overlap_report", "parent", b"parent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overlap_report", b"overlap_report", "parent", b"parent", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -57,6 +63,7 @@ class CreateOverlapReportResponse(_message.Message):
 
     OVERLAP_REPORT_FIELD_NUMBER: _builtins.int
     REUSED_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
     reused: _builtins.bool
     """Whether the same question was asked before: then this is the report released then,
     and no privacy budget was spent.
@@ -65,19 +72,81 @@ class CreateOverlapReportResponse(_message.Message):
     def overlap_report(self) -> _overlap_report_pb2.OverlapReport:
         """The released report."""
 
+    @_builtins.property
+    def estimate(self) -> Global___ReportEstimate:
+        """The dry run's answer, when the request set `validate_only` (then `overlap_report`
+        is absent).
+        """
+
     def __init__(
         self,
         *,
         overlap_report: _overlap_report_pb2.OverlapReport | None = ...,
         reused: _builtins.bool = ...,
+        estimate: Global___ReportEstimate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["overlap_report", b"overlap_report"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["estimate", b"estimate", "overlap_report", b"overlap_report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["overlap_report", b"overlap_report", "reused", b"reused"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimate", b"estimate", "overlap_report", b"overlap_report", "reused", b"reused"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateOverlapReportResponse: _TypeAlias = CreateOverlapReportResponse  # noqa: Y015
+
+@_typing.final
+class ReportEstimate(_message.Message):
+    """What a report would cost and how accurate its figures would be, known before asking.
+    Everything here follows from the question, the policy and the ledgers, never from
+    the data.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REUSED_FIELD_NUMBER: _builtins.int
+    NOISE_FIELD_NUMBER: _builtins.int
+    EPSILON_COST_FIELD_NUMBER: _builtins.int
+    NOISE_SCALE_FIELD_NUMBER: _builtins.int
+    INTERVAL_HALF_WIDTH_FIELD_NUMBER: _builtins.int
+    MEMBER_REMAINING_EPSILON_FIELD_NUMBER: _builtins.int
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    REFUSAL_REASON_FIELD_NUMBER: _builtins.int
+    reused: _builtins.bool
+    """Whether the same question was answered before: asking it returns that report, free."""
+    noise: _builtins.bool
+    """Whether the counts would carry noise."""
+    epsilon_cost: _builtins.float
+    """The epsilon the report would spend from the caller's share (0 if reused or exact)."""
+    noise_scale: _builtins.float
+    """The scale of the discrete Laplace noise of each measured count (0 when exact)."""
+    interval_half_width: _builtins.int
+    """Half the width of the 95% interval of one measured count: the exact count lies
+    within this distance of the released one with probability 95% (0 when exact).
+    """
+    member_remaining_epsilon: _builtins.float
+    """The caller's epsilon left before this report."""
+    allowed: _builtins.bool
+    """Whether the report fits the caller's budget share and exact-release quotas."""
+    refusal_reason: _builtins.str
+    """When not allowed: the reason the real request would be refused with."""
+    def __init__(
+        self,
+        *,
+        reused: _builtins.bool = ...,
+        noise: _builtins.bool = ...,
+        epsilon_cost: _builtins.float = ...,
+        noise_scale: _builtins.float = ...,
+        interval_half_width: _builtins.int = ...,
+        member_remaining_epsilon: _builtins.float = ...,
+        allowed: _builtins.bool = ...,
+        refusal_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "epsilon_cost", b"epsilon_cost", "interval_half_width", b"interval_half_width", "member_remaining_epsilon", b"member_remaining_epsilon", "noise", b"noise", "noise_scale", b"noise_scale", "refusal_reason", b"refusal_reason", "reused", b"reused"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportEstimate: _TypeAlias = ReportEstimate  # noqa: Y015
 
 @_typing.final
 class GetOverlapReportRequest(_message.Message):
@@ -244,6 +313,10 @@ class PrivacyBudget(_message.Message):
     REMAINING_EPSILON_FIELD_NUMBER: _builtins.int
     EPSILON_PER_REPORT_FIELD_NUMBER: _builtins.int
     RELEASED_REPORTS_FIELD_NUMBER: _builtins.int
+    MEMBER_FIELD_NUMBER: _builtins.int
+    MEMBER_SHARE_EPSILON_FIELD_NUMBER: _builtins.int
+    MEMBER_SPENT_EPSILON_FIELD_NUMBER: _builtins.int
+    MEMBER_REMAINING_EPSILON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The resource name: `collaborations/{collaboration}/privacyBudget`."""
     noise: _builtins.bool
@@ -258,6 +331,18 @@ class PrivacyBudget(_message.Message):
     """The epsilon one new noisy report spends."""
     released_reports: _builtins.int
     """How many reports have been released in the collaboration."""
+    member: _builtins.str
+    """The member brand these member_ figures are of: the caller, `partners/{partner}`."""
+    member_share_epsilon: _builtins.float
+    """The caller's share of the total epsilon (configured per member; one brand cannot
+    spend everyone's budget).
+    """
+    member_spent_epsilon: _builtins.float
+    """The epsilon the caller's reports have spent."""
+    member_remaining_epsilon: _builtins.float
+    """The epsilon the caller may still spend: what is left of its share, and never more
+    than what is left of the total.
+    """
     def __init__(
         self,
         *,
@@ -268,10 +353,14 @@ class PrivacyBudget(_message.Message):
         remaining_epsilon: _builtins.float = ...,
         epsilon_per_report: _builtins.float = ...,
         released_reports: _builtins.int = ...,
+        member: _builtins.str = ...,
+        member_share_epsilon: _builtins.float = ...,
+        member_spent_epsilon: _builtins.float = ...,
+        member_remaining_epsilon: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epsilon_per_report", b"epsilon_per_report", "name", b"name", "noise", b"noise", "released_reports", b"released_reports", "remaining_epsilon", b"remaining_epsilon", "spent_epsilon", b"spent_epsilon", "total_epsilon", b"total_epsilon"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epsilon_per_report", b"epsilon_per_report", "member", b"member", "member_remaining_epsilon", b"member_remaining_epsilon", "member_share_epsilon", b"member_share_epsilon", "member_spent_epsilon", b"member_spent_epsilon", "name", b"name", "noise", b"noise", "released_reports", b"released_reports", "remaining_epsilon", b"remaining_epsilon", "spent_epsilon", b"spent_epsilon", "total_epsilon", b"total_epsilon"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -121,6 +121,25 @@ def _print_report(
         )
 
 
+def _print_estimate(estimate: Any, output: str) -> None:
+    if output in ("json", "csv"):  # one record: JSON serves machines either way
+        click.echo(render.as_json(estimate))
+        return
+    if estimate.reused:
+        console.print("asked before: the stored report would be returned, spending nothing")
+    elif not estimate.noise:
+        console.print("exact counts (no noise): no privacy budget spent")
+    else:
+        console.print(
+            f"would spend epsilon {estimate.epsilon_cost:g} of your"
+            f" {estimate.member_remaining_epsilon:g} left; each measured count would carry"
+            f" discrete Laplace noise of scale {estimate.noise_scale:g}, within"
+            f" ±{estimate.interval_half_width:,} of the exact count 95% of the time"
+        )
+    if not estimate.allowed:
+        console.print(f"it would be refused: {estimate.refusal_reason}")
+
+
 @click.group()
 def report() -> None:
     """Create, get and list overlap reports."""
@@ -132,6 +151,11 @@ def report() -> None:
 @click.option("--other", "others", multiple=True, required=True,
               help="A dataset to compare with (id or name); 1 to 7 of them.")  # fmt: skip
 @click.option("--segment", default=None, help="A segment column of the base to split by.")
+@click.option(
+    "--estimate",
+    is_flag=True,
+    help="A dry run: show what the report would cost and how accurate it would be.",
+)
 @report_output_options
 @connection_options
 def report_create(
@@ -143,6 +167,7 @@ def report_create(
     csv_shape: str,
     file_format: str | None,
     out: Path | None,
+    estimate: bool = False,
     **options: Any,
 ) -> None:
     """Ask how your base dataset overlaps the others."""
@@ -153,7 +178,11 @@ def report_create(
             base=resource_name(collaboration, "datasets", base),
             others=[resource_name(collaboration, "datasets", o) for o in others],
             segment_column=segment,
+            validate_only=estimate,
         )
+        if estimate:
+            _print_estimate(response.estimate, output)
+            return
         if response.reused:
             errors.print(
                 "This question was asked before: here is the report released then"
@@ -238,3 +267,9 @@ def budget(collaboration: str, as_json: bool, **options: Any) -> None:
             f" ({found.spent_epsilon:g} spent by {found.released_reports} reports;"
             f" {found.epsilon_per_report:g} per new noisy report)"
         )
+        if found.member:
+            console.print(
+                f"your brand ({render.short(found.member)}): {found.member_remaining_epsilon:g}"
+                f" remaining of its share of {found.member_share_epsilon:g}"
+                f" ({found.member_spent_epsilon:g} spent)"
+            )

@@ -12,15 +12,17 @@ import codecs
 import csv
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import xlsxwriter
 from click.testing import CliRunner
 
+from cleanroom.tls.pki import DemoPki
 from partners.cli import main
 from partners.preparation.digest import write_secret
-from tests.support import COLLABORATION, SECRET, RunningServer
+from tests.support import COLLABORATION, SECRET, RunningServer, running_server
 
 PEOPLE = range(0, 400)
 REFERENCE = range(0, 300)  # brightmart's customers
@@ -155,6 +157,14 @@ def exports(tmp_path: Path) -> list[tuple[str, Path, list[str], set[int], dict[s
     return found
 
 
+@pytest.fixture
+def server(pki: DemoPki, tmp_path: Path) -> Iterator[RunningServer]:
+    """The suite's exact-mode server, with room for one exact report per export: each is
+    a new acme dataset against the same reference (the quota is tested in tests/privacy)."""
+    with running_server(pki, tmp_path / "data", exact_releases_per_dataset_version=100) as room:
+        yield room
+
+
 @pytest.mark.slow
 def test_every_export_prepares_and_matches_exactly(
     server: RunningServer, tmp_path: Path, secret_file: Path
@@ -163,8 +173,9 @@ def test_every_export_prepares_and_matches_exactly(
         tmp_path / "reference.csv", ["email", "phone"], [[email(i), e164(i)] for i in REFERENCE]
     )
     for brand, dataset, source, options in [
-        ("brightmart", "reference", reference, ["--column=email=email", "--column=phone=phone"])
-    ]:
+        ("brightmart", "brightmart-reference", reference,
+         ["--column=email=email", "--column=phone=phone"])
+    ]:  # fmt: skip
         cli(server, brand, "prepare", str(source), str(tmp_path / "ref.parquet"),
             f"--secret-file={secret_file}", *options)  # fmt: skip
         cli(server, brand, "upload", str(tmp_path / "ref.parquet"), f"--dataset-id={dataset}")
@@ -178,10 +189,11 @@ def test_every_export_prepares_and_matches_exactly(
         for identifier_type, counts in summary["types"].items():
             expected = junk if identifier_type == "email" else {}
             assert counts["invalid_by_reason"] == expected, (dataset, counts)
-        cli(server, "acme", "upload", str(digests), f"--dataset-id={dataset}")
+        # Dataset ids are named under their owner (acme-...).
+        cli(server, "acme", "upload", str(digests), f"--dataset-id=acme-{dataset}")
         report = json.loads(cli(
-            server, "acme", "report", "create", f"--base={dataset}", "--other=reference",
-            "--json",
+            server, "acme", "report", "create", f"--base=acme-{dataset}",
+            "--other=brightmart-reference", "--json",
         ))  # fmt: skip
         pair = next(p for p in report["pairwise_overlaps"] if p["dataset"].endswith(dataset))
         assert "value" in pair["matched_row_count"], (dataset, report)

@@ -46,18 +46,18 @@ def test_a_report_over_datasets_of_two_secrets_is_refused_before_any_epsilon(
         rotated["previous_key_check_value"] = KCV
     with running_server(pki, data_dir, collaboration=rotated, **policy) as after:
         after.client("brightmart").upload(
-            digests_file(tmp_path / "new.parquet", people, NEW_KCV), dataset_id="bm-new"
+            digests_file(tmp_path / "new.parquet", people, NEW_KCV), dataset_id="brightmart-new"
         )
         spent = after.client("acme").get_budget(PARENT).spent_epsilon
         with pytest.raises(PrivacyRuleError) as refused:
             after.client("acme").create_report(
-                PARENT, base=dataset_name("acme-old"), others=[dataset_name("bm-new")]
+                PARENT, base=dataset_name("acme-old"), others=[dataset_name("brightmart-new")]
             )
         assert refused.value.reason == "KEY_CHECK_MISMATCH"
         assert KCV in refused.value.message
         assert NEW_KCV in refused.value.message
         assert dataset_name("acme-old") in refused.value.message
-        assert dataset_name("bm-new") in refused.value.message
+        assert dataset_name("brightmart-new") in refused.value.message
         assert after.client("acme").get_budget(PARENT).spent_epsilon == spent
         (event,) = after.events("CreateOverlapReport")
         assert (event.outcome.reason, event.outcome.epsilon_spent) == ("KEY_CHECK_MISMATCH", 0)

@@ -23,7 +23,7 @@ from cleanroom.audit.log import AuditFilter, AuditLog
 from cleanroom.config import load_config
 from cleanroom.storage.database import DATABASE_FILE, Database
 from cleanroom.tls.pki import DemoPki, issue_certificate
-from partners.errors import AccessDeniedError, NotFoundError, PrivacyRuleError
+from partners.errors import AccessDeniedError, PrivacyRuleError
 from tests.served import ServedProcess, served, write_served_config
 from tests.support import (
     COLLABORATION,
@@ -69,7 +69,7 @@ def test_log_lines_are_json_with_the_fields_of_every_call(pki: DemoPki, tmp_path
     with served(pki, config, "--log-level", "DEBUG") as server:
         upload(server, "acme", "acme-a", tmp_path, rows=40)
         list(server.client("acme").list_datasets(PARENT))
-        with pytest.raises(NotFoundError):
+        with pytest.raises(PrivacyRuleError):  # a missing input: one answer, missing or small
             server.client("acme").create_report(
                 PARENT, base=dataset_name("acme-a"), others=[dataset_name("acme-a-missing")]
             )
@@ -91,8 +91,8 @@ def test_log_lines_are_json_with_the_fields_of_every_call(pki: DemoPki, tmp_path
         assert set(call) >= CALL_FIELDS, call
         assert call["caller"] == "partners/acme"
     report = methods["CreateOverlapReport"]
-    assert (report["status"], report["level"]) == ("NOT_FOUND", "info")
-    assert report["reason"] == "DATASET_NOT_FOUND"
+    assert (report["status"], report["level"]) == ("FAILED_PRECONDITION", "info")
+    assert report["reason"] == "DATASET_UNAVAILABLE"
     assert methods["UploadDataset"]["status"] == "OK"
     assert any(e["logger"] == "grpc.core" for e in events), "no C-core line captured"
     # The request id of each line is the one its query log event carries.
@@ -117,9 +117,9 @@ def test_metrics_scrape_and_their_counters_move_with_calls(pki: DemoPki, tmp_pat
         list_method = "/cleanroom.v1.PartnerService/ListDatasets"
         list(server.client("acme").list_datasets(PARENT))
         upload(server, "acme", "acme-m", tmp_path, rows=30)
-        upload(server, "brightmart", "bm-m", tmp_path, rows=30)
+        upload(server, "brightmart", "brightmart-m", tmp_path, rows=30)
         server.client("acme").create_report(
-            PARENT, base=dataset_name("acme-m"), others=[dataset_name("bm-m")]
+            PARENT, base=dataset_name("acme-m"), others=[dataset_name("brightmart-m")]
         )
         server.wait_for(
             lambda e: e.get("event") == "call" and e["method"].endswith("CreateOverlapReport"),
@@ -198,9 +198,9 @@ def test_sighup_applies_a_changed_policy_to_the_next_report_while_an_upload_fini
     config = write_served_config(tmp_path / "c.toml", pki, tmp_path / "data")
     with served(pki, config) as server:
         upload(server, "acme", "acme-r", tmp_path, rows=40)
-        upload(server, "brightmart", "bm-r", tmp_path, rows=40)
+        upload(server, "brightmart", "brightmart-r", tmp_path, rows=40)
         server.client("acme").create_report(
-            PARENT, base=dataset_name("acme-r"), others=[dataset_name("bm-r")]
+            PARENT, base=dataset_name("acme-r"), others=[dataset_name("brightmart-r")]
         )
         # An upload in flight: its stream pauses after its first chunk until released.
         sent, release, finished = threading.Event(), threading.Event(), []
@@ -244,7 +244,7 @@ def test_sighup_with_a_broken_config_keeps_serving_and_logs_every_error(
     config = write_served_config(tmp_path / "c.toml", pki, tmp_path / "data")
     with served(pki, config) as server:
         upload(server, "acme", "acme-b", tmp_path, rows=40)
-        upload(server, "brightmart", "bm-b", tmp_path, rows=40)
+        upload(server, "brightmart", "brightmart-b", tmp_path, rows=40)
         broken = config_data(pki, tmp_path / "data", minimum_threshold=5)
         broken["server"]["max_workers"] = 0
         broken["collaborations"][0]["polciy"] = {}
@@ -263,7 +263,7 @@ def test_sighup_with_a_broken_config_keeps_serving_and_logs_every_error(
         assert "did you mean 'policy'" in keys["collaborations[0].polciy"]
         # Still serving, with the old policy (k = 10).
         report = server.client("acme").create_report(
-            PARENT, base=dataset_name("acme-b"), others=[dataset_name("bm-b")]
+            PARENT, base=dataset_name("acme-b"), others=[dataset_name("brightmart-b")]
         )
         assert report.name
     assert server.named("configuration reloaded") == []

@@ -18,6 +18,7 @@ from partners.client import CleanRoomClient
 from partners.errors import PrivacyRuleError
 from tests.privacy.attack import fresh, upload
 from tests.support import (
+    BRANDS,
     COLLABORATION,
     dataset_name,
     running_server,
@@ -61,28 +62,58 @@ def test_the_same_question_gets_byte_identical_figures_for_free(
         assert spends == [1.0, 0, 0, 0, 0, 0]  # every spend, and every free answer, is logged
 
 
-def test_varied_questions_stop_at_the_budget(pki: DemoPki, tmp_path: Path) -> None:
+def _members(**shares: float) -> list[dict[str, object]]:
+    """The test collaboration's members, with the given epsilon shares."""
+    members: list[dict[str, object]] = [
+        {"partner": b, "roles": ["uploader", "analyst"], **({"epsilon_share": shares[b]}
+                                                            if b in shares else {})}
+        for b in BRANDS
+    ]  # fmt: skip
+    return [*members, {"partner": "ledger", "roles": ["auditor"]}]
+
+
+def test_varied_questions_stop_at_the_member_share(pki: DemoPki, tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
-    with running_server(pki, tmp_path / "data", **NOISE) as server:
+    policy = {"noise": True, "epsilon_budget": 4.0, "epsilon_per_report": 1.0}
+    members = {"members": _members(acme=2.0)}  # brightmart and corvid: 1.0 each, the rest
+    with running_server(pki, tmp_path / "data", collaboration=members, **policy) as server:
         shared = fresh(rng, 300)
         base = upload(server, "acme", tmp_path, shared + fresh(rng, 100), ["a", "b"] * 200)
         others = [
             upload(server, b, tmp_path, shared + fresh(rng, 100)) for b in ("brightmart", "corvid")
         ]
         acme = server.client("acme")
-        questions = [([others[0]], None), ([others[1]], None), (others, None), (others, "tier")]
-        for others_asked, segment in questions[:3]:
-            acme.create_report(PARENT, base=base, others=others_asked, segment_column=segment)
+        for others_asked in ([others[0]], [others[1]]):
+            acme.create_report(PARENT, base=base, others=others_asked)
         with pytest.raises(PrivacyRuleError) as refused:
             acme.create_report(PARENT, base=base, others=others, segment_column="tier")
         assert refused.value.code == "RESOURCE_EXHAUSTED"
         assert refused.value.reason == "PRIVACY_BUDGET_EXHAUSTED"
         assert refused.value.metadata["epsilon_remaining"] == "0"
-        assert "has 0 of its 3 left" in refused.value.message
-        assert acme.get_budget(PARENT).remaining_epsilon == 0
+        assert "your brand has 0 of its 2 left" in refused.value.message
+        mine = acme.get_budget(PARENT)
+        assert (mine.member, mine.member_share_epsilon, mine.member_spent_epsilon) == (
+            "partners/acme",
+            2.0,
+            2.0,
+        )
+        assert (mine.member_remaining_epsilon, mine.remaining_epsilon) == (0, 2.0)
+        # One brand cannot spend everyone's budget: brightmart still has its own share.
+        mart = server.client("brightmart")
+        theirs = mart.get_budget(PARENT)
+        assert (theirs.member_share_epsilon, theirs.member_remaining_epsilon) == (1.0, 1.0)
+        mart_base = upload(server, "brightmart", tmp_path, shared + fresh(rng, 100))
+        mart.create_report(PARENT, base=mart_base, others=[base])
+        assert mart.get_budget(PARENT).member_remaining_epsilon == 0
         # Questions answered before are still answered, for free.
         assert acme.create_report_response(PARENT, base=base, others=[others[0]]).reused
-        assert server.events("CreateOverlapReport")[3].outcome.reason == "PRIVACY_BUDGET_EXHAUSTED"
+        assert server.events("CreateOverlapReport")[2].outcome.reason == "PRIVACY_BUDGET_EXHAUSTED"
+
+
+def test_equal_shares_by_default(pki: DemoPki, tmp_path: Path) -> None:
+    with running_server(pki, tmp_path / "data", **NOISE) as server:
+        shares = {b: server.client(b).get_budget(PARENT).member_share_epsilon for b in BRANDS}
+    assert shares == {b: 1.0 for b in BRANDS}  # 3.0 among three analyst brands
 
 
 def _start(config: Path) -> subprocess.Popen[bytes]:

@@ -572,7 +572,7 @@ class Room:
 
     def new_dataset_id(self) -> str:
         self.next_dataset += 1
-        return f"fz-{self.next_dataset}"
+        return f"acme-fz-{self.next_dataset}"  # ids are named under their owner
 
     def call(self, rpc: str, caller: str, request: Any) -> Any:
         """Sends one request (an upload: a list of messages) and checks the answer."""

@@ -91,7 +91,7 @@ def test_a_compressed_bomb_is_refused_before_it_inflates(
     inflated = BOMB_ROWS * 32
     assert len(payload) * 100 < inflated  # a bomb: over a hundred times smaller on the wire
     memory, written = server.status("VmHWM"), server.io("wchar")
-    error = upload(server, f"bomb-{compression}", payload, BOMB_ROWS)
+    error = upload(server, f"acme-bomb-{compression}", payload, BOMB_ROWS)
     memory_growth = server.status("VmHWM") - memory
     writes = server.io("wchar") - written
     assert memory_growth < MEMORY_GROWTH_ALLOWED, (
@@ -111,7 +111,7 @@ def test_a_batch_declaring_more_rows_than_its_body_holds_is_refused(
     # The record batch message's `length` (int64) follows its vtable; find it by value.
     length_at = good.index((8).to_bytes(8, "little"))
     lying = good[:length_at] + (10**12).to_bytes(8, "little") + good[length_at + 8 :]
-    error = upload(server, "lying-length", lying, 8)
+    error = upload(server, "acme-lying-length", lying, 8)
     assert error is not None
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
     assert reason(error) == "RECORD_BATCH_LENGTH_MISMATCH"
@@ -123,7 +123,7 @@ def test_a_dictionary_batch_after_a_plain_schema_is_refused(server: ServerProces
     dictionary = list(ipc.MessageReader.open_stream(pa.py_buffer(other)))[1]
     first, *rest = list(ipc.MessageReader.open_stream(pa.py_buffer(stream(one_row(), None))))
     spliced = b"".join(m.serialize().to_pybytes() for m in [first, dictionary, *rest])
-    error = upload(server, "dictionary-spliced", spliced + b"\xff\xff\xff\xff\0\0\0\0", 1)
+    error = upload(server, "acme-dictionary-spliced", spliced + b"\xff\xff\xff\xff\0\0\0\0", 1)
     assert error is not None
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
     assert reason(error) == "UNEXPECTED_IPC_MESSAGE"
@@ -149,7 +149,7 @@ def test_an_uncompressed_chunk_of_the_same_rows_is_still_accepted(
                     partner_service_pb2.UploadDatasetRequest(
                         header=partner_service_pb2.DatasetUploadHeader(
                             parent=PARENT,
-                            dataset_id="plain",
+                            dataset_id="acme-plain",
                             identifier_types=["email"],
                             key_check_value=KCV,
                             row_count=rows,

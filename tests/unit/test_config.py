@@ -80,6 +80,10 @@ def test_a_good_config_loads_with_defaults(tmp_path: Path) -> None:
         ("collaborations.0.policy.epsilon_per_report", 20, "collaborations[0].policy.epsilon_per_report", "at most epsilon_budget"),
         ("collaborations.0.policy.match_rate_cap", 1.5, "collaborations[0].policy.match_rate_cap", "between 0 and 1"),
         ("collaborations.0.policy.max_reports_per_partner_per_day", -1, "collaborations[0].policy.max_reports_per_partner_per_day", "0 (no limit)"),
+        ("collaborations.0.policy.exact_releases_per_dataset_version", 0, "collaborations[0].policy.exact_releases_per_dataset_version", "at least 1"),
+        ("collaborations.0.policy.exact_releases_per_dataset_version_in_collaboration", -1, "collaborations[0].policy.exact_releases_per_dataset_version_in_collaboration", "0 (no limit)"),
+        ("collaborations.0.members", [{"partner": "acme", "roles": ["analyst"], "epsilon_share": 0}], "collaborations[0].members[0].epsilon_share", "above 0"),
+        ("collaborations.0.members", [{"partner": "acme", "roles": ["analyst"], "epsilon_share": 11.0}], "collaborations[0].members", "more than the policy's epsilon_budget"),
         ("collaborations.0.key_check_value", "XYZ", "collaborations[0].key_check_value", "16 lowercase hex"),
         ("collaborations.0.id", "Spring Launch", "collaborations[0].id", "not a valid id"),
         ("collaborations.0.members", [{"partner": "nobody", "roles": ["analyst"]}], "collaborations[0].members[0].partner", "no partner"),
@@ -204,3 +208,20 @@ def test_a_previous_key_check_value_is_accepted_during_a_rotation(tmp_path: Path
             )
         assert error.value.key == "collaborations[0].previous_key_check_value"
         assert words in error.value.message
+
+
+def test_epsilon_shares_default_to_an_equal_part_of_what_is_left(tmp_path: Path) -> None:
+    data = changed(
+        "collaborations.0.members",
+        [
+            {"partner": "acme", "roles": ["analyst"], "epsilon_share": 4},
+            {"partner": "ops", "roles": ["analyst", "uploader"]},
+        ],
+    )
+    data["partners"].append({"id": "corvid", "certificate_names": ["corvid.example"]})
+    data["collaborations"][0]["members"].append({"partner": "corvid", "roles": ["analyst"]})
+    spring = parse_config(data, base_dir=tmp_path).collaborations["spring"]
+    assert spring.policy.exact_releases_per_dataset_version == 1
+    assert spring.policy.exact_releases_per_dataset_version_in_collaboration == 0
+    shares = {p: spring.epsilon_share(p) for p in ("acme", "ops", "corvid")}
+    assert shares == {"acme": 4.0, "ops": 3.0, "corvid": 3.0}  # (10 - 4) split between two
