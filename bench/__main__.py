@@ -14,6 +14,7 @@ MODULES = (
     "bench.audit",
     "bench.spark",
     "bench.release",
+    "bench.reports",
 )
 
 

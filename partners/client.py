@@ -64,7 +64,7 @@ LIMIT_REASONS = frozenset(
 # Calls that change nothing, retried by gRPC with backoff while the server is UNAVAILABLE
 # (restarting, or a connection dropped); uploads, reports and deletions are not retried.
 IDEMPOTENT_CALLS = {
-    "cleanroom.v1.PartnerService": ("GetDataset", "ListDatasets"),
+    "cleanroom.v1.PartnerService": ("GetDataset", "ListDatasets", "ListSharedDatasets"),
     "cleanroom.v1.ReportService": ("GetOverlapReport", "ListOverlapReports", "GetPrivacyBudget"),
     "cleanroom.v1.AuditService": (
         "ListAuditEvents",
@@ -522,6 +522,21 @@ class CleanRoomClient:
             with self._mapped():
                 response = self._partners.ListDatasets(request, timeout=self.timeout)
             yield from response.datasets
+            token = response.next_page_token
+            if not token:
+                return
+
+    def list_shared_datasets(
+        self, parent: str | None = None
+    ) -> Iterator[dataset_pb2.SharedDataset]:
+        """Every dataset shared in a collaboration (owner, types, segments; no sizes)."""
+        parent = self._parent_of(parent)
+        token = ""
+        while True:
+            request = partner_service_pb2.ListSharedDatasetsRequest(parent=parent, page_token=token)
+            with self._mapped():
+                response = self._partners.ListSharedDatasets(request, timeout=self.timeout)
+            yield from response.shared_datasets
             token = response.next_page_token
             if not token:
                 return

@@ -9,16 +9,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from rich import box
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from cleanroom.v1 import audit_event_pb2, dataset_pb2, overlap_report_pb2
+from partners import figures
 from partners.inert import inert, inert_json
 
 SUPPRESSED = "suppressed"
@@ -105,10 +108,6 @@ def count_text(count: overlap_report_pb2.ReleasedCount, threshold: int) -> str:
     return SUPPRESSED
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
 def report_rows(report: overlap_report_pb2.OverlapReport) -> list[dict[str, Any]]:
     """Every figure of a report as one flat row, for CSV and spreadsheets."""
     rows: list[dict[str, Any]] = []
@@ -151,78 +150,170 @@ def report_csv(report: overlap_report_pb2.OverlapReport) -> str:
     return out.getvalue()
 
 
-def report_tables(report: overlap_report_pb2.OverlapReport) -> Group:
-    """The report as terminal tables: sizes, pairwise overlaps, membership cells."""
-    k = report.minimum_threshold
-    sizes = {s.dataset: s.row_count for s in report.dataset_sizes}
-    noise = (
-        f"discrete Laplace noise of scale {report.noise.scale:g} (epsilon {report.noise.epsilon:g};"
-        " 95% intervals in brackets)"
-        if report.HasField("noise")
-        else "exact counts"
-    )
-    title = (
-        f"Overlap report {inert(short(report.name))}: base {inert(short(report.base_dataset))}"
-        f" ({noise}; threshold {k}; {report.released_count} counts released,"
-        f" {report.suppressed_count} suppressed)"
-    )
-    size_table = Table(title="Datasets", title_justify="left")
-    size_table.add_column("dataset")
-    size_table.add_column("rows", justify="right")
-    for name, count in sizes.items():
-        size_table.add_row(inert(short(name)), count_text(count, k))
+def _text(value: str) -> Text:
+    """Text from the server for a table cell: no markup read, nothing in it that acts."""
+    return Text(inert(value, markup=False))
 
-    pair_table = Table(title="Pairwise overlap", title_justify="left")
-    for column, justify in [("rows of", "left"), ("matching", "left"), ("matched rows", "right"),
-                            ("match rate", "right")]:  # fmt: skip
-        pair_table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for pair in report.pairwise_overlaps:
-        pair_table.add_row(
-            inert(short(pair.dataset)),
-            inert(short(pair.matched_dataset)),
-            count_text(pair.matched_row_count, k),
-            ("above " if pair.match_rate_capped else "")
-            + _percent(pair.match_rate if pair.HasField("match_rate") else None),
+
+def _table(title: str, plain: bool) -> Table:
+    """A table that reads well in a terminal, and as plain text when piped."""
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE if plain else box.HEAVY_HEAD,
+        safe_box=True,
+    )
+
+
+def _interval_text(figure: figures.Figure, scale: float | None) -> str:
+    interval = figure.interval(scale)
+    return "" if interval is None else f"{interval[0]:,}-{interval[1]:,}"
+
+
+def _figure_text(figure: figures.Figure) -> str:
+    return figure.withheld if figure.value is None else f"{figure.value:,}"
+
+
+def report_facts(found: figures.ReportFigures) -> list[str]:
+    """The report's facts, one line each: question, mode, threshold, time, deleted inputs."""
+    report = found.report
+    if report.HasField("noise"):
+        mode = (
+            f"{report.noise.mechanism or 'discrete_laplace'} noise of scale"
+            f" {report.noise.scale:g} (epsilon {report.noise.epsilon:g}); intervals hold"
+            f" the count before noise with {figures.CONFIDENCE:.0%} probability"
         )
+    else:
+        mode = "exact counts (no noise)"
 
-    cell_table = Table(
-        title=f"Membership of {inert(short(report.base_dataset))}", title_justify="left"
-    )
+    def who(name: str) -> str:
+        return inert(found.who(name), markup=False)
+
+    lines = [
+        f"Overlap report {inert(short(report.name), markup=False)}: base"
+        f" {who(report.base_dataset)} vs {', '.join(who(o) for o in report.other_datasets)}"
+        + (
+            f", split by {inert(report.segment_column, markup=False)}"
+            if report.segment_column
+            else ""
+        ),
+        f"{mode}; threshold {report.minimum_threshold}; {report.released_count} counts"
+        f" released, {report.suppressed_count} suppressed;"
+        f" released {report.create_time.ToDatetime():%Y-%m-%d %H:%M} UTC",
+    ]
+    if report.deleted_inputs:
+        deleted = ", ".join(inert(short(d), markup=False) for d in report.deleted_inputs)
+        lines.append(f"inputs deleted since: {deleted}")
+    return lines
+
+
+def _counted(table: Table, title: str, scale: float | None) -> None:
+    """Adds a count column and, with noise, its interval column."""
+    table.add_column(title, justify="right", overflow="fold")
+    if scale:
+        table.add_column("95% interval", justify="right", no_wrap=True)
+
+
+def _count_cells(figure: figures.Figure, scale: float | None) -> list[str]:
+    return [_figure_text(figure), *([_interval_text(figure, scale)] if scale else [])]
+
+
+def _sizes_table(found: figures.ReportFigures, plain: bool) -> Table:
+    table = _table("Datasets", plain)
+    table.add_column("dataset", overflow="fold")
+    _counted(table, "in this report", found.scale)
+    table.add_column("exact (your upload)", justify="right", overflow="fold")
+    for name in found.datasets:
+        exact = found.exact_sizes.get(name)
+        table.add_row(
+            _text(found.who(name)),
+            *_count_cells(found.size(name), found.scale),
+            "" if exact is None else f"{exact:,}",
+        )
+    return table
+
+
+def _pairs_table(found: figures.ReportFigures, plain: bool) -> Table:
+    table = _table("Pairwise overlap", plain)
+    table.add_column("rows of", overflow="fold")
+    table.add_column("matching", overflow="fold")
+    _counted(table, "matched rows", found.scale)
+    table.add_column("match rate", justify="right", no_wrap=True)
+    for pair in found.report.pairwise_overlaps:
+        table.add_row(
+            _text(short(pair.dataset)),
+            _text(short(pair.matched_dataset)),
+            *_count_cells(found.pair(pair.dataset, pair.matched_dataset), found.scale),
+            found.match_rate(pair.dataset, pair.matched_dataset),
+        )
+    return table
+
+
+def _cells_table(found: figures.ReportFigures, plain: bool) -> tuple[Table, list[str]]:
+    report = found.report
+    table = _table(f"Membership of {short(report.base_dataset)}", plain)
     if report.segment_column:
-        cell_table.add_column(inert(report.segment_column))
-    others = list(report.other_datasets)
-    for other in others:
-        cell_table.add_column(f"in {inert(short(other))}", justify="center")
-    cell_table.add_column("base rows", justify="right")
-    cell_table.add_column("share", justify="right")
-    segment_totals = _segment_totals(report)
-    for cell in report.membership_cells:
-        marks = ["yes" if o in cell.matched_datasets else "-" for o in others]
-        total = segment_totals.get(cell.segment)
-        share = (
-            cell.base_row_count.value / total
-            if cell.base_row_count.HasField("value") and total
-            else None
-        )
-        segment = (
-            [inert(cell.segment) if cell.segment else "(none)"] if report.segment_column else []
-        )
-        cell_table.add_row(*segment, *marks, count_text(cell.base_row_count, k), _percent(share))
+        table.add_column(_text(report.segment_column), overflow="fold")
+    for other in found.others:
+        table.add_column(_text(f"in {short(other)}"), justify="center", overflow="fold")
+    _counted(table, "base rows", found.scale)
+    table.add_column("share", justify="right", no_wrap=True)
+    notes: list[str] = []
+    for segment in found.segments if report.segment_column else [None]:
+        patterns = found.patterns(segment)
+        shares, note = found.shares(patterns)
+        notes.append(f"{segment or '(none)'}: {note}" if report.segment_column else note)
+        label = [_text(segment or "(none)")] if report.segment_column else []
+        for pattern, share in zip(patterns, shares, strict=True):
+            table.add_row(
+                *label,
+                *("yes" if o in pattern.matched else "-" for o in found.others),
+                *_count_cells(pattern.figure, found.scale),
+                share.text,
+            )
+        if report.segment_column:
+            table.add_section()
     if report.withheld_segments:
-        withheld = ", ".join(s or "(none)" for s in report.withheld_segments)
-        cell_table.caption = f"not split out (fewer than {k} base rows): {withheld}"
-    return Group(title, size_table, pair_table, cell_table)
+        withheld = ", ".join(inert(s, markup=False) or "(none)" for s in report.withheld_segments)
+        notes.append(f"not split out (fewer than {report.minimum_threshold} base rows): {withheld}")
+    return table, notes
 
 
-def _segment_totals(report: overlap_report_pb2.OverlapReport) -> dict[str, int]:
-    """Base rows per segment, only where every cell of the segment was released."""
-    totals: dict[str, int] = {}
-    complete: dict[str, bool] = {}
-    for cell in report.membership_cells:
-        released = cell.base_row_count.HasField("value")
-        complete[cell.segment] = complete.get(cell.segment, True) and released
-        totals[cell.segment] = totals.get(cell.segment, 0) + cell.base_row_count.value
-    return {s: t for s, t in totals.items() if complete[s]}
+def report_tables(
+    report: overlap_report_pb2.OverlapReport,
+    *,
+    owners: Mapping[str, str] | None = None,
+    exact_sizes: Mapping[str, int] | None = None,
+    plain: bool = False,
+) -> Group:
+    """The report as terminal tables: facts, sizes, pairwise overlaps, membership cells.
+
+    Args:
+        report: The report.
+        owners: Dataset name to owner, to show beside short ids.
+        exact_sizes: The exact sizes of the caller's own datasets, shown beside the report's.
+        plain: Plain text (no box drawing), for output that is piped.
+    """
+    found = figures.ReportFigures(report, owners or {}, exact_sizes or {})
+    cells, notes = _cells_table(found, plain)
+    derivation = [
+        "match rate = matched rows / rows of the first dataset, both as released;"
+        " rates and shares are rounded to one decimal of a percent."
+    ]
+    if found.scale:
+        derivation.append(
+            "The base's size and its matched rows are sums of the membership cells"
+            " (so they agree with them); an interval widens with the number of noisy counts"
+            " a figure adds up."
+        )
+    return Group(
+        *(Text(line) for line in report_facts(found)),
+        _sizes_table(found, plain),
+        _pairs_table(found, plain),
+        *(Text(d) for d in derivation),
+        cells,
+        *(_text(n) for n in notes),
+    )
 
 
 def datasets_table(datasets: Iterable[dataset_pb2.Dataset]) -> Table:
@@ -232,7 +323,7 @@ def datasets_table(datasets: Iterable[dataset_pb2.Dataset]) -> Table:
         table.add_column(column, justify="right" if column == "rows" else "left")
     for d in datasets:
         table.add_row(
-            inert(d.name),
+            inert(short(d.name)),
             inert(short(d.owner)),
             f"{d.row_count:,}",
             inert(", ".join(d.identifier_types)),
@@ -240,6 +331,103 @@ def datasets_table(datasets: Iterable[dataset_pb2.Dataset]) -> Table:
             d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
         )
     return table
+
+
+def shared_datasets_table(
+    datasets: Iterable[dataset_pb2.SharedDataset], *, plain: bool = False
+) -> Table:
+    """The datasets shared in a collaboration (every member's) as a terminal table."""
+    table = _table("Datasets shared in the collaboration", plain)
+    for column in ("dataset", "owner", "identifier types", "segments", "uploaded (UTC)"):
+        table.add_column(column, overflow="fold", no_wrap=column == "uploaded (UTC)")
+    for d in datasets:
+        table.add_row(
+            _text(short(d.name)),
+            _text(short(d.owner)),
+            _text(", ".join(d.identifier_types)),
+            _text(", ".join(d.segment_columns) or "-"),
+            d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M"),
+        )
+    return table
+
+
+def reports_table(
+    reports: Iterable[overlap_report_pb2.OverlapReport], *, plain: bool = False
+) -> Table:
+    """Reports as a terminal table: what each asked (base, others, segment) and how."""
+    table = _table("Overlap reports", plain)
+    for column in ("report", "released (UTC)", "base", "others", "segment", "mode", "epsilon"):
+        table.add_column(
+            column,
+            justify="right" if column == "epsilon" else "left",
+            overflow="fold",
+            no_wrap=column == "released (UTC)",
+        )
+    for r in reports:
+        noisy = r.HasField("noise")
+        table.add_row(
+            _text(short(r.name)),
+            r.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M"),
+            _text(short(r.base_dataset)),
+            _text(", ".join(short(o) for o in r.other_datasets)),
+            _text(r.segment_column or "-"),
+            "noisy" if noisy else "exact",
+            f"{r.noise.epsilon:g}" if noisy else "-",
+        )
+    return table
+
+
+def report_wide_rows(
+    report: overlap_report_pb2.OverlapReport,
+) -> tuple[list[str], list[list[Any]]]:
+    """The membership cells as one row per pattern (and segment), for charts in a spreadsheet.
+
+    A yes/no column per other dataset, then the base rows, their 95% interval (empty for
+    exact counts), the share and, for a withheld cell, why.
+    """
+    found = figures.ReportFigures(report)
+    others = found.others
+    header = [
+        *([report.segment_column] if report.segment_column else []),
+        short(report.base_dataset),
+        *(short(o) for o in others),
+        "base_rows",
+        "interval_low",
+        "interval_high",
+        "share",
+        "suppression",
+    ]
+    rows: list[list[Any]] = []
+    for segment in found.segments if report.segment_column else [None]:
+        patterns = found.patterns(segment)
+        shares, _ = found.shares(patterns)
+        for pattern, share in zip(patterns, shares, strict=True):
+            interval = pattern.figure.interval(found.scale)
+            rows.append(
+                [
+                    *([segment] if report.segment_column else []),
+                    "yes",
+                    *("yes" if o in pattern.matched else "no" for o in others),
+                    "" if pattern.figure.value is None else pattern.figure.value,
+                    "" if interval is None else interval[0],
+                    "" if interval is None else interval[1],
+                    "" if pattern.figure.value is None else share.text,
+                    pattern.figure.withheld,
+                ]
+            )
+    return header, rows
+
+
+def report_csv_wide(report: overlap_report_pb2.OverlapReport) -> str:
+    """The membership cells as wide CSV: one row per pattern, a yes/no column per dataset."""
+    header, rows = report_wide_rows(report)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([inert(h, markup=False) for h in header])
+    writer.writerows(
+        [inert(v, markup=False) if isinstance(v, str) else v for v in row] for row in rows
+    )
+    return out.getvalue()
 
 
 def audit_table(events: Iterable[audit_event_pb2.AuditEvent]) -> Table:

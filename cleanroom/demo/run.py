@@ -371,6 +371,23 @@ def _marketer_reports(world: DemoWorld, console: Console) -> None:
         f"--segment={segment}", "--csv",
     )  # fmt: skip
     _partner(world, console, "acme", "budget", f"--collaboration={COLLABORATION}")
+    _step(console, "acme's marketer: the report as a page with charts")
+    _partner(
+        world, console, "acme", "datasets", "list", "--shared", f"--collaboration={COLLABORATION}"
+    )
+    _partner(world, console, "acme", "report", "list", f"--collaboration={COLLABORATION}")
+    page = world.root / "acme-report.html"
+    # The stored report again (free), written as a page: `report html ID` does the same
+    # for a report id, which differs from run to run.
+    _partner(
+        world, console, "acme", "report", "create", f"--collaboration={COLLABORATION}",
+        "--base=acme-customers", "--other=brightmart-customers", "--other=corvid-customers",
+        f"--segment={segment}", "--format=html", f"--out={page.name}",
+    )  # fmt: skip
+    console.print(
+        f"The three-way report as one self-contained HTML page: [bold]{page}[/]"
+        " (open it in a browser; it needs no network)."
+    )
 
 
 def _auditor_reads_log(world: DemoWorld, console: Console) -> None:

@@ -91,6 +91,17 @@ def dataset(record: DatasetRecord) -> dataset_pb2.Dataset:
     )
 
 
+def shared_dataset(record: DatasetRecord) -> dataset_pb2.SharedDataset:
+    """What members may see of any dataset of their collaboration: no size, no checksum."""
+    return dataset_pb2.SharedDataset(
+        name=str(record.name),
+        owner=partner_name(record.owner),
+        identifier_types=record.identifier_types,
+        segment_columns=record.segment_columns,
+        create_time=timestamp(record.create_time),
+    )
+
+
 def overlap_question(
     parent: CollaborationName, message: overlap_report_pb2.OverlapReport
 ) -> OverlapQuestion:

@@ -145,6 +145,24 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
         call.summarize(deleted_rows=size_range(record.row_count))
         return pb.DeleteDatasetResponse()
 
+    def ListSharedDatasets(  # noqa: N802 - gRPC's method name
+        self, request: pb.ListSharedDatasetsRequest, context: grpc.ServicerContext
+    ) -> pb.ListSharedDatasetsResponse:
+        """Lists every dataset of a collaboration, without sizes, to its members."""
+        call = current_call()
+        parent = CollaborationName.parse(request.parent)
+        call.names(parent, collaboration=parent)
+        limit = page_size(request.page_size, default=50)
+        call.summarize(page_size=limit, continued=bool(request.page_token))
+        after = decode_token(request.page_token, "sharedDatasets", str(parent), "")
+        records, token = next_page(
+            self.datasets.list_shared(call.caller, parent, after=after, limit=limit + 1),
+            limit, "sharedDatasets", str(parent), lambda record: record.name.dataset,
+        )  # fmt: skip
+        return pb.ListSharedDatasetsResponse(
+            shared_datasets=[convert.shared_dataset(r) for r in records], next_page_token=token
+        )
+
 
 def _payload_bytes(message: pb.UploadDatasetRequest) -> int:
     """What a message adds to an upload's rate: its record batches' bytes."""

@@ -123,6 +123,17 @@ class Datasets:
             raise _not_found(name)
         return record
 
+    def list_shared(
+        self, caller: Caller, parent: CollaborationName, *, after: str, limit: int
+    ) -> list[DatasetRecord]:
+        """Every dataset of a collaboration, for a member to find what to ask about.
+
+        The records hold sizes; the service shows members their names, owners, types,
+        segments and upload times only.
+        """
+        self.access.require(caller, parent, READERS, "list the datasets shared in it")
+        return self.catalog.datasets(parent.collaboration, owner=None, after=after, limit=limit)
+
     def list(
         self, caller: Caller, parent: CollaborationName, *, after: str, limit: int
     ) -> list[DatasetRecord]:

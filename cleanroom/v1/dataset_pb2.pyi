@@ -113,3 +113,49 @@ class IdentifierColumnStats(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IdentifierColumnStats: _TypeAlias = IdentifierColumnStats  # noqa: Y015
+
+@_typing.final
+class SharedDataset(_message.Message):
+    """What the members of a collaboration may know of a dataset they do not own: enough to name
+    it in a report, nothing about its rows (no row count, checksum or per-type statistics).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    IDENTIFIER_TYPES_FIELD_NUMBER: _builtins.int
+    SEGMENT_COLUMNS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The resource name: `collaborations/{collaboration}/datasets/{dataset}`."""
+    owner: _builtins.str
+    """The partner that uploaded and owns the dataset: `partners/{partner}`."""
+    @_builtins.property
+    def identifier_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The identifier types the dataset carries, which a report matches on."""
+
+    @_builtins.property
+    def segment_columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The segment columns the dataset carries, by which a report based on it may break down."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the upload was committed."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        identifier_types: _abc.Iterable[_builtins.str] | None = ...,
+        segment_columns: _abc.Iterable[_builtins.str] | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "identifier_types", b"identifier_types", "name", b"name", "owner", b"owner", "segment_columns", b"segment_columns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SharedDataset: _TypeAlias = SharedDataset  # noqa: Y015

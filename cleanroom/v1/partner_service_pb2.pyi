@@ -272,3 +272,61 @@ class DeleteDatasetResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteDatasetResponse: _TypeAlias = DeleteDatasetResponse  # noqa: Y015
+
+@_typing.final
+class ListSharedDatasetsRequest(_message.Message):
+    """The request of ListSharedDatasets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The collaboration: `collaborations/{collaboration}`."""
+    page_size: _builtins.int
+    """The largest number of datasets to return (default 50, at most 1000)."""
+    page_token: _builtins.str
+    """The `next_page_token` of an earlier call, to continue from there."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSharedDatasetsRequest: _TypeAlias = ListSharedDatasetsRequest  # noqa: Y015
+
+@_typing.final
+class ListSharedDatasetsResponse(_message.Message):
+    """The response to ListSharedDatasets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARED_DATASETS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """A token for the next page, empty on the last page."""
+    @_builtins.property
+    def shared_datasets(self) -> _containers.RepeatedCompositeFieldContainer[_dataset_pb2.SharedDataset]:
+        """The datasets, in the order of their names."""
+
+    def __init__(
+        self,
+        *,
+        shared_datasets: _abc.Iterable[_dataset_pb2.SharedDataset] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "shared_datasets", b"shared_datasets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSharedDatasetsResponse: _TypeAlias = ListSharedDatasetsResponse  # noqa: Y015

@@ -56,6 +56,11 @@ class PartnerServiceStub:
                 request_serializer=cleanroom_dot_v1_dot_partner__service__pb2.DeleteDatasetRequest.SerializeToString,
                 response_deserializer=cleanroom_dot_v1_dot_partner__service__pb2.DeleteDatasetResponse.FromString,
                 _registered_method=True)
+        self.ListSharedDatasets = channel.unary_unary(
+                '/cleanroom.v1.PartnerService/ListSharedDatasets',
+                request_serializer=cleanroom_dot_v1_dot_partner__service__pb2.ListSharedDatasetsRequest.SerializeToString,
+                response_deserializer=cleanroom_dot_v1_dot_partner__service__pb2.ListSharedDatasetsResponse.FromString,
+                _registered_method=True)
 
 
 class PartnerServiceServicer:
@@ -92,6 +97,16 @@ class PartnerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSharedDatasets(self, request, context):
+        """Lists the datasets that the members of a collaboration have shared in it, the caller's
+        own among them: who owns each and what it can be matched and split by, never its size.
+        Only members of the collaboration may call it, so that they can ask their first question
+        without asking the other brands for their dataset ids.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PartnerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +129,11 @@ def add_PartnerServiceServicer_to_server(servicer, server):
                     servicer.DeleteDataset,
                     request_deserializer=cleanroom_dot_v1_dot_partner__service__pb2.DeleteDatasetRequest.FromString,
                     response_serializer=cleanroom_dot_v1_dot_partner__service__pb2.DeleteDatasetResponse.SerializeToString,
+            ),
+            'ListSharedDatasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSharedDatasets,
+                    request_deserializer=cleanroom_dot_v1_dot_partner__service__pb2.ListSharedDatasetsRequest.FromString,
+                    response_serializer=cleanroom_dot_v1_dot_partner__service__pb2.ListSharedDatasetsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +246,33 @@ class PartnerService:
             '/cleanroom.v1.PartnerService/DeleteDataset',
             cleanroom_dot_v1_dot_partner__service__pb2.DeleteDatasetRequest.SerializeToString,
             cleanroom_dot_v1_dot_partner__service__pb2.DeleteDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSharedDatasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cleanroom.v1.PartnerService/ListSharedDatasets',
+            cleanroom_dot_v1_dot_partner__service__pb2.ListSharedDatasetsRequest.SerializeToString,
+            cleanroom_dot_v1_dot_partner__service__pb2.ListSharedDatasetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,12 @@ class PartnerServiceStub:
     """Lists the datasets of a collaboration that the caller may read."""
     DeleteDataset: _grpc.UnaryUnaryMultiCallable[_partner_service_pb2.DeleteDatasetRequest, _partner_service_pb2.DeleteDatasetResponse]
     """Deletes one of the caller's datasets and its data."""
+    ListSharedDatasets: _grpc.UnaryUnaryMultiCallable[_partner_service_pb2.ListSharedDatasetsRequest, _partner_service_pb2.ListSharedDatasetsResponse]
+    """Lists the datasets that the members of a collaboration have shared in it, the caller's
+    own among them: who owns each and what it can be matched and split by, never its size.
+    Only members of the collaboration may call it, so that they can ask their first question
+    without asking the other brands for their dataset ids.
+    """
 
 @_typing.type_check_only
 class PartnerServiceAsyncStub(PartnerServiceStub):
@@ -63,6 +69,12 @@ class PartnerServiceAsyncStub(PartnerServiceStub):
     """Lists the datasets of a collaboration that the caller may read."""
     DeleteDataset: _aio.UnaryUnaryMultiCallable[_partner_service_pb2.DeleteDatasetRequest, _partner_service_pb2.DeleteDatasetResponse]  # type: ignore[assignment]
     """Deletes one of the caller's datasets and its data."""
+    ListSharedDatasets: _aio.UnaryUnaryMultiCallable[_partner_service_pb2.ListSharedDatasetsRequest, _partner_service_pb2.ListSharedDatasetsResponse]  # type: ignore[assignment]
+    """Lists the datasets that the members of a collaboration have shared in it, the caller's
+    own among them: who owns each and what it can be matched and split by, never its size.
+    Only members of the collaboration may call it, so that they can ask their first question
+    without asking the other brands for their dataset ids.
+    """
 
 class PartnerServiceServicer(metaclass=_abc_1.ABCMeta):
     """The service through which a partner brand's data engineers upload, inspect and delete
@@ -102,5 +114,17 @@ class PartnerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_partner_service_pb2.DeleteDatasetResponse, _abc.Awaitable[_partner_service_pb2.DeleteDatasetResponse]]:
         """Deletes one of the caller's datasets and its data."""
+
+    @_abc_1.abstractmethod
+    def ListSharedDatasets(
+        self,
+        request: _partner_service_pb2.ListSharedDatasetsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_partner_service_pb2.ListSharedDatasetsResponse, _abc.Awaitable[_partner_service_pb2.ListSharedDatasetsResponse]]:
+        """Lists the datasets that the members of a collaboration have shared in it, the caller's
+        own among them: who owns each and what it can be matched and split by, never its size.
+        Only members of the collaboration may call it, so that they can ask their first question
+        without asking the other brands for their dataset ids.
+        """
 
 def add_PartnerServiceServicer_to_server(servicer: PartnerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

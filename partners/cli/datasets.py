@@ -48,12 +48,25 @@ def datasets() -> None:
 
 @datasets.command(name="list")
 @click.option("--collaboration", required=True)
+@click.option(
+    "--shared",
+    is_flag=True,
+    help="Every member's datasets in the collaboration (owner, types, segments; no sizes).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @connection_options
-def datasets_list(collaboration: str, as_json: bool, **options: Any) -> None:
-    """List your brand's datasets in a collaboration."""
+def datasets_list(collaboration: str, shared: bool, as_json: bool, **options: Any) -> None:
+    """List your brand's datasets in a collaboration, or with --shared every member's."""
     with reported_errors(), client_for(options) as client:
-        items = list(client.list_datasets(f"collaborations/{collaboration}"))
+        parent = f"collaborations/{collaboration}"
+        if shared:
+            found = list(client.list_shared_datasets(parent))
+            if as_json:
+                click.echo(render.as_json(found))
+            else:
+                console.print(render.shared_datasets_table(found, plain=not console.is_terminal))
+            return
+        items = list(client.list_datasets(parent))
         if as_json:
             click.echo(render.as_json(items))
         else:

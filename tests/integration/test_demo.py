@@ -25,6 +25,12 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert status == 0
     assert "three-way overlap report" in text
     assert "server exited with status 0" in text
+    # The marketer's HTML report of the three-way question, where the demo says it is.
+    page = tmp_path / "demo" / "acme-report.html"
+    assert str(page) in text.replace("\n", "")
+    html = page.read_text(encoding="utf-8")
+    assert 'data-chart="venn"' in html
+    assert 'data-chart="upset"' in html
     # The server's data directory holds the three committed datasets and nothing half-written.
     data = tmp_path / "demo" / "data"
     assert len(list((data / "datasets").iterdir())) == 3

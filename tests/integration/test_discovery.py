@@ -114,6 +114,7 @@ def test_reflection_returns_a_service_file_descriptor(channel: grpc.Channel) -> 
         "GetDataset": (False, False),
         "ListDatasets": (False, False),
         "DeleteDataset": (False, False),
+        "ListSharedDatasets": (False, False),
     }
 
 

@@ -190,7 +190,10 @@ def test_report_get_shows_hostile_segment_labels_inert(
 
     output = on_terminal(server, "acme", "report", "get", report.name)
     text = assert_inert(output)
-    shown = [line for line in text.splitlines() if SHOWN in line]
+    lines = text.splitlines()
+    # The label's note under the table (how its shares are counted) shows it inert too.
+    assert [line for line in lines if line.startswith(f"{SHOWN}: shares are of")], text
+    shown = [line for line in lines if SHOWN in line and "shares are of" not in line]
     assert len(shown) == 2, text  # the label's two cells (matched or not), each on one line
     assert all(line.startswith("│ ") and line.endswith(" │") for line in shown), shown
     assert "forged" not in text.replace(SHOWN, "")

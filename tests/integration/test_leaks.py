@@ -77,6 +77,10 @@ def test_no_response_holds_a_digest(server: RunningServer, tmp_path: Path) -> No
         reports = report_service_pb2_grpc.ReportServiceStub(channel)
         audit = audit_service_pb2_grpc.AuditServiceStub(channel)
         call(partners.ListDatasets, partner_service_pb2.ListDatasetsRequest(parent=PARENT))
+        call(
+            partners.ListSharedDatasets,
+            partner_service_pb2.ListSharedDatasetsRequest(parent=PARENT),
+        )
         for brand in ("acme", "brightmart", "corvid", "missing"):
             name = dataset_name(f"{brand}-list")
             call(partners.GetDataset, partner_service_pb2.GetDatasetRequest(name=name))

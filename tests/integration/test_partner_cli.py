@@ -99,12 +99,14 @@ def test_prepare_upload_report_audit(
         ).splitlines()
     ]
     methods = [e["method"].rsplit("/", 1)[-1] for e in events]
-    assert methods[:6] == [
+    assert methods[:8] == [
         "UploadDataset",
         "UploadDataset",
         "ListDatasets",
         "CreateOverlapReport",
         "GetOverlapReport",
+        "ListSharedDatasets",  # the tables show owners and the caller's exact sizes
+        "ListDatasets",
         "GetOverlapReport",
     ]
 

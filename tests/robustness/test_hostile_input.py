@@ -91,6 +91,7 @@ TIMEOUT = 30.0
 MIN_REQUESTS = 5000
 SERVICES = {
     **dict.fromkeys(("UploadDataset", "GetDataset", "ListDatasets", "DeleteDataset"), "PartnerService"),
+    "ListSharedDatasets": "PartnerService",
     **dict.fromkeys(("CreateOverlapReport", "GetOverlapReport", "ListOverlapReports", "GetPrivacyBudget"), "ReportService"),
     **dict.fromkeys(("ListAuditEvents", "GetAuditCheckpoint", "GetAuditInclusionProof", "GetAuditConsistencyProof"), "AuditService"),
 }  # fmt: skip
@@ -748,6 +749,7 @@ def test_dataset_rpcs_refuse_hostile_names_parents_and_page_tokens(room: Room) -
             name=names.map(lambda n: f"{n}-x" if n in protected else n),
         ),
         listings(partner_service_pb2.ListDatasetsRequest, "datasets", parents()),
+        listings(partner_service_pb2.ListSharedDatasetsRequest, "sharedDatasets", parents()),
     )
 
     @fuzz(500)

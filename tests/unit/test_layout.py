@@ -38,9 +38,11 @@ LAYERS = [
     ("cleanroom.names",),
     ("cleanroom.errors",),
     ("partners.cli", "partners.__main__"),
+    ("partners.reports",),
     ("partners.audit",),
     ("partners.client",),
     ("partners.render", "partners.frames"),
+    ("partners.figures",),
     ("partners.inert",),
     ("partners.preparation",),
     ("partners.profiles",),
@@ -185,6 +187,37 @@ def test_the_toolkit_distribution_depends_on_what_the_project_does() -> None:
     project = _dependencies(ROOT / "pyproject.toml")
     assert {name: project.get(name) for name in toolkit} == toolkit
     assert not {"scipy", "opendp", "pandas", "grpcio-health-checking"} & set(toolkit)
+
+
+def test_the_toolkit_extras_are_the_projects_too() -> None:
+    import tomllib
+
+    path = ROOT / "packaging" / "cleanroom-partner" / "pyproject.toml"
+    extras = tomllib.loads(path.read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    project = _dependencies(ROOT / "pyproject.toml")
+    for listed in extras.values():
+        wanted = {re.split(r"[<>=!~ \[]", d, maxsplit=1)[0]: d for d in listed}
+        assert {name: project.get(name) for name in wanted} == wanted
+
+
+def test_drawing_libraries_load_only_when_a_report_is_drawn() -> None:
+    script = (
+        "import json, sys\n"
+        "import partners.reports, partners.reports.page, partners.reports.charts\n"
+        "import partners.reports.workbook, partners.cli.reports\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    loaded = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+        ).stdout
+    )
+    heavy = [
+        m
+        for m in loaded
+        if m.split(".")[0] in ("matplotlib", "matplotlib_venn", "jinja2", "openpyxl")
+    ]
+    assert not heavy, heavy
 
 
 def test_the_command_table_matches_the_commands() -> None:
