@@ -162,15 +162,15 @@ def released(
 
     Args:
         count: The count as released.
-        threshold: The report's minimum aggregation threshold, to say "< k".
+        threshold: The report's minimum aggregation threshold.
         terms: How many noisy counts it adds up (0 for exact counts).
         source: What the figure is, in words.
     """
     if count.HasField("value"):
         return Figure(count.value, "", terms, source)
-    reason = overlap_report_pb2.SuppressionReason.Name(count.suppression_reason)
-    why = f"< {threshold}" if reason == "SUPPRESSION_REASON_BELOW_THRESHOLD" else "withheld"
-    return Figure(None, f"{SUPPRESSED} ({why})", terms, source)
+    # One mark whatever the reason (older reports still carry theirs): a reason that told
+    # "below k" from "withheld to protect another cell" would let the analyst pin a count.
+    return Figure(None, SUPPRESSED, terms, source)
 
 
 def total(parts: Sequence[Figure], source: str) -> Figure:

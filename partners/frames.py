@@ -56,7 +56,6 @@ def report_frame(report: overlap_report_pb2.OverlapReport) -> Any:
         rate: float | None = None,
     ) -> None:
         released = count.HasField("value")
-        reason = overlap_report_pb2.SuppressionReason.Name(count.suppression_reason)
         rows.append(
             {
                 "report": report_id,
@@ -66,8 +65,7 @@ def report_frame(report: overlap_report_pb2.OverlapReport) -> Any:
                 "segment": segment,
                 "count": count.value if released else None,
                 "suppressed": not released,
-                "suppression_reason": "" if released else
-                reason.removeprefix("SUPPRESSION_REASON_").lower(),
+                "suppression_reason": "" if released else "suppressed",
                 "rate": rate,
             }
         )  # fmt: skip

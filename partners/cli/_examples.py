@@ -28,7 +28,7 @@ EXAMPLES: dict[str, str] = {
     "config show": "cleanroom-partner --profile acme config show",
     "datasets delete": "cleanroom-partner datasets delete acme-customers"
     " --collaboration spring-launch",
-    "datasets list": "cleanroom-partner datasets list --collaboration spring-launch",
+    "datasets list": "cleanroom-partner datasets list --collaboration spring-launch --shared",
     "datasets show": "cleanroom-partner datasets show acme-customers --collaboration spring-launch",
     "kcv": "cleanroom-partner kcv --collaboration spring-launch --secret-file collaboration.secret",
     "keygen": "cleanroom-partner keygen --collaboration spring-launch --out collaboration.secret",
@@ -38,6 +38,8 @@ EXAMPLES: dict[str, str] = {
     "report create": "cleanroom-partner report create --collaboration spring-launch"
     " --base acme-customers --other brightmart-customers",
     "report get": "cleanroom-partner report get 1 --collaboration spring-launch",
+    "report html": "cleanroom-partner report html 1 --collaboration spring-launch"
+    " --out report.html",
     "report list": "cleanroom-partner report list --collaboration spring-launch",
     "resolve": "cleanroom-partner resolve --source crm.csv:email=email,mobile=phone"
     " --out people.parquet",
