@@ -1,7 +1,7 @@
 """The report as an Excel workbook (openpyxl): facts, datasets, pairwise overlap, cells.
 
 Counts are numbers (a spreadsheet can chart and sum them); a withheld count is an empty
-cell with the reason beside it, never a zero. The membership sheet is the wide form of
+cell marked suppressed beside it, never a zero. The membership sheet is the wide form of
 `partners.render.report_wide_rows`, the same rows as `--csv wide`.
 """
 
