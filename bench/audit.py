@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -31,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench._report import machine, publish
 from cleanroom.audit.check import check_logs
 from cleanroom.audit.log import AuditEvent, AuditFilter, AuditLog
 from cleanroom.proofs import merkle
@@ -114,14 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         verifier = NoteVerifier(signer.verifier_key)
         offline = _seconds(lambda: check_logs(data_dir, verifier))
         figures.append(_figure("offline check (every signature)", offline, size, None))
-    results = {"events": events, "machine": _machine(), "figures": figures}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = render(results)
-    (out / "audit.md").write_text(report)
-    (out / "audit.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(report)
-    print(f"written to {out / 'audit.md'} and {out / 'audit.json'}")
+    results = {"events": events, "machine": machine(), "figures": figures}
+    publish(Path(args.out), "audit", render(results), results)
     return 0
 
 
@@ -145,17 +137,6 @@ def render(results: dict[str, Any]) -> str:
     for f in results["figures"]:
         lines.append(f"| {f['label']} | {f['seconds']:.4f} s | {f['microseconds_each']:.1f} µs |")
     return "\n".join(lines) + "\n"
-
-
-def _machine() -> dict[str, Any]:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return {
-        "summary": f"{cores} cores, load {load:.1f}, Python {platform.python_version()}",
-        "cores": cores,
-        "load": load,
-        "python": platform.python_version(),
-    }
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace:

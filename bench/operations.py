@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
 import shutil
 import statistics
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bench.startup import _machine
+from bench._report import machine, publish
 from cleanroom.config import parse_config
 from cleanroom.demo.deployment import loopback_connection
 from cleanroom.names import DatasetName
@@ -156,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the figures and prints the table; always 0."""
     args = _arguments(list(sys.argv[1:] if argv is None else argv))
     calls = QUICK_CALLS if args.quick else CALLS
-    results: dict[str, Any] = {"calls": calls, "machine": _machine()}
+    results: dict[str, Any] = {"calls": calls, "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="bench-ops-") as work:
         root = Path(work)
         bare, _ = _call_latencies(root / "bare", calls, observed=False)
@@ -165,13 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["observed_call"] = _summary(observed)
         results["scrape_seconds"] = scrape
         results["backup"] = _backup_figures(root / "backup-world", 16 if args.quick else 64)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = render(results)
-    (out / "operations.md").write_text(report)
-    (out / "operations.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(report)
-    print(f"written to {out / 'operations.md'} and {out / 'operations.json'}")
+    publish(Path(args.out), "operations", render(results), results)
     return 0
 
 

@@ -14,9 +14,6 @@ time.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from bench._report import machine, publish
 from cleanroom.config import PrivacyPolicy
 from cleanroom.matching.question import ExactOverlap, OverlapQuestion
 from cleanroom.names import DatasetName, OverlapReportName
@@ -90,16 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": RUNS,
         "k": K,
         "segments": SEGMENTS,
-        "machine": _machine(),
+        "machine": machine(),
         "figures": figures,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = render(results)
-    (out / "release.md").write_text(report)
-    (out / "release.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(report)
-    print(f"written to {out / 'release.md'} and {out / 'release.json'}")
+    publish(Path(args.out), "release", render(results), results)
     return 0
 
 
@@ -118,16 +110,6 @@ def render(results: dict[str, Any]) -> str:
             f" | {f['noisy_median_seconds']:.3f} s |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _machine() -> dict[str, Any]:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return {
-        "summary": f"{cores} cores, load {load:.1f}, Python {platform.python_version()}",
-        "cores": cores,
-        "python": platform.python_version(),
-    }
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace:

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
+from bench._report import machine, publish
 from cleanroom.v1 import overlap_report_pb2 as pb
 from partners import render
 from partners.reports import render_html
@@ -110,17 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     results = {
         "runs": runs,
-        "machine": _machine(),
+        "machine": machine()["summary"],
         "bare_chart_seconds": _median(_bare_chart, runs),
         "figures": figures,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    text = _markdown(results)
-    (out / "reports.md").write_text(text)
-    (out / "reports.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(text)
-    print(f"written to {out / 'reports.md'} and {out / 'reports.json'}")
+    publish(Path(args.out), "reports", _markdown(results), results)
     return 0
 
 
@@ -141,11 +133,6 @@ def _markdown(results: dict[str, Any]) -> str:
         f"Baseline: one bare matplotlib bar chart as SVG: {results['bare_chart_seconds']:.3f} s.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _machine() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cores} cores, Python {platform.python_version()}"
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace:

@@ -12,9 +12,6 @@ if it loaded everything at start). The target is `cleanroom-partner --help` unde
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -23,6 +20,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from bench._report import machine, publish
 
 TARGET_SECONDS = 0.5
 RUNS, QUICK_RUNS = 15, 5
@@ -61,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("baseline: every toolkit module imported",
          [sys.executable, "-c", EVERY_TOOLKIT_MODULE], None),
     ]  # fmt: skip
-    results: dict[str, Any] = {"runs": runs, "machine": _machine(), "figures": []}
+    results: dict[str, Any] = {"runs": runs, "machine": machine(), "figures": []}
     for label, command, target in cases:
         seconds = _timings(command, runs)
         results["figures"].append(
@@ -73,13 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "target_seconds": target,
             }
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = render(results)
-    (out / "startup.md").write_text(report)
-    (out / "startup.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(report)
-    print(f"written to {out / 'startup.md'} and {out / 'startup.json'}")
+    publish(Path(args.out), "startup", render(results), results)
     return 0
 
 
@@ -103,15 +96,6 @@ def render(results: dict[str, Any]) -> str:
             f" | {f['max_seconds']:.3f} s | {verdict} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _machine() -> dict[str, Any]:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "summary": f"{cores} cores, Python {platform.python_version()}",
-        "cores": cores,
-        "python": platform.python_version(),
-    }
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
