@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from cleanroom.tls.pki import DemoPki
 from partners.cli import main
 from partners.preparation.digest import write_secret
+from tests.integration.test_partner_cli import env_for as partner_env
 from tests.support import COLLABORATION, SECRET, RunningServer, running_server
 
 PEOPLE = range(0, 400)
@@ -53,15 +54,7 @@ def national(i: int) -> str:
 
 
 def env_for(server: RunningServer, partner: str) -> dict[str, str]:
-    connection = server.connection(partner)
-    return {
-        "CLEANROOM_SERVER": connection.target,
-        "CLEANROOM_CERT": str(connection.certificate),
-        "CLEANROOM_KEY": str(connection.private_key),
-        "CLEANROOM_CA": str(connection.ca_certificate),
-        "CLEANROOM_SERVER_NAME": "localhost",
-        "CLEANROOM_COLLABORATION": COLLABORATION,
-    }
+    return {**partner_env(server, partner), "CLEANROOM_COLLABORATION": COLLABORATION}
 
 
 def cli(server: RunningServer, partner: str, *args: str, code: int = 0) -> str:

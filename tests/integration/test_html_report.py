@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from partners.cli import main
 from partners.figures import Figure, ReportFigures
 from tests.chromium import chromium_or_skip, open_page
+from tests.integration.test_partner_cli import env_for
 from tests.support import (
     COLLABORATION,
     RunningServer,
@@ -45,17 +46,6 @@ def _label(figure: Figure) -> str:
     if figure.value is None:
         return "suppressed"
     return f"≥ {figure.value:,}" if figure.at_least else f"{figure.value:,}"
-
-
-def _env(server: RunningServer, partner: str) -> dict[str, str]:
-    connection = server.connection(partner)
-    return {
-        "CLEANROOM_SERVER": connection.target,
-        "CLEANROOM_CERT": str(connection.certificate),
-        "CLEANROOM_KEY": str(connection.private_key),
-        "CLEANROOM_CA": str(connection.ca_certificate),
-        "CLEANROOM_SERVER_NAME": "localhost",
-    }
 
 
 def _upload(server: RunningServer, tmp_path: Path, brand: str, ids: list[int]) -> str:
@@ -93,7 +83,7 @@ def test_the_html_report_in_a_real_browser(noisy_server: RunningServer, tmp_path
     assert report.HasField("noise")
     page_file = tmp_path / "report.html"
     result = CliRunner().invoke(
-        main, ["report", "html", report.name, "--out", str(page_file)], env=_env(server, "acme")
+        main, ["report", "html", report.name, "--out", str(page_file)], env=env_for(server, "acme")
     )
     assert result.exit_code == 0, result.output
     html = page_file.read_text(encoding="utf-8")
@@ -212,7 +202,7 @@ def test_tables_list_and_spreadsheets_from_the_real_server(
     report = server.client("acme").create_report(
         PARENT, base=base, others=[other], segment_column="tier"
     )
-    env = {**_env(server, "acme"), "COLUMNS": "160"}
+    env = {**env_for(server, "acme"), "COLUMNS": "160"}
 
     def run(*args: str) -> str:
         result = CliRunner().invoke(main, list(args), env=env)
