@@ -25,17 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63leanroom/v1/dataset.proto\x12\x0c\x63leanroom.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x02\n\x07\x44\x61taset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x18\n\x10identifier_types\x18\x03 \x03(\t\x12\x17\n\x0fsegment_columns\x18\x04 \x03(\t\x12\x11\n\trow_count\x18\x05 \x01(\x03\x12\x10\n\x08\x63hecksum\x18\x06 \x01(\t\x12\x17\n\x0fkey_check_value\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x10identifier_stats\x18\t \x03(\x0b\x32#.cleanroom.v1.IdentifierColumnStats\"`\n\x15IdentifierColumnStats\x12\x17\n\x0fidentifier_type\x18\x01 \x01(\t\x12\x15\n\rpresent_count\x18\x02 \x01(\x03\x12\x17\n\x0f\x64uplicate_count\x18\x03 \x01(\x03\"\x90\x01\n\rSharedDataset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x18\n\x10identifier_types\x18\x03 \x03(\t\x12\x17\n\x0fsegment_columns\x18\x04 \x03(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63leanroom/v1/dataset.proto\x12\x0c\x63leanroom.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x02\n\x07\x44\x61taset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x18\n\x10identifier_types\x18\x03 \x03(\t\x12\x17\n\x0fsegment_columns\x18\x04 \x03(\t\x12\x11\n\trow_count\x18\x05 \x01(\x03\x12\x10\n\x08\x63hecksum\x18\x06 \x01(\t\x12\x17\n\x0fkey_check_value\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x10identifier_stats\x18\t \x03(\x0b\x32#.cleanroom.v1.IdentifierColumnStats\x12\x33\n\x0ematching_state\x18\n \x01(\x0e\x32\x1b.cleanroom.v1.MatchingState\x12\x10\n\x08mask_set\x18\x0b \x03(\t\x12\x17\n\x0fpending_maskers\x18\x0c \x03(\t\"`\n\x15IdentifierColumnStats\x12\x17\n\x0fidentifier_type\x18\x01 \x01(\t\x12\x15\n\rpresent_count\x18\x02 \x01(\x03\x12\x17\n\x0f\x64uplicate_count\x18\x03 \x01(\x03\"\x90\x01\n\rSharedDataset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x18\n\x10identifier_types\x18\x03 \x03(\t\x12\x17\n\x0fsegment_columns\x18\x04 \x03(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*i\n\rMatchingState\x12\x1e\n\x1aMATCHING_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16MATCHING_STATE_MASKING\x10\x01\x12\x1c\n\x18MATCHING_STATE_MATCHABLE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cleanroom.v1.dataset_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_MATCHINGSTATE']._serialized_start=684
+  _globals['_MATCHINGSTATE']._serialized_end=789
   _globals['_DATASET']._serialized_start=78
-  _globals['_DATASET']._serialized_end=341
-  _globals['_IDENTIFIERCOLUMNSTATS']._serialized_start=343
-  _globals['_IDENTIFIERCOLUMNSTATS']._serialized_end=439
-  _globals['_SHAREDDATASET']._serialized_start=442
-  _globals['_SHAREDDATASET']._serialized_end=586
+  _globals['_DATASET']._serialized_end=437
+  _globals['_IDENTIFIERCOLUMNSTATS']._serialized_start=439
+  _globals['_IDENTIFIERCOLUMNSTATS']._serialized_end=535
+  _globals['_SHAREDDATASET']._serialized_start=538
+  _globals['_SHAREDDATASET']._serialized_end=682
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _MatchingState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MatchingStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MatchingState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MATCHING_STATE_UNSPECIFIED: _MatchingState.ValueType  # 0
+    """Not set."""
+    MATCHING_STATE_MASKING: _MatchingState.ValueType  # 1
+    """Masking hops are pending: reports refuse the dataset with DATASET_NOT_MATCHABLE."""
+    MATCHING_STATE_MATCHABLE: _MatchingState.ValueType  # 2
+    """Every uploader has masked it, or the collaboration matches on a shared secret."""
+
+class MatchingState(_MatchingState, metaclass=_MatchingStateEnumTypeWrapper):
+    """Whether a dataset can be matched."""
+
+MATCHING_STATE_UNSPECIFIED: MatchingState.ValueType  # 0
+"""Not set."""
+MATCHING_STATE_MASKING: MatchingState.ValueType  # 1
+"""Masking hops are pending: reports refuse the dataset with DATASET_NOT_MATCHABLE."""
+MATCHING_STATE_MATCHABLE: MatchingState.ValueType  # 2
+"""Every uploader has masked it, or the collaboration matches on a shared secret."""
+Global___MatchingState: _TypeAlias = MatchingState  # noqa: Y015
 
 @_typing.final
 class Dataset(_message.Message):
@@ -37,6 +62,9 @@ class Dataset(_message.Message):
     KEY_CHECK_VALUE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     IDENTIFIER_STATS_FIELD_NUMBER: _builtins.int
+    MATCHING_STATE_FIELD_NUMBER: _builtins.int
+    MASK_SET_FIELD_NUMBER: _builtins.int
+    PENDING_MASKERS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The resource name: `collaborations/{collaboration}/datasets/{dataset}`."""
     owner: _builtins.str
@@ -47,6 +75,10 @@ class Dataset(_message.Message):
     """The SHA-256 (hex) of the uploaded record batch payloads, in upload order."""
     key_check_value: _builtins.str
     """The key check value of the collaboration secret that made the digests."""
+    matching_state: Global___MatchingState.ValueType
+    """Whether reports can match the dataset yet. Always MATCHABLE in a shared-secret
+    collaboration; in a double-blind one, MASKING until every uploader has masked it.
+    """
     @_builtins.property
     def identifier_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The identifier types the dataset carries, for example `email` or `phone`."""
@@ -63,6 +95,18 @@ class Dataset(_message.Message):
     def identifier_stats(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdentifierColumnStats]:
         """Per identifier type, how many rows carry a digest and how many repeats were dropped."""
 
+    @_builtins.property
+    def mask_set(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """In a double-blind collaboration, the brands that have masked the dataset with their
+        scalars (`partners/{partner}`), the owner first.
+        """
+
+    @_builtins.property
+    def pending_maskers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """In a double-blind collaboration, the uploaders that have still to mask it
+        (`partners/{partner}`).
+        """
+
     def __init__(
         self,
         *,
@@ -75,10 +119,13 @@ class Dataset(_message.Message):
         key_check_value: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         identifier_stats: _abc.Iterable[Global___IdentifierColumnStats] | None = ...,
+        matching_state: Global___MatchingState.ValueType = ...,
+        mask_set: _abc.Iterable[_builtins.str] | None = ...,
+        pending_maskers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "create_time", b"create_time", "identifier_stats", b"identifier_stats", "identifier_types", b"identifier_types", "key_check_value", b"key_check_value", "name", b"name", "owner", b"owner", "row_count", b"row_count", "segment_columns", b"segment_columns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "create_time", b"create_time", "identifier_stats", b"identifier_stats", "identifier_types", b"identifier_types", "key_check_value", b"key_check_value", "mask_set", b"mask_set", "matching_state", b"matching_state", "name", b"name", "owner", b"owner", "pending_maskers", b"pending_maskers", "row_count", b"row_count", "segment_columns", b"segment_columns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

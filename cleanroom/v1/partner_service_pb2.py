@@ -25,35 +25,37 @@ _sym_db = _symbol_database.Default()
 from cleanroom.v1 import dataset_pb2 as cleanroom_dot_v1_dot_dataset__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"cleanroom/v1/partner_service.proto\x12\x0c\x63leanroom.v1\x1a\x1a\x63leanroom/v1/dataset.proto\"p\n\x14UploadDatasetRequest\x12\x33\n\x06header\x18\x01 \x01(\x0b\x32!.cleanroom.v1.DatasetUploadHeaderH\x00\x12\x18\n\x0erecord_batches\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"\xaa\x01\n\x13\x44\x61tasetUploadHeader\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12\x18\n\x10identifier_types\x18\x03 \x03(\t\x12\x17\n\x0fsegment_columns\x18\x04 \x03(\t\x12\x17\n\x0fkey_check_value\x18\x05 \x01(\t\x12\x11\n\trow_count\x18\x06 \x01(\x03\x12\x10\n\x08\x63hecksum\x18\x07 \x01(\t\"?\n\x15UploadDatasetResponse\x12&\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x15.cleanroom.v1.Dataset\"!\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x12GetDatasetResponse\x12&\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x15.cleanroom.v1.Dataset\"L\n\x13ListDatasetsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x14ListDatasetsResponse\x12\'\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x15.cleanroom.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x14\x44\x65leteDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteDatasetResponse\"R\n\x19ListSharedDatasetsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"k\n\x1aListSharedDatasetsResponse\x12\x34\n\x0fshared_datasets\x18\x01 \x03(\x0b\x32\x1b.cleanroom.v1.SharedDataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xd7\x03\n\x0ePartnerService\x12Z\n\rUploadDataset\x12\".cleanroom.v1.UploadDatasetRequest\x1a#.cleanroom.v1.UploadDatasetResponse(\x01\x12O\n\nGetDataset\x12\x1f.cleanroom.v1.GetDatasetRequest\x1a .cleanroom.v1.GetDatasetResponse\x12U\n\x0cListDatasets\x12!.cleanroom.v1.ListDatasetsRequest\x1a\".cleanroom.v1.ListDatasetsResponse\x12X\n\rDeleteDataset\x12\".cleanroom.v1.DeleteDatasetRequest\x1a#.cleanroom.v1.DeleteDatasetResponse\x12g\n\x12ListSharedDatasets\x12\'.cleanroom.v1.ListSharedDatasetsRequest\x1a(.cleanroom.v1.ListSharedDatasetsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"cleanroom/v1/partner_service.proto\x12\x0c\x63leanroom.v1\x1a\x1a\x63leanroom/v1/dataset.proto\"p\n\x14UploadDatasetRequest\x12\x33\n\x06header\x18\x01 \x01(\x0b\x32!.cleanroom.v1.DatasetUploadHeaderH\x00\x12\x18\n\x0erecord_batches\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"\xda\x01\n\x13\x44\x61tasetUploadHeader\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12\x18\n\x10identifier_types\x18\x03 \x03(\t\x12\x17\n\x0fsegment_columns\x18\x04 \x03(\t\x12\x17\n\x0fkey_check_value\x18\x05 \x01(\t\x12\x11\n\trow_count\x18\x06 \x01(\x03\x12\x10\n\x08\x63hecksum\x18\x07 \x01(\t\x12.\n\x08matching\x18\x08 \x01(\x0e\x32\x1c.cleanroom.v1.UploadMatching\"?\n\x15UploadDatasetResponse\x12&\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x15.cleanroom.v1.Dataset\"!\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x12GetDatasetResponse\x12&\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x15.cleanroom.v1.Dataset\"L\n\x13ListDatasetsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x14ListDatasetsResponse\x12\'\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x15.cleanroom.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x14\x44\x65leteDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteDatasetResponse\"R\n\x19ListSharedDatasetsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"k\n\x1aListSharedDatasetsResponse\x12\x34\n\x0fshared_datasets\x18\x01 \x03(\x0b\x32\x1b.cleanroom.v1.SharedDataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*v\n\x0eUploadMatching\x12\x1f\n\x1bUPLOAD_MATCHING_UNSPECIFIED\x10\x00\x12!\n\x1dUPLOAD_MATCHING_SHARED_SECRET\x10\x01\x12 \n\x1cUPLOAD_MATCHING_DOUBLE_BLIND\x10\x02\x32\xd7\x03\n\x0ePartnerService\x12Z\n\rUploadDataset\x12\".cleanroom.v1.UploadDatasetRequest\x1a#.cleanroom.v1.UploadDatasetResponse(\x01\x12O\n\nGetDataset\x12\x1f.cleanroom.v1.GetDatasetRequest\x1a .cleanroom.v1.GetDatasetResponse\x12U\n\x0cListDatasets\x12!.cleanroom.v1.ListDatasetsRequest\x1a\".cleanroom.v1.ListDatasetsResponse\x12X\n\rDeleteDataset\x12\".cleanroom.v1.DeleteDatasetRequest\x1a#.cleanroom.v1.DeleteDatasetResponse\x12g\n\x12ListSharedDatasets\x12\'.cleanroom.v1.ListSharedDatasetsRequest\x1a(.cleanroom.v1.ListSharedDatasetsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cleanroom.v1.partner_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_UPLOADMATCHING']._serialized_start=1001
+  _globals['_UPLOADMATCHING']._serialized_end=1119
   _globals['_UPLOADDATASETREQUEST']._serialized_start=80
   _globals['_UPLOADDATASETREQUEST']._serialized_end=192
   _globals['_DATASETUPLOADHEADER']._serialized_start=195
-  _globals['_DATASETUPLOADHEADER']._serialized_end=365
-  _globals['_UPLOADDATASETRESPONSE']._serialized_start=367
-  _globals['_UPLOADDATASETRESPONSE']._serialized_end=430
-  _globals['_GETDATASETREQUEST']._serialized_start=432
-  _globals['_GETDATASETREQUEST']._serialized_end=465
-  _globals['_GETDATASETRESPONSE']._serialized_start=467
-  _globals['_GETDATASETRESPONSE']._serialized_end=527
-  _globals['_LISTDATASETSREQUEST']._serialized_start=529
-  _globals['_LISTDATASETSREQUEST']._serialized_end=605
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=607
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=695
-  _globals['_DELETEDATASETREQUEST']._serialized_start=697
-  _globals['_DELETEDATASETREQUEST']._serialized_end=733
-  _globals['_DELETEDATASETRESPONSE']._serialized_start=735
-  _globals['_DELETEDATASETRESPONSE']._serialized_end=758
-  _globals['_LISTSHAREDDATASETSREQUEST']._serialized_start=760
-  _globals['_LISTSHAREDDATASETSREQUEST']._serialized_end=842
-  _globals['_LISTSHAREDDATASETSRESPONSE']._serialized_start=844
-  _globals['_LISTSHAREDDATASETSRESPONSE']._serialized_end=951
-  _globals['_PARTNERSERVICE']._serialized_start=954
-  _globals['_PARTNERSERVICE']._serialized_end=1425
+  _globals['_DATASETUPLOADHEADER']._serialized_end=413
+  _globals['_UPLOADDATASETRESPONSE']._serialized_start=415
+  _globals['_UPLOADDATASETRESPONSE']._serialized_end=478
+  _globals['_GETDATASETREQUEST']._serialized_start=480
+  _globals['_GETDATASETREQUEST']._serialized_end=513
+  _globals['_GETDATASETRESPONSE']._serialized_start=515
+  _globals['_GETDATASETRESPONSE']._serialized_end=575
+  _globals['_LISTDATASETSREQUEST']._serialized_start=577
+  _globals['_LISTDATASETSREQUEST']._serialized_end=653
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=655
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=743
+  _globals['_DELETEDATASETREQUEST']._serialized_start=745
+  _globals['_DELETEDATASETREQUEST']._serialized_end=781
+  _globals['_DELETEDATASETRESPONSE']._serialized_start=783
+  _globals['_DELETEDATASETRESPONSE']._serialized_end=806
+  _globals['_LISTSHAREDDATASETSREQUEST']._serialized_start=808
+  _globals['_LISTSHAREDDATASETSREQUEST']._serialized_end=890
+  _globals['_LISTSHAREDDATASETSRESPONSE']._serialized_start=892
+  _globals['_LISTSHAREDDATASETSRESPONSE']._serialized_end=999
+  _globals['_PARTNERSERVICE']._serialized_start=1122
+  _globals['_PARTNERSERVICE']._serialized_end=1593
 # @@protoc_insertion_point(module_scope)

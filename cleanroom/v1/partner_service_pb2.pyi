@@ -8,6 +8,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _UploadMatching:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _UploadMatchingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UploadMatching.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    UPLOAD_MATCHING_UNSPECIFIED: _UploadMatching.ValueType  # 0
+    """Not set: digests, as in a shared-secret collaboration."""
+    UPLOAD_MATCHING_SHARED_SECRET: _UploadMatching.ValueType  # 1
+    """HMAC-SHA256 digests of the collaboration secret."""
+    UPLOAD_MATCHING_DOUBLE_BLIND: _UploadMatching.ValueType  # 2
+    """`k_b · P(digest)`: ristretto255 encodings masked with the uploading brand's scalar."""
+
+class UploadMatching(_UploadMatching, metaclass=_UploadMatchingEnumTypeWrapper):
+    """How an upload's identifier columns are made."""
+
+UPLOAD_MATCHING_UNSPECIFIED: UploadMatching.ValueType  # 0
+"""Not set: digests, as in a shared-secret collaboration."""
+UPLOAD_MATCHING_SHARED_SECRET: UploadMatching.ValueType  # 1
+"""HMAC-SHA256 digests of the collaboration secret."""
+UPLOAD_MATCHING_DOUBLE_BLIND: UploadMatching.ValueType  # 2
+"""`k_b · P(digest)`: ristretto255 encodings masked with the uploading brand's scalar."""
+Global___UploadMatching: _TypeAlias = UploadMatching  # noqa: Y015
 
 @_typing.final
 class UploadDatasetRequest(_message.Message):
@@ -67,6 +92,7 @@ class DatasetUploadHeader(_message.Message):
     KEY_CHECK_VALUE_FIELD_NUMBER: _builtins.int
     ROW_COUNT_FIELD_NUMBER: _builtins.int
     CHECKSUM_FIELD_NUMBER: _builtins.int
+    MATCHING_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """The collaboration to upload into: `collaborations/{collaboration}`."""
     dataset_id: _builtins.str
@@ -79,6 +105,11 @@ class DatasetUploadHeader(_message.Message):
     """The number of rows the stream will hold."""
     checksum: _builtins.str
     """The SHA-256 (hex) of the concatenated `record_batches` payloads, in order."""
+    matching: Global___UploadMatching.ValueType
+    """How the identifier columns are made, which must be the collaboration's `matching`:
+    digests (shared secret, the default) or ristretto255 elements masked with the
+    brand's scalar, rows shuffled (double blind).
+    """
     @_builtins.property
     def identifier_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The identifier types of the digest columns, each one the collaboration accepts."""
@@ -97,10 +128,11 @@ class DatasetUploadHeader(_message.Message):
         key_check_value: _builtins.str = ...,
         row_count: _builtins.int = ...,
         checksum: _builtins.str = ...,
+        matching: Global___UploadMatching.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "dataset_id", b"dataset_id", "identifier_types", b"identifier_types", "key_check_value", b"key_check_value", "parent", b"parent", "row_count", b"row_count", "segment_columns", b"segment_columns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "dataset_id", b"dataset_id", "identifier_types", b"identifier_types", "key_check_value", b"key_check_value", "matching", b"matching", "parent", b"parent", "row_count", b"row_count", "segment_columns", b"segment_columns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
