@@ -22,6 +22,7 @@ CONTENTS = [
     "cleanroom/py.typed",
     "cleanroom/v1",
     "cleanroom/proofs",
+    "cleanroom/group",
 ]
 
 

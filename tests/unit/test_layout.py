@@ -2,7 +2,7 @@
 
 Each package of the server and the toolkit has a layer; a module may import only from its
 own package or from packages of lower layers. The toolkit imports only the common part of
-`cleanroom` (the generated API and the log's proofs), and importing every one of its
+`cleanroom` (the generated API, the log's proofs and the double-blind group), and importing every one of its
 modules loads neither SciPy, OpenDP nor any server module.
 """
 
@@ -47,10 +47,10 @@ LAYERS = [
     ("partners.preparation",),
     ("partners.profiles",),
     ("partners.errors",),
-    ("cleanroom.proofs",),
+    ("cleanroom.proofs", "cleanroom.group"),
     ("cleanroom.v1",),
 ]
-COMMON = ("cleanroom.v1", "cleanroom.proofs")
+COMMON = ("cleanroom.v1", "cleanroom.proofs", "cleanroom.group")
 # The demo plays the brands beside the server: the one server package that uses the toolkit.
 USES_THE_TOOLKIT = ("cleanroom.demo",)
 
