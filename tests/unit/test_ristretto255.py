@@ -322,7 +322,8 @@ def test_hash_to_group_is_the_rfc_9380_construction_with_our_domain() -> None:
 
 # --- Properties ----------------------------------------------------------------------------
 
-scalars = st.builds(lambda _: group.new_scalar(), st.integers())
+# Scalars drawn by hypothesis (so failures shrink and replay), 1 and L - 1 included.
+scalars = st.integers(1, group.GROUP_ORDER - 1).map(lambda k: k.to_bytes(32, "little"))
 digests = st.binary(min_size=32, max_size=32)
 identifier_types = st.sampled_from(["email", "phone", "maid", "customer_id"])
 few = settings(max_examples=15, deadline=None)
@@ -345,7 +346,7 @@ def test_multiplication_commutes(k1: bytes, k2: bytes, digest: bytes) -> None:
 def test_multiplying_by_the_inverse_gives_back(k: bytes, digest: bytes) -> None:
     point = group.hash_to_group(digest, "phone")
     masked = group.multiply_element(k, point)
-    assert masked != point
+    assert (masked == point) == (k == small_scalar(1))
     assert group.multiply_element(group.invert_scalar(k), masked) == point
     assert group.multiply_scalars(k, group.invert_scalar(k)) == small_scalar(1)
 
@@ -452,11 +453,11 @@ def test_the_input_array_is_left_alone() -> None:
     assert np.array_equal(elements, before)
 
 
-@settings(max_examples=50, deadline=None)
-@given(scalar=scalars)
-def test_new_scalars_are_never_zero_and_canonical(scalar: bytes) -> None:
-    assert len(scalar) == 32
-    assert 0 < int.from_bytes(scalar, "little") < group.GROUP_ORDER
+def test_new_scalars_are_never_zero_and_canonical() -> None:
+    for _ in range(200):
+        scalar = group.new_scalar()
+        assert len(scalar) == 32
+        assert 0 < int.from_bytes(scalar, "little") < group.GROUP_ORDER
 
 
 def test_new_scalar_draws_again_when_libsodium_gives_zero(
