@@ -112,6 +112,14 @@ def is_valid_element(encoding: bytes) -> bool:
     )
 
 
+def is_valid_scalar(scalar: bytes) -> bool:
+    """Whether 32 bytes are a scalar every function here accepts: canonical and non-zero.
+
+    For checking a key read from a file before using it.
+    """
+    return len(scalar) == SCALAR_BYTES and 0 < int.from_bytes(scalar, "little") < GROUP_ORDER
+
+
 def new_scalar() -> bytes:
     """A uniformly random non-zero scalar (canonical: below the group order)."""
     while True:
@@ -243,7 +251,7 @@ def _check_scalar(scalar: bytes) -> None:
     That is zero, and any encoding at or above `L` (libsodium drops the top bit and does
     not reduce, and `L` itself would make every product the identity).
     """
-    if len(scalar) != SCALAR_BYTES or not 0 < int.from_bytes(scalar, "little") < GROUP_ORDER:
+    if not is_valid_scalar(scalar):
         raise ValueError("a scalar is 32 bytes, canonical (below the group order) and not zero")
 
 

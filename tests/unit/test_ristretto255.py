@@ -457,6 +457,7 @@ def test_new_scalars_are_never_zero_and_canonical() -> None:
     for _ in range(200):
         scalar = group.new_scalar()
         assert len(scalar) == 32
+        assert group.is_valid_scalar(scalar)
         assert 0 < int.from_bytes(scalar, "little") < group.GROUP_ORDER
 
 
@@ -488,6 +489,7 @@ BAD_SCALARS = [
 
 @pytest.mark.parametrize("scalar", BAD_SCALARS, ids=lambda s: f"{len(s)}:{s.hex()[:8]}")
 def test_invalid_scalars_are_refused_everywhere(scalar: bytes) -> None:
+    assert not group.is_valid_scalar(scalar)
     elements = rows([BASE_POINT])
     with pytest.raises(ValueError, match="scalar"):
         group.multiply(scalar, elements)
@@ -507,6 +509,7 @@ def test_invalid_scalars_are_refused_everywhere(scalar: bytes) -> None:
 
 def test_the_largest_canonical_scalar_is_minus_one() -> None:
     minus_one = (group.GROUP_ORDER - 1).to_bytes(32, "little")
+    assert group.is_valid_scalar(minus_one)
     negated = group.multiply_element(minus_one, BASE_POINT)
     assert negated != BASE_POINT
     assert group.multiply_element(minus_one, negated) == BASE_POINT
