@@ -39,8 +39,8 @@ lint: $(STAMP) node_modules/.installed ## ruff, mypy, buf lint and buf format
 typecheck: $(STAMP) ## mypy (strict) on cleanroom and partners
 	$(BIN)/mypy
 
-test: $(STAMP) ## Run the whole test suite
-	$(BIN)/python -m pytest
+test: $(STAMP) ## Run the whole test suite, its files spread over every core
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 bench: $(STAMP) ## Benchmarks beside their baselines, into bench-results/ (BENCH_ARGS=--quick)
 	$(BIN)/python -m bench $(BENCH_ARGS)
