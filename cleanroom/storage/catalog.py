@@ -270,6 +270,28 @@ class Catalog:
             )
         return True
 
+    def replace_file(
+        self, name: DatasetName, old_file_name: str, file_name: str, masking: MaskingState
+    ) -> bool:
+        """Replaces a dataset's file and masking by the server's own step, in one transaction.
+
+        Returns False, changing nothing, if the file is no longer `old_file_name`.
+        """
+        with self.database.transaction() as db:
+            changed = db.execute(
+                "UPDATE datasets SET file_name = ?"
+                " WHERE collaboration = ? AND dataset = ? AND file_name = ?",
+                (file_name, name.collaboration, name.dataset, old_file_name),
+            ).rowcount
+            if not changed:
+                return False
+            _write_masking(db, name, masking)
+            db.execute(
+                "DELETE FROM masking_attempts WHERE collaboration = ? AND dataset = ?",
+                (name.collaboration, name.dataset),
+            )
+        return True
+
     def dataset_file_names(self) -> set[str]:
         """The file names of every committed dataset."""
         with self.database.reading() as db:

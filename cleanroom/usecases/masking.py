@@ -43,6 +43,7 @@ from cleanroom.usecases.hop_rows import (
     blinded_chunks,
     expected,
     hop_schema,
+    multiplied,
     read_rows,
 )
 
@@ -180,12 +181,47 @@ class Masking:
         self.catalog = catalog
         self.files = files
 
-    def status(self, record: DatasetRecord) -> MatchingStatus:
-        """A dataset's matching status under the configuration of the call under way."""
-        collaboration = self.access.config.collaborations.get(record.name.collaboration)
-        if collaboration is None:
-            return MatchingStatus(matchable=False)
-        return matching_status(record, collaboration)
+    def settle(self) -> list[DatasetName]:
+        """Finishes the datasets that every uploader has masked but that are not laid out.
+
+        That happens when a brand whose hop was pending stops being an uploader: the
+        hops done are then all there is to do but the server's last step (its factor
+        removed, the sorted layout). Returns the datasets it finished.
+        """
+        finished = []
+        for collaboration in self.access.config.collaborations.values():
+            if collaboration.matching is not Matching.DOUBLE_BLIND:
+                continue
+            records = self.catalog.datasets(collaboration.id, owner=None, after="", limit=1 << 30)
+            for record in records:
+                status = matching_status(record, collaboration)
+                masking = record.masking
+                if masking is None or masking.sorted or status.pending or status.stranded:
+                    continue
+                if self._lay_out(record, masking):
+                    finished.append(record.name)
+        return finished
+
+    def _lay_out(self, record: DatasetRecord, masking: MaskingState) -> bool:
+        rows = self._rows(record)
+        if masking.factor is not None:
+            rows = multiplied(rows, invert_scalar(masking.factor))
+        table, _ = sorted_layout(rows.table(), rows.identifier_types, rows.segment_columns)
+        file_name = self.files.commit(
+            table,
+            collaboration=record.name.collaboration,
+            dataset=record.name.dataset,
+            identifier_types=record.identifier_types,
+            segment_columns=record.segment_columns,
+        )
+        state = MaskingState(masking.mask_set, sorted=True, change_time=datetime.now(UTC))
+        try:
+            replaced = self.catalog.replace_file(record.name, record.file_name, file_name, state)
+        except BaseException:
+            self.files.delete(file_name)
+            raise
+        self.files.delete(record.file_name if replaced else file_name)
+        return replaced
 
     def hops(
         self, caller: Caller, parent: CollaborationName, *, after: str, limit: int

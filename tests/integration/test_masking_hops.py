@@ -10,7 +10,8 @@ import hashlib
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from cleanroom.matching.layout import LAYOUT_KEY, SORTED_LAYOUT
 from cleanroom.names import DatasetName
 from cleanroom.storage.database import DATABASE_FILE
 from cleanroom.tls.pki import DemoPki
+from cleanroom.usecases.retention import sweep
 from cleanroom.v1 import (
     dataset_pb2,
     masking_service_pb2,
@@ -599,8 +601,13 @@ def _report_figures(report: overlap_report_pb2.OverlapReport) -> tuple[Any, ...]
     )
 
 
+@pytest.mark.parametrize("engine", ["memory", pytest.param("spark", marks=pytest.mark.slow)])
 def test_a_double_blind_report_equals_the_shared_secret_one_on_the_same_data(
-    pki: DemoPki, tmp_path: Path, pool: dict[str, np.ndarray]
+    pki: DemoPki,
+    tmp_path: Path,
+    pool: dict[str, np.ndarray],
+    request: pytest.FixtureRequest,
+    engine: str,
 ) -> None:
     rng = np.random.default_rng(8)
     data = {
@@ -609,8 +616,19 @@ def test_a_double_blind_report_equals_the_shared_secret_one_on_the_same_data(
     }
     reports = {}
     for mode in ("shared_secret", "double_blind"):
+        copies = tmp_path / mode / "copies"
+        server_options: dict[str, Any] = {}
+        if engine == "spark":
+            spark = request.getfixturevalue("spark_engine")
+            options = {"location": str(copies), "ranges": 8, "driver_rows": 0}
+            server_options = {"engine": {**spark, **options}}  # every question on Spark
         with (
-            running_server(pki, tmp_path / mode, collaboration={"matching": mode}) as server,
+            running_server(
+                pki,
+                tmp_path / mode / "data",
+                server=server_options,
+                collaboration={"matching": mode},
+            ) as server,
             brands(server, *BRANDS) as b,
         ):
             for brand, rows in data.items():
@@ -621,8 +639,13 @@ def test_a_double_blind_report_equals_the_shared_secret_one_on_the_same_data(
                         f"{brand}-crm", rows, key=None,
                         matching=partner_service_pb2.UPLOAD_MATCHING_SHARED_SECRET,
                     )  # fmt: skip
+            if engine == "spark":
+                # Only what engines match gets a range copy: none while masking.
+                assert len(list(copies.iterdir())) == (0 if mode == "double_blind" else 2)
             assert take_all(b) == (4 if mode == "double_blind" else 0)
             assert b["acme"].get("acme-crm").matching_state == MATCHABLE
+            if engine == "spark":
+                assert len(list(copies.iterdir())) == 2
             reports[mode] = server.client("acme").create_report(
                 PARENT,
                 base=dataset_name("acme-crm"),
@@ -719,29 +742,44 @@ def test_a_brand_that_joins_later_makes_datasets_wait_for_its_hops(
         )  # the same question
 
 
-def test_a_dataset_masked_by_a_brand_that_left_can_never_be_matched(
+def test_when_an_uploader_leaves_datasets_it_masked_are_stranded_and_others_finish(
     blind: RunningServer, pool: dict[str, np.ndarray], pki: DemoPki
 ) -> None:
+    rng = np.random.default_rng(11)
+    data = {"acme-crm": make_data(rng, pool, 60), "brightmart-crm": make_data(rng, pool, 60)}
     with brands(blind, *BRANDS) as b:
-        b["acme"].upload(
-            "acme-crm", make_data(np.random.default_rng(11), pool, 60), key=KEYS["acme"]
-        )
-        b["brightmart"].upload(
-            "brightmart-crm", make_data(np.random.default_rng(12), pool, 60), key=KEYS["brightmart"]
-        )
+        b["acme"].upload("acme-crm", data["acme-crm"], key=KEYS["acme"])
+        b["brightmart"].upload("brightmart-crm", data["brightmart-crm"], key=KEYS["brightmart"])
         b["corvid"].take(hop_name("acme-crm", "corvid"))
+        b["acme"].take(hop_name("brightmart-crm", "acme"))  # corvid's hop is left pending
         left = config_data(pki, blind.data_dir, collaboration=DOUBLE_BLIND)
         left["collaborations"][0]["members"][2]["roles"] = ["analyst"]  # corvid uploads no more
         blind.clean_room.reconfigure(parse_config(left, base_dir=blind.data_dir))
+        assert blind.clean_room.wait_settled()
+        # brightmart-crm needed corvid's hop only: the server's last step finished it.
+        finished = b["brightmart"].get("brightmart-crm")
+        assert finished.matching_state == MATCHABLE
+        key = product(KEYS["acme"], KEYS["brightmart"])
+        for t in TYPES:
+            assert stored_elements(blind, "brightmart-crm", t) == expected_elements(
+                data["brightmart-crm"], t, key
+            )
         # acme-crm carries corvid's mask: no hop is offered for it any more.
         assert b["brightmart"].pending() == []
-        assert b["acme"].pending() == [hop_name("brightmart-crm", "acme")]
+        assert list(b["acme"].get("acme-crm").mask_set) == ["partners/acme", "partners/corvid"]
         with pytest.raises(ServerError) as refused:
-            blind.client("acme").create_report(
-                PARENT, base=dataset_name("acme-crm"), others=[dataset_name("brightmart-crm")]
+            blind.client("brightmart").create_report(
+                PARENT, base=dataset_name("brightmart-crm"), others=[dataset_name("acme-crm")]
             )
         assert refused.value.reason == "DATASET_NOT_MATCHABLE"
+        assert refused.value.metadata["dataset_1"] == dataset_name("acme-crm")
         assert "upload them again" in refused.value.message
+        b["acme"].upload("acme-web", data["acme-crm"], key=KEYS["acme"])
+        assert take_all({p: b[p] for p in ("acme", "brightmart")}) == 1
+        report = blind.client("brightmart").create_report(
+            PARENT, base=dataset_name("brightmart-crm"), others=[dataset_name("acme-web")]
+        )
+        assert report.released_count > 0
 
 
 # Deletion and the log --------------------------------------------------------------------
@@ -760,6 +798,16 @@ def test_deleting_a_dataset_being_masked_removes_every_file_and_attempt(
             partner_service_pb2.DeleteDatasetRequest(name=dataset_name("acme-crm")), timeout=30
         )
         assert b["corvid"].pending() == []
+        # The retention sweep removes a masked dataset the same way.
+        b["brightmart"].upload(
+            "brightmart-crm", make_data(np.random.default_rng(15), pool, 60), key=KEYS["brightmart"]
+        )
+        b["acme"].take(hop_name("brightmart-crm", "acme"))
+        room = blind.clean_room
+        expired = replace(room.config.collaborations[COLLABORATION], retention_days=1)
+        config = replace(room.config, collaborations={COLLABORATION: expired})
+        later = datetime.now(UTC) + timedelta(days=2)
+        assert len(sweep(config, room.datasets, room.audit_log, now=later)) == 1
     assert files_under(blind.data_dir / "datasets") == []
     assert files_under(blind.data_dir / "tmp") == []
     with sqlite3.connect(blind.data_dir / DATABASE_FILE) as db:
