@@ -256,34 +256,16 @@ class Masking:
         collaboration = self._authorize(caller, name, "take")
         record, masking = self._pending(collaboration, name)
         rows = self._rows(record)
-        reuse = (
-            masking.prepared_for == name.partner
-            and not masking.served
-            and masking.factor is not None
-        )
-        if reuse and masking.factor is not None:
-            blinding, multiplier = masking.factor, None
-        else:
-            blinding = new_scalar()
-            multiplier = (
-                blinding
-                if masking.factor is None
-                else multiply_scalars(blinding, invert_scalar(masking.factor))
+        reuse = masking.prepared_for == name.partner and not masking.served
+        for _ in range(2):  # a second time, blinded afresh, if another attempt served it
+            attempt, multiplier = _new_attempt(name.partner, record.file_name, masking, reuse)
+            chunks, checksum = blinded_chunks(
+                rows, multiplier, attempt.tag_key, max_chunk_bytes=max_chunk_bytes
             )
-        attempt = MaskingAttempt(
-            partner=name.partner,
-            attempt_id=secrets.token_hex(16),
-            blinding=blinding,
-            tag_key=secrets.token_bytes(TAG_KEY_BYTES),
-            file_name=record.file_name,
-            start_time=datetime.now(UTC),
-        )
-        chunks, checksum = blinded_chunks(
-            rows, multiplier, attempt.tag_key, max_chunk_bytes=max_chunk_bytes
-        )
-        if not self.catalog.start_attempt(record.name, attempt, serves=reuse):
-            raise _superseded(name, "the dataset changed while the attempt started")
-        return HopAttempt(_hop(record, name.partner), attempt.attempt_id, checksum, chunks)
+            if self.catalog.start_attempt(record.name, attempt, serves=multiplier is None):
+                return HopAttempt(_hop(record, name.partner), attempt.attempt_id, checksum, chunks)
+            reuse = False
+        raise _superseded(name, "the dataset changed while the attempt started")
 
     @contextmanager
     def complete(self, caller: Caller, completion: HopCompletion) -> Iterator[HopResult]:
@@ -423,6 +405,36 @@ class Masking:
         except FileNotFoundError:
             raise _not_found_dataset(record.name) from None
         return read_rows(table, record.identifier_types, record.segment_columns)
+
+
+def _new_attempt(
+    partner: str, file_name: str, masking: MaskingState, reuse: bool
+) -> tuple[MaskingAttempt, bytes | None]:
+    """A new attempt over the stored form, and what multiplies its elements on the way out.
+
+    The stored elements carry the server's factor `f`. An attempt that may `reuse` the
+    form made for it sends it as it is (None: its blinding is `f`); any other picks a
+    fresh `r` and sends `r · f⁻¹ ·` each element.
+    """
+    multiplier: bytes | None
+    if reuse and masking.factor is not None:
+        blinding, multiplier = masking.factor, None
+    else:
+        blinding = new_scalar()
+        multiplier = (
+            blinding
+            if masking.factor is None
+            else multiply_scalars(blinding, invert_scalar(masking.factor))
+        )
+    attempt = MaskingAttempt(
+        partner=partner,
+        attempt_id=secrets.token_hex(16),
+        blinding=blinding,
+        tag_key=secrets.token_bytes(TAG_KEY_BYTES),
+        file_name=file_name,
+        start_time=datetime.now(UTC),
+    )
+    return attempt, multiplier
 
 
 def _hop(record: DatasetRecord, partner: str) -> MaskingHop:

@@ -507,6 +507,17 @@ def test_only_the_newest_attempt_completes_and_a_hop_is_applied_once(
         with pytest.raises(grpc.RpcError) as own:
             b["acme"].start(hop_name("acme-crm", "acme"))
         assert error_info(own.value).reason == "MASKING_HOP_ALREADY_APPLIED"
+        # The form stored for corvid's hop goes out once as it is, then blinded afresh.
+        sets = []
+        for _ in range(3):
+            sets.append(
+                {v for v in b["corvid"].start(corvid_name)[1].column("phone").to_pylist() if v}
+            )
+        assert all(sets)
+        assert not (sets[0] & sets[1])
+        assert not (sets[1] & sets[2])
+        assert not (sets[0] & sets[2])
+        assert not sets[0] & {v for v in early_rows.column("phone").to_pylist() if v}
         assert b["corvid"].take(corvid_name).dataset_matchable
 
 
