@@ -731,6 +731,27 @@ def test_a_brand_that_joins_later_makes_datasets_wait_for_its_hops(
             hop_name("acme-crm", "corvid"), hop_name("brightmart-crm", "corvid"),
         ]  # fmt: skip
         assert b["acme"].pending() == []
+        pages, token = [], ""
+        while True:  # a page at a time, in the order of their names
+            request = masking_service_pb2.ListMaskingHopsRequest(
+                parent=PARENT, page_size=1, page_token=token
+            )
+            page = b["corvid"].hops.ListMaskingHops(request, timeout=30)
+            pages.append([h.name for h in page.masking_hops])
+            token = page.next_page_token
+            if not token:
+                break
+        assert pages == [[hop_name("acme-crm", "corvid")], [hop_name("brightmart-crm", "corvid")]]
+        hop = (
+            b["corvid"]
+            .hops.ListMaskingHops(
+                masking_service_pb2.ListMaskingHopsRequest(parent=PARENT), timeout=30
+            )
+            .masking_hops[0]
+        )
+        assert (hop.dataset, hop.partner) == (dataset_name("acme-crm"), "partners/corvid")
+        assert list(hop.identifier_types) == list(TYPES)
+        assert hop.row_count == len(data["acme"].tiers)
         with pytest.raises(ServerError) as refused:
             server.client("brightmart").create_report(
                 PARENT, base=dataset_name("brightmart-crm"), others=[dataset_name("acme-crm")]
