@@ -10,6 +10,7 @@ applied already is dropped: no hop is applied twice, none is lost.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -243,3 +244,58 @@ def test_the_journal_resends_drops_superseded_and_applied_results_and_never_appl
         PARENT, base=f"{PARENT}/datasets/acme-crm", others=[f"{PARENT}/datasets/brightmart-crm"]
     )
     assert report.pairwise_overlaps[0].matched_row_count.value == 75
+
+
+def test_blind_work_every_keeps_taking_hops_until_ctrl_c(
+    blind_server: RunningServer, tmp_path: Path
+) -> None:
+    files, keys = digest_files(tmp_path), keys_for(blind_server, tmp_path)
+    cli(blind_server, "acme", "upload", str(files["acme"]), "--dataset-id=acme-crm",
+        f"--blind-key={keys['acme']}")  # fmt: skip
+    connection = blind_server.connection("brightmart")
+    env = {
+        **os.environ,
+        "CLEANROOM_SERVER": connection.target,
+        "CLEANROOM_CERT": str(connection.certificate),
+        "CLEANROOM_KEY": str(connection.private_key),
+        "CLEANROOM_CA": str(connection.ca_certificate),
+        "CLEANROOM_SERVER_NAME": "localhost",
+        "CLEANROOM_BLIND_KEY": str(keys["brightmart"]),
+        "XDG_STATE_HOME": str(tmp_path / "state"),  # the default journal's home
+        "PYTHONUNBUFFERED": "1",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "partners", "blind", "work", "--every=1s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        assert worker.stdout is not None
+        seen: list[str] = []
+        for line in worker.stdout:  # the worker's own output is the synchronization
+            seen.append(line)
+            if "no masking hop was waiting" in line:
+                break
+        text = "".join(seen)
+        assert "masked 1 datasets (150 rows)" in text, text
+        assert "masking: 300 of 300 values done" in text, text  # log lines, not a bar
+        worker.send_signal(signal.SIGINT)
+        rest, _ = worker.communicate(timeout=BOUND)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 130, text + rest
+    assert "stopped" in rest
+    assert str(tmp_path / "state" / "cleanroom-partner" / "hops") in " ".join(rest.split())
+    dataset = blind_server.client("acme").get_dataset(f"{PARENT}/datasets/acme-crm")
+    assert list(dataset.mask_set) == ["partners/acme", "partners/brightmart"]
+
+
+def test_only_uploaders_take_hops(blind_server: RunningServer, tmp_path: Path) -> None:
+    key = tmp_path / "ledger.blindkey"
+    cli(blind_server, "ledger", "blind-key", f"--collaboration={COLLABORATION}", f"--out={key}")
+    out = cli(blind_server, "ledger", "blind", "work", f"--blind-key={key}",
+              f"--journal={tmp_path / 'hops'}", code=1)  # fmt: skip
+    assert "PERMISSION_DENIED" in out
