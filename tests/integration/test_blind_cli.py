@@ -281,7 +281,7 @@ def test_blind_work_every_keeps_taking_hops_until_ctrl_c(
             if "no masking hop was waiting" in line:
                 break
         text = "".join(seen)
-        assert "masked 1 datasets (150 rows)" in text, text
+        assert "masked 1 dataset (150 rows)" in text, text
         assert "masking: 300 of 300 values done" in text, text  # log lines, not a bar
         worker.send_signal(signal.SIGINT)
         rest, _ = worker.communicate(timeout=BOUND)
