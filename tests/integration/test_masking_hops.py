@@ -7,6 +7,7 @@ these tests hold the server to the wire contract on their own (the toolkit has i
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from pyarrow import ipc
 
+from cleanroom.audit.log import AuditFilter
 from cleanroom.config import parse_config
 from cleanroom.group.ristretto255 import (
     mask_digests,
@@ -31,7 +33,7 @@ from cleanroom.group.ristretto255 import (
     new_scalar,
 )
 from cleanroom.matching.layout import LAYOUT_KEY, SORTED_LAYOUT
-from cleanroom.names import DatasetName
+from cleanroom.names import SERVER_LOG, DatasetName
 from cleanroom.storage.database import DATABASE_FILE
 from cleanroom.tls.pki import DemoPki
 from cleanroom.usecases.retention import sweep
@@ -731,6 +733,27 @@ def test_a_brand_that_joins_later_makes_datasets_wait_for_its_hops(
             hop_name("acme-crm", "corvid"), hop_name("brightmart-crm", "corvid"),
         ]  # fmt: skip
         assert b["acme"].pending() == []
+        pages, token = [], ""
+        while True:  # a page at a time, in the order of their names
+            request = masking_service_pb2.ListMaskingHopsRequest(
+                parent=PARENT, page_size=1, page_token=token
+            )
+            page = b["corvid"].hops.ListMaskingHops(request, timeout=30)
+            pages.append([h.name for h in page.masking_hops])
+            token = page.next_page_token
+            if not token:
+                break
+        assert pages == [[hop_name("acme-crm", "corvid")], [hop_name("brightmart-crm", "corvid")]]
+        hop = (
+            b["corvid"]
+            .hops.ListMaskingHops(
+                masking_service_pb2.ListMaskingHopsRequest(parent=PARENT), timeout=30
+            )
+            .masking_hops[0]
+        )
+        assert (hop.dataset, hop.partner) == (dataset_name("acme-crm"), "partners/corvid")
+        assert list(hop.identifier_types) == list(TYPES)
+        assert hop.row_count == len(data["acme"].tiers)
         with pytest.raises(ServerError) as refused:
             server.client("brightmart").create_report(
                 PARENT, base=dataset_name("brightmart-crm"), others=[dataset_name("acme-crm")]
@@ -863,3 +886,81 @@ def test_every_masking_call_is_in_the_query_log_without_an_element(
     for value in values:
         assert value.hex().encode() not in log
         assert value not in log
+
+
+# Hostile requests ------------------------------------------------------------------------
+
+HOSTILE = (
+    "", "collaborations/spring-launch/datasets/acme-crm/maskingHops/", "../../etc/passwd",
+    "collaborations/spring-launch/datasets/acme-crm/maskingHops/brightmart/x",
+    "collaborations/spring-launch/datasets/' OR 1=1 --/maskingHops/brightmart",
+    "collaborations/spring-launch/datasets/acme-crm/maskingHops/BRIGHTMART",
+    "collaborations/spring-launch/datasets/acme-crm\x00/maskingHops/brightmart",
+    "collaborations/spring-launch/datasets/acme-crm/maskingHops/" + "b" * 5000,
+)  # fmt: skip
+
+
+def test_hostile_masking_requests_are_refused_with_a_reason_and_logged(
+    blind: RunningServer, pool: dict[str, np.ndarray]
+) -> None:
+    with brands(blind, "acme", "brightmart") as b:
+        b["acme"].upload(
+            "acme-crm", make_data(np.random.default_rng(16), pool, 40), key=KEYS["acme"]
+        )
+        before = event_count(blind)
+        refusals = []
+        for name in HOSTILE:
+            for call in (
+                b["brightmart"].start,
+                lambda n: b["brightmart"].complete(
+                    n, "0" * 32, pa.table({"email": pa.array([None], pa.binary(32))})
+                ),
+                lambda n: b["brightmart"].hops.ListMaskingHops(
+                    masking_service_pb2.ListMaskingHopsRequest(parent=n[:60]), timeout=30
+                ),
+            ):
+                with pytest.raises(grpc.RpcError) as refused:
+                    call(name)
+                refusals.append((refused.value.code(), error_info(refused.value).reason))
+        name = hop_name("acme-crm", "brightmart")
+        attempt, _ = b["brightmart"].start(name)
+        header = masking_service_pb2.MaskingHopResult(
+            name=name, attempt_id=attempt.attempt_id, row_count=40, checksum="0" * 64
+        )
+        for payload in (b"not arrow", b"\xff" * 64):
+            messages = [
+                masking_service_pb2.CompleteMaskingHopRequest(result=header),
+                masking_service_pb2.CompleteMaskingHopRequest(record_batches=payload),
+            ]
+            with pytest.raises(grpc.RpcError) as refused:
+                b["brightmart"].hops.CompleteMaskingHop(iter(messages), timeout=30)
+            refusals.append((refused.value.code(), error_info(refused.value).reason))
+        garbage = b"\x0a\x02\xc3\x28"  # field 1: a string that is not UTF-8
+        listing = b["brightmart"].channel.unary_unary(
+            "/cleanroom.v1.MaskingService/ListMaskingHops"
+        )
+        starting = b["brightmart"].channel.unary_stream(
+            "/cleanroom.v1.MaskingService/StartMaskingHop"
+        )
+        for send in (
+            lambda: listing(garbage, timeout=30),
+            lambda: list(starting(garbage, timeout=30)),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                send()
+            refusals.append((refused.value.code(), error_info(refused.value).reason))
+    codes = {code for code, _ in refusals}
+    assert codes <= {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED}
+    assert all(REASON.fullmatch(reason) for _, reason in refusals)
+    assert event_count(blind) - before == len(refusals) + 1  # one each, and the good start
+
+
+REASON = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*")
+
+
+def event_count(server: RunningServer) -> int:
+    """Events in the collaboration's log and in the server log (calls naming no room)."""
+    server_log = server.clean_room.audit_log.events(
+        SERVER_LOG, AuditFilter(), after=-1, limit=1_000_000
+    )
+    return len(server.events()) + len(server_log)
