@@ -127,6 +127,8 @@ def test_three_brands_mask_each_others_datasets_and_get_the_shared_secret_report
     assert acme.matching_state == MASKING
     assert list(acme.mask_set) == ["partners/acme"]
     assert sorted(acme.pending_maskers) == ["partners/brightmart", "partners/corvid"]
+    listed = cli(blind_server, "acme", "datasets", "list", f"--collaboration={COLLABORATION}")
+    assert "masking: waits for brightmart, corvid" in listed
 
     journals = {brand: tmp_path / f"{brand}-hops" for brand in HOLDINGS}
     for brand in ("brightmart", "corvid", "acme"):
@@ -143,6 +145,8 @@ def test_three_brands_mask_each_others_datasets_and_get_the_shared_secret_report
         assert dataset.matching_state == MATCHABLE, brand
         assert sorted(dataset.mask_set) == sorted(f"partners/{b}" for b in HOLDINGS)
         assert not dataset.pending_maskers
+    listed = cli(blind_server, "acme", "datasets", "list", f"--collaboration={COLLABORATION}")
+    assert "matchable" in listed
 
     base, others = f"{PARENT}/datasets/acme-crm", [f"{PARENT}/datasets/{b}-crm" for b in
                                                    ("brightmart", "corvid")]  # fmt: skip
