@@ -327,3 +327,77 @@ def test_a_file_masked_by_prepare_is_uploaded_as_it_is(
     dataset = blind_server.client("acme").get_dataset(f"{PARENT}/datasets/acme-crm")
     assert dataset.row_count == 40
     assert list(dataset.mask_set) == ["partners/acme"]
+
+
+class _Renames:
+    """Linux inotify on a folder: blocks until a file is renamed into it (no polling)."""
+
+    IN_MOVED_TO = 0x00000080
+
+    def __init__(self, folder: Path) -> None:
+        import ctypes
+
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = self._libc.inotify_init()
+        assert self._fd >= 0, ctypes.get_errno()
+        watch = self._libc.inotify_add_watch(self._fd, bytes(folder), self.IN_MOVED_TO)
+        assert watch >= 0, ctypes.get_errno()
+
+    def wait(self, seconds: float) -> bool:
+        import select
+
+        ready, _, _ = select.select([self._fd], [], [], seconds)
+        return bool(ready)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def test_a_worker_killed_after_journaling_loses_nothing_and_applies_nothing_twice(
+    blind_server: RunningServer, tmp_path: Path
+) -> None:
+    files, keys = digest_files(tmp_path), keys_for(blind_server, tmp_path)
+    for brand in ("acme", "brightmart"):
+        cli(blind_server, brand, "upload", str(files[brand]), f"--dataset-id={brand}-crm",
+            f"--blind-key={keys[brand]}")  # fmt: skip
+    journal = tmp_path / "brightmart-hops"
+    journal.mkdir(mode=0o700)
+    renames = _Renames(journal)
+    connection = blind_server.connection("brightmart")
+    env = {
+        **os.environ,
+        "CLEANROOM_SERVER": connection.target,
+        "CLEANROOM_CERT": str(connection.certificate),
+        "CLEANROOM_KEY": str(connection.private_key),
+        "CLEANROOM_CA": str(connection.ca_certificate),
+        "CLEANROOM_SERVER_NAME": "localhost",
+    }
+    args = [sys.executable, "-m", "partners", "blind", "work", f"--blind-key={keys['brightmart']}",
+            f"--journal={journal}"]  # fmt: skip
+    worker = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert renames.wait(BOUND), "the worker never journaled a result"
+        worker.send_signal(signal.SIGKILL)  # the result is on disk; it may or may not be sent
+        worker.wait(BOUND)
+    finally:
+        renames.close()
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == -signal.SIGKILL
+    rerun = cli(blind_server, "brightmart", "blind", "work", f"--blind-key={keys['brightmart']}",
+                f"--journal={journal}")  # fmt: skip
+    assert "masked 1 dataset" in rerun or "no masking hop was waiting" in rerun
+    assert not list(journal.glob("*.hop"))
+    cli(blind_server, "acme", "blind", "work", f"--blind-key={keys['acme']}",
+        f"--journal={tmp_path / 'acme-hops'}")  # fmt: skip
+    acme = blind_server.client("acme").get_dataset(f"{PARENT}/datasets/acme-crm")
+    assert list(acme.mask_set) == ["partners/acme", "partners/brightmart"]
+    assert acme.matching_state == MASKING  # corvid's hop is pending, untouched
+    hops = list(blind_server.client("corvid").list_masking_hops(PARENT))
+    assert len(hops) == 2
+    cli(blind_server, "corvid", "blind", "work", f"--blind-key={keys['corvid']}",
+        f"--journal={tmp_path / 'corvid-hops'}")  # fmt: skip
+    report = blind_server.client("acme").create_report(
+        PARENT, base=f"{PARENT}/datasets/acme-crm", others=[f"{PARENT}/datasets/brightmart-crm"]
+    )
+    assert report.pairwise_overlaps[0].matched_row_count.value == 75
