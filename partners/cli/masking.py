@@ -59,7 +59,8 @@ def blind() -> None:
               help="Keep taking hops at this interval (90, 60s, 5m) until Ctrl-C.")  # fmt: skip
 @click.option("--journal", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where results wait until the server has applied them"
-                   " [default: $XDG_STATE_HOME/cleanroom-partner/hops].")  # fmt: skip
+                   " [default: ~/.local/state/cleanroom-partner/hops, or under"
+                   " $XDG_STATE_HOME].")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar or progress lines.")
 @connection_options
 def blind_work(
