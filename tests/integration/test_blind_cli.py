@@ -291,12 +291,15 @@ def test_blind_work_every_keeps_taking_hops_until_ctrl_c(
                 break
         text = "".join(seen)
         assert "masked 1 dataset (150 rows)" in text, text
-        assert "masking: 300 of 300 values done" in text, text  # log lines, not a bar
+        assert "masking (spring-launch): 300 of 300 values done" in text, text  # lines, no bar
         worker.send_signal(signal.SIGINT)
         rest, _ = worker.communicate(timeout=BOUND)
     finally:
         if worker.poll() is None:
             worker.kill()
+            worker.wait(BOUND)
+        if worker.stdout is not None:
+            worker.stdout.close()
     assert worker.returncode == 130, text + rest
     assert "stopped" in rest
     assert str(tmp_path / "state" / "cleanroom-partner" / "hops") in " ".join(rest.split())
