@@ -25,6 +25,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "config",
         "Show the connection settings in force and where each comes from.",
     ),
+    "blind": ("masking", "blind", "Take the masking hops of a double-blind collaboration."),
+    "blind-key": (
+        "masking",
+        "blind_key_command",
+        "Create your brand's blind key for a double-blind collaboration.",
+    ),
     "budget": (
         "reports",
         "budget",
@@ -99,6 +105,7 @@ _PARAMETERS = {
     "ca": "ca_certificate",
     "server_name": "server_name",
     "collaboration": "collaboration",
+    "blind_key": "blind_key",
 }
 
 
@@ -126,8 +133,12 @@ def _defaults_for(command: click.Command, values: dict[str, str]) -> dict[str, o
     """The default map of a command or group: the values its options take."""
     if isinstance(command, click.Group):
         return {name: _defaults_for(sub, values) for name, sub in command.commands.items()}
-    names = {parameter.name for parameter in command.params}
-    return {key: value for key, value in values.items() if key in names}
+    multiple = {p.name: getattr(p, "multiple", False) for p in command.params}
+    # An option that may be repeated (`blind work --blind-key`) takes the profile's one value
+    # as a list of one.
+    return {
+        key: [value] if multiple[key] else value for key, value in values.items() if key in multiple
+    }
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -152,6 +163,7 @@ def main(profile: str | None) -> None:
         CLEANROOM_SERVER_NAME  the name in the server's cert  (--server-name)
         CLEANROOM_COLLABORATION  the collaboration            (--collaboration)
         CLEANROOM_LOG_KEY      the log's pinned verifier key  (audit verify --log-key)
+        CLEANROOM_BLIND_KEY    your double-blind key    (upload, blind work --blind-key)
 
     Options and the environment win over a connection profile of
     ~/.config/cleanroom-partner/config.toml (--profile, CLEANROOM_PROFILE; see
