@@ -52,6 +52,9 @@ CONNECT_SECONDS = 20.0
 # The largest message the client takes: a masking hop's chunks are up to 4 MiB of rows,
 # which gRPC's default receive limit (4 MiB for the whole message) would refuse.
 RECEIVE_MESSAGE_BYTES = 8 * 1024 * 1024
+# A masking hop's calls answer only once the server has multiplied every element (about
+# 100 µs of a core each on a quiet machine): their deadline grows by this much an element.
+HOP_SECONDS_PER_ELEMENT = 0.001
 # Refusals for a limit of the server (its size, time, concurrency or storage limits), not
 # for a privacy rule, though some share RESOURCE_EXHAUSTED with the privacy budget.
 LIMIT_REASONS = frozenset(
@@ -547,6 +550,8 @@ class CleanRoomClient:
         header: Callable[[str], Any],
         chunk: Callable[[bytes], Any],
         progress: Callable[[int], None] | None,
+        *,
+        timeout: float | None = None,
     ) -> Any:
         """Sends a table over a client-streaming call: a header, then its chunks.
 
@@ -572,7 +577,7 @@ class CleanRoomClient:
                     progress(rows)
 
         with self._mapped():
-            calls.append(method.future(messages(), timeout=self.timeout))
+            calls.append(method.future(messages(), timeout=timeout or self.timeout))
             started.set()
             return calls[0].result()
 
@@ -632,7 +637,7 @@ class CleanRoomClient:
                 return
 
     def start_masking_hop(
-        self, name: str, *, progress: Callable[[int], None] | None = None
+        self, name: str, *, elements: int = 0, progress: Callable[[int], None] | None = None
     ) -> tuple[masking_service_pb2.MaskingHopAttempt, pa.Table]:
         """Starts a new attempt at a hop and receives its blinded rows.
 
@@ -640,6 +645,9 @@ class CleanRoomClient:
 
         Args:
             name: The hop's name.
+            elements: How many elements the hop carries (its rows times its types), which
+                the server multiplies before it sends the first row: the call's deadline
+                grows with them.
             progress: Called with the number of rows of each chunk once received.
 
         Returns:
@@ -653,7 +661,9 @@ class CleanRoomClient:
         batches: list[pa.RecordBatch] = []
         schema: pa.Schema | None = None
         with self._mapped():
-            stream: Any = self._masking.StartMaskingHop(request, timeout=self.timeout)
+            stream: Any = self._masking.StartMaskingHop(
+                request, timeout=self._hop_timeout(elements)
+            )
             try:
                 first = next(iter(stream), None)
                 if first is None or first.WhichOneof("payload") != "attempt":
@@ -720,8 +730,13 @@ class CleanRoomClient:
             header,
             lambda chunk: masking_service_pb2.CompleteMaskingHopRequest(record_batches=chunk),
             progress,
+            timeout=self._hop_timeout(rows.num_rows * rows.num_columns),
         )
         return response
+
+    def _hop_timeout(self, elements: int) -> float:
+        """The deadline of a hop's call: the client's, and time for the server's pass."""
+        return self.timeout + elements * HOP_SECONDS_PER_ELEMENT
 
     def create_report(
         self,

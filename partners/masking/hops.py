@@ -42,7 +42,7 @@ class MaskingClient(Protocol):
         ...
 
     def start_masking_hop(
-        self, name: str, *, progress: Callable[[int], None] | None = None
+        self, name: str, *, elements: int = 0, progress: Callable[[int], None] | None = None
     ) -> tuple[masking_service_pb2.MaskingHopAttempt, pa.Table]:
         """A new attempt at a hop and its rows, their checksum checked."""
         ...
@@ -152,7 +152,9 @@ def _take(
 ) -> None:
     """Takes one hop: a new attempt, its rows masked and shuffled, journaled, sent."""
     try:
-        attempt, received = client.start_masking_hop(hop.name)
+        attempt, received = client.start_masking_hop(
+            hop.name, elements=hop.row_count * len(hop.identifier_types)
+        )
     except NotFoundError:
         tally.gone += 1
         return
