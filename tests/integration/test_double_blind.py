@@ -1,0 +1,295 @@
+"""Double-blind matching end to end (issue 18, SPEC section 8), against the real server.
+
+The same people go through two collaborations of one server, one matching on the shared
+secret and one double-blind, and every report must release the same figures (exact mode):
+for two and three brands, two identifier types, with and without a segment split. The
+stored elements of a matchable dataset must be exactly `K · P(d)`. A brand that joins
+later (a configuration reload) makes every dataset unmatchable until it has masked it.
+Every masking call is in the query log, and the log verifies.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cleanroom.group import ristretto255 as group
+from cleanroom.proofs.signed_note import NoteVerifier
+from cleanroom.tls.pki import DemoPki
+from partners.audit.verify import AuditorState, verify_log
+from partners.cli import main
+from partners.client import CleanRoomClient
+from partners.errors import PrivacyRuleError
+from tests.double_blind import (
+    BLIND,
+    MASKING_METHODS,
+    MASKING_SERVICE,
+    SEGMENT,
+    SHARED,
+    TYPES,
+    Audience,
+    People,
+    calls_counted,
+    dataset_in,
+    element_columns,
+    figures,
+    member,
+    parent,
+    partner_environment,
+    partner_name,
+    product,
+    reconfigure,
+    rows_of,
+    serving,
+    state_of,
+    two_mode_config,
+    words,
+)
+from tests.support import BRANDS, LOG_SIGNER, RunningServer
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = (  # base, others, segment column
+    ("acme", ("brightmart",), None),
+    ("acme", ("brightmart", "corvid"), None),
+    ("brightmart", ("corvid", "acme"), SEGMENT),
+    ("corvid", ("acme",), SEGMENT),
+)
+
+
+def dataset_id(brand: str) -> str:
+    return f"{brand}-crm"
+
+
+def audiences(seed: int, sizes: dict[str, int]) -> dict[str, Audience]:
+    rng = np.random.default_rng(seed)
+    people = People.random(rng, 2400)
+    return {brand: Audience.drawn(brand, people, rng, size) for brand, size in sizes.items()}
+
+
+def upload_shared(running: RunningServer, lists: dict[str, Audience], folder: Path) -> None:
+    for brand, audience in lists.items():
+        running.client(brand).upload(audience.file(folder, SHARED), dataset_id=dataset_id(brand))
+
+
+def upload_blind(running: RunningServer, audience: Audience, key: bytes, folder: Path) -> None:
+    dataset = running.client(audience.brand).upload(
+        audience.file(folder, BLIND), dataset_id=dataset_id(audience.brand), blind_key=key
+    )
+    assert dataset.mask_set == [partner_name(audience.brand)]
+
+
+def mask_everything(running: RunningServer, keys: dict[str, bytes], journals: Path) -> int:
+    """Every brand takes its pending hops (the toolkit's API) until none is left.
+
+    Returns how many rounds it took; a hop queue that never empties fails the test.
+    """
+    from partners.masking import work
+
+    for round_ in range(1, 2 * len(keys) + 2):
+        pending = False
+        for brand, key in keys.items():
+            client = running.client(brand)
+            if list(client.list_masking_hops(parent(BLIND))):
+                pending = True
+                work(client, BLIND, key, journal=journals / brand)
+        if not pending:
+            return round_
+    raise AssertionError("masking hops still pending after every brand took them repeatedly")
+
+
+def assert_matchable_and_exact(
+    running: RunningServer, lists: dict[str, Audience], keys: dict[str, bytes]
+) -> None:
+    """Every double-blind dataset is matchable and stores exactly K · P(d), once per digest.
+
+    K is the product of every uploader's key: a hop applied twice or lost would leave a
+    different scalar, and a row lost or repeated a different multiset.
+    """
+    everyone = sorted(partner_name(b) for b in keys)
+    whole_key = product(keys.values())
+    records = {
+        r.name.dataset: r
+        for r in running.clean_room.catalog.datasets(BLIND, owner=None, after="", limit=1000)
+    }
+    for brand, audience in lists.items():
+        dataset = running.client(brand).get_dataset(dataset_in(BLIND, dataset_id(brand)))
+        assert state_of(dataset) == ("MATCHING_STATE_MATCHABLE", everyone, [])
+        table = running.clean_room.files.open(records[dataset_id(brand)].file_name)
+        stored = element_columns(table)
+        assert set(stored) == set(TYPES)
+        for identifier_type in TYPES:
+            expected = group.mask_digests(whole_key, audience.digests(identifier_type),
+                                          identifier_type)  # fmt: skip
+            assert len(stored[identifier_type]) == len(expected), identifier_type
+            assert rows_of(stored[identifier_type]) == rows_of(expected), identifier_type
+
+
+def assert_same_reports(running: RunningServer, questions: tuple[tuple, ...]) -> None:
+    for base, others, segment in questions:
+        client = running.client(base)
+        reports = [
+            client.create_report(
+                parent(collaboration),
+                base=dataset_in(collaboration, dataset_id(base)),
+                others=[dataset_in(collaboration, dataset_id(o)) for o in others],
+                segment_column=segment,
+            )
+            for collaboration in (SHARED, BLIND)
+        ]
+        shared, blind = (figures(r) for r in reports)
+        assert blind == shared, (base, others, segment)
+        assert shared["released"] > 0
+
+
+def assert_masking_calls_logged(running: RunningServer, tmp_path: Path) -> None:
+    """Every MaskingService call the server handled is in the query log, which verifies."""
+    for method in MASKING_METHODS:
+        full = MASKING_SERVICE + method
+        logged = running.clean_room.audit_log.events(
+            BLIND, running_filter(full), after=-1, limit=1_000_000
+        )
+        assert len(logged) == calls_counted(running.metrics, full) > 0, method
+        for event in logged:
+            assert event.caller.startswith("partners/")
+            if method != "ListMaskingHops":
+                assert any("/maskingHops/" in r for r in event.resources), event
+    with CleanRoomClient(running.connection("ledger"), timeout=60) as auditor:
+        verdict = verify_log(
+            auditor, parent(BLIND), NoteVerifier(LOG_SIGNER.verifier_key),
+            AuditorState(tmp_path / "auditor"),
+        )  # fmt: skip
+    assert verdict.ok, f"index {verdict.first_bad_index}: {verdict.problem}"
+
+
+def running_filter(method: str) -> object:
+    from cleanroom.audit.log import AuditFilter
+
+    return AuditFilter(method=method)
+
+
+def test_double_blind_reports_equal_shared_secret_reports(pki: DemoPki, tmp_path: Path) -> None:
+    from partners import new_blind_key
+
+    lists = audiences(18, {"acme": 700, "brightmart": 600, "corvid": 500})
+    keys = {brand: new_blind_key() for brand in BRANDS}
+    with serving(pki, two_mode_config(pki, tmp_path / "data")) as running:
+        upload_shared(running, lists, tmp_path / "files")
+        for brand in BRANDS:
+            upload_blind(running, lists[brand], keys[brand], tmp_path / "files")
+        for brand in BRANDS:
+            dataset = running.client(brand).get_dataset(dataset_in(BLIND, dataset_id(brand)))
+            others = sorted(partner_name(b) for b in BRANDS if b != brand)
+            assert state_of(dataset) == ("MATCHING_STATE_MASKING", [partner_name(brand)], others)
+        # Before the hops, no report: the refusal names the brands that have still to mask.
+        with pytest.raises(PrivacyRuleError) as refused:
+            running.client("acme").create_report(
+                parent(BLIND), base=dataset_in(BLIND, dataset_id("acme")),
+                others=[dataset_in(BLIND, dataset_id("brightmart"))],
+            )  # fmt: skip
+        assert refused.value.reason == "DATASET_NOT_MATCHABLE"
+        named = " ".join(refused.value.metadata.values())
+        assert {"brightmart", "corvid"} <= words(named), named
+
+        mask_everything(running, keys, tmp_path / "journals")
+        assert_matchable_and_exact(running, lists, keys)
+        assert_same_reports(running, QUESTIONS)
+        assert_masking_calls_logged(running, tmp_path)
+
+
+def blind_cli(
+    running: RunningServer, partner: str, home: Path, *arguments: str, code: int = 0
+) -> str:
+    environment = partner_environment(running.connection(partner), home)
+    result = CliRunner().invoke(main, list(arguments), env=environment)
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def test_a_brand_that_joins_later_makes_datasets_unmatchable_until_it_has_masked_them(
+    pki: DemoPki, tmp_path: Path
+) -> None:
+    from partners import new_blind_key, read_blind_key
+
+    lists = audiences(19, {"acme": 600, "brightmart": 500, "corvid": 450})
+    keys = {brand: new_blind_key() for brand in ("acme", "brightmart")}
+    data = two_mode_config(pki, tmp_path / "data", blind_uploaders=("acme", "brightmart"))
+    with serving(pki, data) as running:
+        upload_shared(running, lists, tmp_path / "files")
+        for brand, key in keys.items():
+            upload_blind(running, lists[brand], key, tmp_path / "files")
+        mask_everything(running, keys, tmp_path / "journals")
+        pair = (("acme", ("brightmart",), None), ("brightmart", ("acme",), SEGMENT))
+        assert_same_reports(running, pair)  # two brands: a collaboration of two uploaders
+
+        # corvid joins as an uploader (a reload): both datasets wait for its hops.
+        (blind,) = [c for c in data["collaborations"] if c["id"] == BLIND]
+        blind["members"].append(member("corvid", "uploader", "analyst"))
+        reconfigure(running, data)
+        for brand in keys:
+            dataset = running.client(brand).get_dataset(dataset_in(BLIND, dataset_id(brand)))
+            assert state_of(dataset) == (
+                "MATCHING_STATE_MASKING",
+                [partner_name("acme"), partner_name("brightmart")],
+                [partner_name("corvid")],
+            )
+        with pytest.raises(PrivacyRuleError) as refused:
+            running.client("brightmart").create_report(
+                parent(BLIND), base=dataset_in(BLIND, dataset_id("brightmart")),
+                others=[dataset_in(BLIND, dataset_id("acme"))],
+            )  # fmt: skip
+        assert refused.value.reason == "DATASET_NOT_MATCHABLE"
+        assert "corvid" in words(" ".join(refused.value.metadata.values())), refused.value.metadata
+        assert "corvid" in refused.value.message
+        hops = list(running.client("corvid").list_masking_hops(parent(BLIND)))
+        assert sorted(h.dataset for h in hops) == [
+            dataset_in(BLIND, dataset_id(b)) for b in ("acme", "brightmart")
+        ]
+
+        # corvid with the command line: a key, a masked upload, its hops.
+        home, key_file = tmp_path / "corvid-home", tmp_path / "corvid.blind-key"
+        blind_cli(running, "corvid", home, "blind-key", f"--collaboration={BLIND}",
+                  f"--out={key_file}")  # fmt: skip
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        # It never overwrites a key.
+        blind_cli(running, "corvid", home, "blind-key", f"--collaboration={BLIND}",
+                  f"--out={key_file}", code=1)  # fmt: skip
+        keys["corvid"] = read_blind_key(key_file)
+        source = lists["corvid"].file(tmp_path / "files", BLIND)
+        blind_cli(running, "corvid", home, "upload", str(source),
+                  f"--dataset-id={dataset_id('corvid')}", f"--blind-key={key_file}")  # fmt: skip
+        corvid = running.client("corvid").get_dataset(dataset_in(BLIND, dataset_id("corvid")))
+        assert state_of(corvid) == (
+            "MATCHING_STATE_MASKING",
+            [partner_name("corvid")],
+            [partner_name("acme"), partner_name("brightmart")],
+        )
+        blind_cli(running, "corvid", home, "blind", "work", f"--blind-key={key_file}",
+                  f"--collaboration={BLIND}")  # fmt: skip
+        assert list(running.client("corvid").list_masking_hops(parent(BLIND))) == []
+        assert_same_reports(running, pair)  # the old datasets are matchable again
+
+        with pytest.raises(PrivacyRuleError) as refused:
+            running.client("acme").create_report(
+                parent(BLIND), base=dataset_in(BLIND, dataset_id("acme")),
+                others=[dataset_in(BLIND, dataset_id("corvid"))],
+            )  # fmt: skip
+        assert refused.value.reason == "DATASET_NOT_MATCHABLE"
+        named = " ".join(refused.value.metadata.values())
+        assert {"acme", "brightmart"} <= words(named), named
+
+        mask_everything(running, keys, tmp_path / "journals")
+        assert_matchable_and_exact(running, lists, keys)
+        assert_same_reports(running, QUESTIONS)
+        assert_masking_calls_logged(running, tmp_path)
+        summary = json.dumps([e.request_summary for e in running.clean_room.audit_log.events(
+            BLIND, running_filter(MASKING_SERVICE + "CompleteMaskingHop"), after=-1, limit=1000
+        )])  # fmt: skip
+        for audience in lists.values():  # no identifier form in the log's summaries
+            for identifier_type in TYPES:
+                for row in audience.digests(identifier_type)[:20]:
+                    assert bytes(row).hex() not in summary
