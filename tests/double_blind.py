@@ -28,6 +28,8 @@ import grpc
 import numpy as np
 import pyarrow as pa
 import tomli_w
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from pyarrow import ipc
 
 from cleanroom.config import parse_config
@@ -457,6 +459,7 @@ class HopWorker:
     connection: Connection
     deliveries: list[Delivery] = field(default_factory=list)
     sent: list[set[bytes]] = field(default_factory=list)
+    results: list[pa.Table] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.channel = self.connection.channel()
@@ -508,6 +511,7 @@ class HopWorker:
 
     def result(self, delivery: Delivery) -> pa.Table:
         table = masked(delivery.table, self.key)
+        self.results.append(table)
         for matrix in element_columns(table).values():
             self.sent.append(rows_of(matrix))
         return table
@@ -542,6 +546,16 @@ def rpc_error_bytes(error: grpc.RpcError) -> list[bytes]:
 def words(text: str) -> set[str]:
     """The names in a text (partner and dataset ids), whatever separates them."""
     return set(re.split(r"[^A-Za-z0-9_-]+", text)) - {""}
+
+
+def reason_of(error: grpc.RpcError) -> str:
+    """The ErrorInfo reason of a failed call (its status code's name if it has none)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status else []:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return str(info.reason)
+    return str(error.code().name)
 
 
 def state_of(dataset: dataset_pb2.Dataset) -> tuple[str, list[str], list[str]]:

@@ -88,7 +88,7 @@ def mask_everything(running: RunningServer, keys: dict[str, bytes], journals: Pa
 
     Returns how many rounds it took; a hop queue that never empties fails the test.
     """
-    from partners.masking import work
+    from partners import work
 
     for round_ in range(1, 2 * len(keys) + 2):
         pending = False

@@ -1,0 +1,293 @@
+"""An attacker against double-blind matching: the operator's whole data directory and one brand.
+
+The attacker holds copies of the server's data directory taken at several moments (every
+file under it, the SQLite catalog included), the collaboration secret, one brand's blind
+key, and everything that brand received and sent in its hops. It tries to decide, for
+each of a list of known emails, whether it is in another brand's dataset, by every means
+it has short of a report's counts:
+
+- `search`: look for the email's digest `d`, and for `s · P(d)` and `s · k_a · P(d)`,
+  for every scalar `s` the catalog stores (blinding factors, attempts' `r`: any 32-byte
+  value, or 64 hex digits, read as a scalar) and its inverse, in the bytes of every file
+  and every value of every column of every Arrow and SQLite file;
+- `position`: find the attacker's own rows as uploaded (`k_a · P(d)`), follow them by
+  position into the later forms of its own dataset (a hop or a layout that kept the row
+  order), strip its key and any stored factor, and look for the result anywhere else
+  (where it would be another brand's masked form of the same person). With the factor 1
+  this compares the attacker's own matchable rows with every other stored value.
+
+Each email gets a score (the number of hits); the attacker guesses "in" for the emails
+that score above the median. Where nothing leaks, every email scores the same and the
+guess is a coin: half of the emails are planted.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import ipc
+
+from cleanroom.group import ristretto255 as group
+from tests.double_blind import ONE, as_scalar
+
+Matrix = np.ndarray[Any, np.dtype[np.uint8]]
+HEX_SCALAR = re.compile(rb"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
+SMALL_FILE = 4096
+
+
+@dataclass
+class Haystack:
+    """Labelled byte strings, searched for 32-byte values at every offset."""
+
+    blobs: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def add(self, label: str, data: bytes) -> None:
+        if len(data) >= 32:
+            self.blobs.append((label, data))
+
+    def hits(self, targets: Matrix, *, excluding: Iterable[str] = ()) -> np.ndarray[Any, Any]:
+        """For each row of `targets`, how many times it occurs, outside the `excluding` labels."""
+        targets = np.ascontiguousarray(targets, dtype=np.uint8).reshape(-1, 32)
+        counts = np.zeros(len(targets), dtype=np.int64)
+        if not len(targets):
+            return counts
+        where: dict[bytes, list[int]] = defaultdict(list)
+        for index, row in enumerate(targets):
+            where[bytes(row)].append(index)
+        prefixes = np.unique(targets[:, :8].copy().view("<u8").ravel())
+        skip = set(excluding)
+        for label, data in self.blobs:
+            if label in skip:
+                continue
+            for shift in range(8):
+                count = (len(data) - shift) // 8
+                if count <= 0:
+                    continue
+                words = np.frombuffer(data, dtype="<u8", count=count, offset=shift)
+                for position in np.flatnonzero(np.isin(words, prefixes)):
+                    start = shift + 8 * int(position)
+                    for index in where.get(data[start : start + 32], ()):
+                        counts[index] += 1
+        return counts
+
+
+def _elements_of_table(table: pa.Table) -> bytes:
+    parts: list[bytes] = []
+    for column in table.columns:
+        if pa.types.is_fixed_size_binary(column.type) or pa.types.is_binary(column.type):
+            parts += [v for v in column.to_pylist() if v]
+    return b"".join(parts)
+
+
+def read_table(path: Path) -> pa.Table | None:
+    """The file as an Arrow table, if it is an Arrow IPC file or stream, or Parquet."""
+    for opener in (
+        lambda: ipc.open_file(pa.memory_map(str(path))).read_all(),
+        lambda: ipc.open_stream(pa.memory_map(str(path))).read_all(),
+        lambda: pq.read_table(path),
+    ):
+        try:
+            return opener()
+        except (pa.ArrowException, OSError, ValueError):
+            continue
+    return None
+
+
+def sqlite_values(path: Path) -> list[tuple[str, Any]] | None:
+    """Every value of every table of a SQLite file (a copy: opening it may replay its WAL)."""
+    try:
+        connection = sqlite3.connect(path)
+        try:
+            found: list[tuple[str, Any]] = []
+            tables = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            for (table,) in list(tables):
+                cursor = connection.execute(f'SELECT * FROM "{table}"')
+                names = [d[0] for d in cursor.description]
+                for row in cursor:
+                    found += [(f"{table}.{n}", v) for n, v in zip(names, row, strict=True)]
+            return found
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError:
+        return None
+
+
+@dataclass
+class Snapshot:
+    """What the attacker read from one copy of the data directory."""
+
+    root: Path
+    tables: dict[str, pa.Table] = field(default_factory=dict)  # by file, relative
+
+
+@dataclass
+class Attacker:
+    """One brand's key plus copies of the server's data directory, and its own hop traffic."""
+
+    key: bytes  # k_a
+    own_dataset: str  # the attacker's dataset id
+    haystack: Haystack = field(default_factory=Haystack)
+    scalars: set[bytes] = field(default_factory=set)
+    snapshots: list[Snapshot] = field(default_factory=list)
+
+    def read_directory(self, root: Path) -> None:
+        """Every file under `root`: its bytes, its columns and values, the scalars it holds."""
+        snapshot = Snapshot(root)
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            label = f"{root.name}/{path.relative_to(root)}"
+            data = path.read_bytes()
+            self.haystack.add(label, data)
+            if len(data) <= SMALL_FILE:  # a key file, say: its bytes and its hex as scalars
+                self._scalars_in(data)
+            values = sqlite_values(path) if data.startswith(b"SQLite format 3") else None
+            if values is not None:
+                for column, value in values:
+                    self._value(f"{label}:{column}", value)
+                continue
+            table = read_table(path)
+            if table is not None:
+                snapshot.tables[str(path.relative_to(root))] = table
+                self.haystack.add(f"{label}#values", _elements_of_table(table))
+        self.snapshots.append(snapshot)
+
+    def read_traffic(self, label: str, tables: Iterable[pa.Table]) -> None:
+        """What the attacker's brand received or sent in its hops."""
+        for index, table in enumerate(tables):
+            self.haystack.add(f"{label}/{index}", _elements_of_table(table))
+
+    def _value(self, label: str, value: Any) -> None:
+        if isinstance(value, str):
+            value = value.encode()
+        if not isinstance(value, bytes):
+            return
+        self.haystack.add(label, value)
+        # The log's own hashes (its frontier, say) are no scalars: only its text is read.
+        audit = label.rsplit(":", maxsplit=1)[-1].startswith("audit")
+        self._scalars_in(value, raw=not audit)
+
+    def _scalars_in(self, data: bytes, *, raw: bool = True) -> None:
+        for match in HEX_SCALAR.finditer(data):
+            self._add_scalar(bytes.fromhex(match.group().decode()))
+        if raw and len(data) == 32:
+            self._add_scalar(data)
+
+    def _add_scalar(self, value: bytes) -> None:
+        scalar = as_scalar(value)
+        if scalar is not None:
+            self.scalars.add(scalar)
+
+    def factors(self) -> list[bytes]:
+        """1, every stored scalar, and their inverses."""
+        found = {ONE, *self.scalars}
+        found |= {group.invert_scalar(s) for s in list(found)}
+        return sorted(found)
+
+    def search_scores(self, digests: Matrix, identifier_type: str) -> np.ndarray[Any, Any]:
+        """Hits of d, s · P(d) and s · k_a · P(d), every stored s, anywhere."""
+        points = group.mask_digests(ONE, digests, identifier_type)
+        masked = group.mask_digests(self.key, digests, identifier_type)
+        forms = [digests]
+        for factor in self.factors():
+            forms += [group.multiply(factor, points), group.multiply(factor, masked)]
+        hits = self.haystack.hits(np.concatenate(forms))
+        return hits.reshape(len(forms), len(digests)).sum(axis=0)
+
+    def position_scores(self, digests: Matrix, identifier_type: str) -> np.ndarray[Any, Any]:
+        """Hits of the attacker's rows followed by position into later forms of its dataset."""
+        scores = np.zeros(len(digests), dtype=np.int64)
+        mine = group.mask_digests(self.key, digests, identifier_type)
+        uploaded = self._positions(mine)
+        if uploaded is None:
+            return scores
+        column, rows = uploaded
+        found = rows >= 0
+        strip = [ONE] + [group.multiply_scalars(f, group.invert_scalar(self.key))
+                         for f in self.factors()]  # fmt: skip
+        seen: set[bytes] = set()
+        for snapshot in self.snapshots:
+            for name, table in snapshot.tables.items():
+                if f"--{self.own_dataset}--" not in name or column not in table.column_names:
+                    continue
+                values = table.column(column).to_pylist()
+                if len(values) <= int(rows.max(initial=0)):
+                    continue
+                picked = [values[r] if ok else None for r, ok in zip(rows, found, strict=True)]
+                if any(v is None for v, ok in zip(picked, found, strict=True) if ok):
+                    continue
+                content = b"".join(v for v in picked if v is not None)
+                if content in seen:
+                    continue
+                seen.add(content)
+                elements = np.frombuffer(content, dtype=np.uint8).reshape(-1, 32)
+                label = f"{snapshot.root.name}/{name}"
+                forms = np.concatenate([group.multiply(f, elements) for f in strip])
+                hits = self.haystack.hits(forms, excluding=(label, f"{label}#values"))
+                scores[found] += hits.reshape(len(strip), len(elements)).sum(axis=0)
+        return scores
+
+    def _positions(self, mine: Matrix) -> tuple[str, np.ndarray[Any, Any]] | None:
+        """Where each of the attacker's masked values sits in its dataset's first stored form."""
+        wanted = {bytes(row): i for i, row in enumerate(mine)}
+        for snapshot in self.snapshots:
+            for name, table in snapshot.tables.items():
+                if f"--{self.own_dataset}--" not in name:
+                    continue
+                for column in table.column_names:
+                    rows = np.full(len(mine), -1, dtype=np.int64)
+                    for position, value in enumerate(table.column(column).to_pylist()):
+                        if value in wanted:
+                            rows[wanted[value]] = position
+                    if (rows >= 0).any():
+                        return column, rows
+        return None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How well one attack did over the trials."""
+
+    name: str
+    accuracy: float
+    trials: int
+
+    @property
+    def bound(self) -> float:
+        """Chance plus three standard deviations of a fair coin's accuracy."""
+        return 0.5 + 3 * (0.25 / self.trials) ** 0.5
+
+
+def guessed(scores: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The attacker's guesses: "in" for the emails that score above the median."""
+    return np.asarray(scores > np.median(scores))
+
+
+def verdicts(
+    scores: Mapping[str, np.ndarray[Any, Any]], planted: np.ndarray[Any, Any]
+) -> list[Verdict]:
+    combined = sum(scores.values(), np.zeros(len(planted), dtype=np.int64))
+    found: list[Verdict] = []
+    for name, values in [*scores.items(), ("combined", combined)]:
+        accuracy = float(np.mean(guessed(values) == planted))
+        found.append(Verdict(name, accuracy, len(planted)))
+    return found
+
+
+def attack(
+    attacker: Attacker, probes: Matrix, identifier_type: str, planted: Sequence[bool]
+) -> list[Verdict]:
+    """Every attack's accuracy at telling the planted emails from the others."""
+    truth = np.asarray(planted, dtype=np.bool_)
+    scores = {
+        "search": attacker.search_scores(probes, identifier_type),
+        "position": attacker.position_scores(probes, identifier_type),
+    }
+    return verdicts(scores, truth)
