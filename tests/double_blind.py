@@ -122,25 +122,72 @@ def write_toml(path: Path, data: Mapping[str, Any]) -> Path:
     return path
 
 
+@dataclass
+class CallHooks:
+    """Called with a call's method as it arrives (before the server identifies and audits
+    it), once its unary answer is ready (audited, not yet sent), and when it has ended:
+    a test can hold a call at any of these points, or wait for one."""
+
+    arriving: Callable[[str], None] = lambda method: None
+    answering: Callable[[str], None] = lambda method: None
+    ended: Callable[[str], None] = lambda method: None
+
+
+def _hooked(handler: Any, method: str, hooks: CallHooks) -> Any:
+    kinds = {
+        "unary_unary": grpc.unary_unary_rpc_method_handler,
+        "unary_stream": grpc.unary_stream_rpc_method_handler,
+        "stream_unary": grpc.stream_unary_rpc_method_handler,
+        "stream_stream": grpc.stream_stream_rpc_method_handler,
+    }
+    for attribute, make_handler in kinds.items():
+        behavior = getattr(handler, attribute)
+        if behavior is None:
+            continue
+        if attribute.endswith("_stream"):
+
+            def streamed(request: Any, context: Any, inner: Any = behavior) -> Iterator[Any]:
+                try:
+                    yield from inner(request, context)
+                finally:
+                    hooks.ended(method)
+
+            wrapped: Any = streamed
+        else:
+
+            def answered(request: Any, context: Any, inner: Any = behavior) -> Any:
+                try:
+                    response = inner(request, context)
+                    hooks.answering(method)
+                    return response
+                finally:
+                    hooks.ended(method)
+
+            wrapped = answered
+        return make_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
+
+
 @contextmanager
 def serving(
-    pki: DemoPki, data: dict[str, Any], *, arriving: Callable[[str], None] | None = None
+    pki: DemoPki, data: dict[str, Any], *, hooks: CallHooks | None = None
 ) -> Iterator[RunningServer]:
-    """`tests.support.running_server` for a whole configuration's data.
-
-    `arriving`, if given, is called with the method of every call as it arrives, before
-    the server identifies and audits it: a test can hold a call there.
-    """
+    """`tests.support.running_server` for a whole configuration's data, with call hooks."""
     config = parse_config(data, base_dir=Path(data["server"]["data_dir"]))
     clean_room = CleanRoom(config)
     metrics = CallMetrics()
     audit = audit_interceptor(clean_room, metrics)
-    if arriving is not None:
-        audited = audit.intercept_service
+    if hooks is not None:
+        audited, held = audit.intercept_service, hooks
 
         def intercept(continuation: Any, details: grpc.HandlerCallDetails) -> Any:
-            arriving(details.method)
-            return audited(continuation, details)
+            held.arriving(details.method)
+            handler = audited(continuation, details)
+            return None if handler is None else _hooked(handler, details.method, held)
 
         audit.intercept_service = intercept  # type: ignore[method-assign]
     grpc_server, port = build_server(clean_room, interceptor=audit)
@@ -377,6 +424,100 @@ def figures(report: overlap_report_pb2.OverlapReport) -> dict[str, Any]:
         "suppressed": report.suppressed_count,
         "withheld": sorted(report.withheld_segments),
     }
+
+
+# --- the two collaborations' datasets and reports -------------------------------
+
+
+QUESTIONS = (  # base, others, segment column
+    ("acme", ("brightmart",), None),
+    ("acme", ("brightmart", "corvid"), None),
+    ("brightmart", ("corvid", "acme"), SEGMENT),
+    ("corvid", ("acme",), SEGMENT),
+)
+
+
+def dataset_id(brand: str) -> str:
+    return f"{brand}-crm"
+
+
+def audiences(seed: int, sizes: dict[str, int]) -> dict[str, Audience]:
+    rng = np.random.default_rng(seed)
+    people = People.random(rng, 2400)
+    return {brand: Audience.drawn(brand, people, rng, size) for brand, size in sizes.items()}
+
+
+def upload_shared(running: Any, lists: dict[str, Audience], folder: Path) -> None:
+    for brand, audience in lists.items():
+        running.client(brand).upload(audience.file(folder, SHARED), dataset_id=dataset_id(brand))
+
+
+def upload_blind(running: Any, audience: Audience, key: bytes, folder: Path) -> None:
+    dataset = running.client(audience.brand).upload(
+        audience.file(folder, BLIND), dataset_id=dataset_id(audience.brand), blind_key=key
+    )
+    assert dataset.mask_set == [partner_name(audience.brand)]
+
+
+def mask_everything(running: Any, keys: dict[str, bytes], journals: Path) -> int:
+    """Every brand takes its pending hops (the toolkit's API) until none is left.
+
+    Returns how many rounds it took; a hop queue that never empties fails the test.
+    """
+    from partners import work
+
+    for round_ in range(1, 2 * len(keys) + 2):
+        pending = False
+        for brand, key in keys.items():
+            client = running.client(brand)
+            if list(client.list_masking_hops(parent(BLIND))):
+                pending = True
+                work(client, BLIND, key, journal=journals / brand)
+        if not pending:
+            return round_
+    raise AssertionError("masking hops still pending after every brand took them repeatedly")
+
+
+def assert_stored_exactly(
+    room: CleanRoom, lists: Mapping[str, Audience], keys: Mapping[str, bytes]
+) -> None:
+    """Every double-blind dataset stores exactly K · P(d), once per digest.
+
+    K is the product of every uploader's key: a hop applied twice or lost would leave a
+    different scalar, and a row lost or repeated a different multiset.
+    """
+    whole_key = product(keys.values())
+    records = {
+        r.name.dataset: r for r in room.catalog.datasets(BLIND, owner=None, after="", limit=1000)
+    }
+    for brand, audience in lists.items():
+        stored = element_columns(room.files.open(records[dataset_id(brand)].file_name))
+        assert set(stored) == set(TYPES), brand
+        for identifier_type in TYPES:
+            expected = group.mask_digests(
+                whole_key, audience.digests(identifier_type), identifier_type
+            )
+            assert len(stored[identifier_type]) == len(expected), (brand, identifier_type)
+            assert rows_of(stored[identifier_type]) == rows_of(expected), (brand, identifier_type)
+
+
+def assert_same_reports(
+    running: Any, questions: Sequence[tuple[str, Sequence[str], str | None]]
+) -> None:
+    for base, others, segment in questions:
+        client = running.client(base)
+        reports = [
+            client.create_report(
+                parent(collaboration),
+                base=dataset_in(collaboration, dataset_id(base)),
+                others=[dataset_in(collaboration, dataset_id(o)) for o in others],
+                segment_column=segment,
+            )
+            for collaboration in (SHARED, BLIND)
+        ]
+        shared, blind = (figures(r) for r in reports)
+        assert blind == shared, (base, others, segment)
+        assert shared["released"] > 0
 
 
 # --- a brand made of the bare stubs ----------------------------------------------------

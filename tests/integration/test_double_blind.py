@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cleanroom.group import ristretto255 as group
 from cleanroom.proofs.signed_note import NoteVerifier
 from cleanroom.tls.pki import DemoPki
 from partners.audit.verify import AuditorState, verify_log
@@ -28,122 +26,43 @@ from tests.double_blind import (
     BLIND,
     MASKING_METHODS,
     MASKING_SERVICE,
+    QUESTIONS,
     SEGMENT,
-    SHARED,
     TYPES,
     Audience,
-    People,
+    assert_same_reports,
+    assert_stored_exactly,
+    audiences,
     calls_counted,
+    dataset_id,
     dataset_in,
-    element_columns,
-    figures,
+    mask_everything,
     member,
     parent,
     partner_environment,
     partner_name,
-    product,
     reconfigure,
-    rows_of,
     serving,
     state_of,
     two_mode_config,
+    upload_blind,
+    upload_shared,
     words,
 )
 from tests.support import BRANDS, LOG_SIGNER, RunningServer
 
 pytestmark = pytest.mark.slow
 
-QUESTIONS = (  # base, others, segment column
-    ("acme", ("brightmart",), None),
-    ("acme", ("brightmart", "corvid"), None),
-    ("brightmart", ("corvid", "acme"), SEGMENT),
-    ("corvid", ("acme",), SEGMENT),
-)
-
-
-def dataset_id(brand: str) -> str:
-    return f"{brand}-crm"
-
-
-def audiences(seed: int, sizes: dict[str, int]) -> dict[str, Audience]:
-    rng = np.random.default_rng(seed)
-    people = People.random(rng, 2400)
-    return {brand: Audience.drawn(brand, people, rng, size) for brand, size in sizes.items()}
-
-
-def upload_shared(running: RunningServer, lists: dict[str, Audience], folder: Path) -> None:
-    for brand, audience in lists.items():
-        running.client(brand).upload(audience.file(folder, SHARED), dataset_id=dataset_id(brand))
-
-
-def upload_blind(running: RunningServer, audience: Audience, key: bytes, folder: Path) -> None:
-    dataset = running.client(audience.brand).upload(
-        audience.file(folder, BLIND), dataset_id=dataset_id(audience.brand), blind_key=key
-    )
-    assert dataset.mask_set == [partner_name(audience.brand)]
-
-
-def mask_everything(running: RunningServer, keys: dict[str, bytes], journals: Path) -> int:
-    """Every brand takes its pending hops (the toolkit's API) until none is left.
-
-    Returns how many rounds it took; a hop queue that never empties fails the test.
-    """
-    from partners import work
-
-    for round_ in range(1, 2 * len(keys) + 2):
-        pending = False
-        for brand, key in keys.items():
-            client = running.client(brand)
-            if list(client.list_masking_hops(parent(BLIND))):
-                pending = True
-                work(client, BLIND, key, journal=journals / brand)
-        if not pending:
-            return round_
-    raise AssertionError("masking hops still pending after every brand took them repeatedly")
-
 
 def assert_matchable_and_exact(
     running: RunningServer, lists: dict[str, Audience], keys: dict[str, bytes]
 ) -> None:
-    """Every double-blind dataset is matchable and stores exactly K · P(d), once per digest.
-
-    K is the product of every uploader's key: a hop applied twice or lost would leave a
-    different scalar, and a row lost or repeated a different multiset.
-    """
+    """Every double-blind dataset is matchable (its owner's view) and stores K · P(d)."""
     everyone = sorted(partner_name(b) for b in keys)
-    whole_key = product(keys.values())
-    records = {
-        r.name.dataset: r
-        for r in running.clean_room.catalog.datasets(BLIND, owner=None, after="", limit=1000)
-    }
-    for brand, audience in lists.items():
+    for brand in lists:
         dataset = running.client(brand).get_dataset(dataset_in(BLIND, dataset_id(brand)))
         assert state_of(dataset) == ("MATCHING_STATE_MATCHABLE", everyone, [])
-        table = running.clean_room.files.open(records[dataset_id(brand)].file_name)
-        stored = element_columns(table)
-        assert set(stored) == set(TYPES)
-        for identifier_type in TYPES:
-            expected = group.mask_digests(whole_key, audience.digests(identifier_type),
-                                          identifier_type)  # fmt: skip
-            assert len(stored[identifier_type]) == len(expected), identifier_type
-            assert rows_of(stored[identifier_type]) == rows_of(expected), identifier_type
-
-
-def assert_same_reports(running: RunningServer, questions: tuple[tuple, ...]) -> None:
-    for base, others, segment in questions:
-        client = running.client(base)
-        reports = [
-            client.create_report(
-                parent(collaboration),
-                base=dataset_in(collaboration, dataset_id(base)),
-                others=[dataset_in(collaboration, dataset_id(o)) for o in others],
-                segment_column=segment,
-            )
-            for collaboration in (SHARED, BLIND)
-        ]
-        shared, blind = (figures(r) for r in reports)
-        assert blind == shared, (base, others, segment)
-        assert shared["released"] > 0
+    assert_stored_exactly(running.clean_room, lists, keys)
 
 
 def assert_masking_calls_logged(running: RunningServer, tmp_path: Path) -> None:
