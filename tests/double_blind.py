@@ -374,6 +374,27 @@ def catalog_values(database: Path) -> list[tuple[str, str, Any]]:
         connection.close()
 
 
+def catalog_mask_set(data_dir: Path, collaboration: str, dataset: str) -> set[str]:
+    """The partners of a dataset's mask set as the catalog stores it (any table with a
+    `mask_set` column, keyed by collaboration and dataset)."""
+    connection = sqlite3.connect(f"file:{data_dir / 'cleanroom.sqlite3'}?mode=ro", uri=True)
+    try:
+        tables = [
+            name
+            for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            if "mask_set" in {c[1] for c in connection.execute(f'PRAGMA table_info("{name}")')}
+        ]
+        assert tables, "no table of the catalog holds mask sets"
+        found: set[str] = set()
+        for table in tables:
+            query = f'SELECT mask_set FROM "{table}" WHERE collaboration = ? AND dataset = ?'
+            for (value,) in connection.execute(query, (collaboration, dataset)):
+                found |= words(str(value)) - {"partners"}
+        return found
+    finally:
+        connection.close()
+
+
 def stored_files_are_named_by_the_catalog(data_dir: Path) -> None:
     """No scratch file under tmp/, and every file under datasets/ is one the catalog names."""
     assert sorted((data_dir / "tmp").iterdir()) == [], "scratch files left behind"

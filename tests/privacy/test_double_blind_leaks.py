@@ -43,6 +43,7 @@ from cleanroom.v1 import (
 from tests.double_blind import (
     ONE,
     HopWorker,
+    catalog_mask_set,
     email_digests,
     forms,
     hop_name,
@@ -203,6 +204,9 @@ def take_hops(
         assert hop.name == hop_name(COLLABORATION, dataset_id(owner), worker.brand)
         assert partner_name(worker.brand) not in state[1], (hop.name, state)
         assert partner_name(worker.brand) in state[2], (hop.name, state)
+        stored = catalog_mask_set(server.data_dir, COLLABORATION, dataset_id(owner))
+        assert stored == {m.removeprefix("partners/") for m in state[1]}, (hop.name, stored)
+        assert worker.brand not in stored, (hop.name, stored)
         if retry_first and not taken:
             abandoned = worker.start(hop.name)
             masks_before[abandoned.attempt_id] = state[1]
