@@ -175,8 +175,9 @@ def test_a_brand_that_joins_later_makes_datasets_unmatchable_until_it_has_masked
                   f"--out={key_file}")  # fmt: skip
         assert key_file.stat().st_mode & 0o777 == 0o600
         # It never overwrites a key.
-        blind_cli(running, "corvid", home, "blind-key", f"--collaboration={BLIND}",
-                  f"--out={key_file}", code=1)  # fmt: skip
+        refusal = blind_cli(running, "corvid", home, "blind-key", f"--collaboration={BLIND}",
+                            f"--out={key_file}", code=2)  # fmt: skip
+        assert "BLIND_KEY_FILE_EXISTS" in refusal
         keys["corvid"] = read_blind_key(key_file)
         source = lists["corvid"].file(tmp_path / "files", BLIND)
         blind_cli(running, "corvid", home, "upload", str(source),
