@@ -23,6 +23,10 @@ guess is a coin: half of the emails are planted.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
+import hashlib
 import re
 import sqlite3
 from collections import defaultdict
@@ -41,43 +45,76 @@ from tests.double_blind import ONE, as_scalar
 
 Matrix = np.ndarray[Any, np.dtype[np.uint8]]
 HEX_SCALAR = re.compile(rb"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
+HEX_RUN = re.compile(rb"[0-9a-fA-F]{64,}")
+BASE64_RUN = re.compile(rb"[A-Za-z0-9+/_-]{43,}={0,2}")
 SMALL_FILE = 4096
 
 
 @dataclass
 class Haystack:
-    """Labelled byte strings, searched for 32-byte values at every offset."""
+    """Labelled byte strings, searched for 32-byte values at every offset.
 
-    blobs: list[tuple[str, bytes]] = field(default_factory=list)
+    Equal contents (a file unchanged between two copies) are searched once, under all
+    their labels.
+    """
+
+    blobs: dict[bytes, tuple[list[str], bytes]] = field(default_factory=dict)
 
     def add(self, label: str, data: bytes) -> None:
         if len(data) >= 32:
-            self.blobs.append((label, data))
+            labels, _ = self.blobs.setdefault(hashlib.sha256(data).digest(), ([], data))
+            labels.append(label)
 
-    def hits(self, targets: Matrix, *, excluding: Iterable[str] = ()) -> np.ndarray[Any, Any]:
-        """For each row of `targets`, how many times it occurs, outside the `excluding` labels."""
+    @property
+    def size(self) -> int:
+        return sum(len(data) for _, data in self.blobs.values())
+
+    def matches(self, targets: Matrix) -> list[tuple[int, list[str]]]:
+        """Every occurrence of a row of `targets`: its index, and the labels it is under."""
         targets = np.ascontiguousarray(targets, dtype=np.uint8).reshape(-1, 32)
-        counts = np.zeros(len(targets), dtype=np.int64)
         if not len(targets):
-            return counts
+            return []
         where: dict[bytes, list[int]] = defaultdict(list)
         for index, row in enumerate(targets):
             where[bytes(row)].append(index)
-        prefixes = np.unique(targets[:, :8].copy().view("<u8").ravel())
-        skip = set(excluding)
-        for label, data in self.blobs:
-            if label in skip:
-                continue
+        prefixes = np.unique(targets[:, :8].copy().view("<u8").ravel())  # sorted
+        found: list[tuple[int, list[str]]] = []
+        for labels, data in self.blobs.values():
             for shift in range(8):
                 count = (len(data) - shift) // 8
                 if count <= 0:
                     continue
                 words = np.frombuffer(data, dtype="<u8", count=count, offset=shift)
-                for position in np.flatnonzero(np.isin(words, prefixes)):
+                places = np.searchsorted(prefixes, words).clip(max=len(prefixes) - 1)
+                for position in np.flatnonzero(prefixes[places] == words):
                     start = shift + 8 * int(position)
-                    for index in where.get(data[start : start + 32], ()):
-                        counts[index] += 1
+                    found += [(i, labels) for i in where.get(data[start : start + 32], ())]
+        return found
+
+    def hits(self, targets: Matrix) -> np.ndarray[Any, Any]:
+        """For each row of `targets`, how many times it occurs."""
+        counts = np.zeros(len(targets), dtype=np.int64)
+        for index, _ in self.matches(targets):
+            counts[index] += 1
         return counts
+
+
+def decoded_runs(data: bytes) -> bytes:
+    """What the hex and base64 runs of a file or value decode to (a value logged as text)."""
+    parts: list[bytes] = []
+    for match in HEX_RUN.finditer(data):
+        run = match.group()
+        for start in (0, 1):  # either parity: the run may start mid-byte of a longer text
+            parts.append(bytes.fromhex(run[start : start + (len(run) - start) // 2 * 2].decode()))
+    for match in BASE64_RUN.finditer(data):
+        run = match.group().rstrip(b"=")
+        text = run.replace(b"-", b"+").replace(b"_", b"/")
+        for start in range(4):  # the run may start anywhere in a 4-character group
+            chunk = text[start:]
+            chunk = chunk[: len(chunk) // 4 * 4]
+            with contextlib.suppress(binascii.Error, ValueError):
+                parts.append(base64.b64decode(chunk, validate=True))
+    return b"\0".join(parts)
 
 
 def _elements_of_table(table: pa.Table) -> bytes:
@@ -142,16 +179,21 @@ class Attacker:
     def read_directory(self, root: Path) -> None:
         """Every file under `root`: its bytes, its columns and values, the scalars it holds."""
         snapshot = Snapshot(root)
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        # Every file's bytes first: opening the SQLite copy checkpoints its WAL away.
+        files = [(p, p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()]
+        for path, data in files:
             label = f"{root.name}/{path.relative_to(root)}"
-            data = path.read_bytes()
             self.haystack.add(label, data)
+            self.haystack.add(f"{label}#decoded", decoded_runs(data))
             if len(data) <= SMALL_FILE:  # a key file, say: its bytes and its hex as scalars
                 self._scalars_in(data)
             values = sqlite_values(path) if data.startswith(b"SQLite format 3") else None
             if values is not None:
-                for column, value in values:
-                    self._value(f"{label}:{column}", value)
+                # Every value once more on its own (a page split no longer splits it), in
+                # one blob: the search's cost goes with blobs, not with their bytes.
+                self.haystack.add(f"{label}:values", b"\0".join(
+                    self._value(column, value) for column, value in values
+                ))  # fmt: skip
                 continue
             table = read_table(path)
             if table is not None:
@@ -164,15 +206,15 @@ class Attacker:
         for index, table in enumerate(tables):
             self.haystack.add(f"{label}/{index}", _elements_of_table(table))
 
-    def _value(self, label: str, value: Any) -> None:
+    def _value(self, column: str, value: Any) -> bytes:
+        """A catalog value's bytes, its scalars noted."""
         if isinstance(value, str):
             value = value.encode()
         if not isinstance(value, bytes):
-            return
-        self.haystack.add(label, value)
+            return b""
         # The log's own hashes (its frontier, say) are no scalars: only its text is read.
-        audit = label.rsplit(":", maxsplit=1)[-1].startswith("audit")
-        self._scalars_in(value, raw=not audit)
+        self._scalars_in(value, raw=not column.startswith("audit"))
+        return value
 
     def _scalars_in(self, data: bytes, *, raw: bool = True) -> None:
         for match in HEX_SCALAR.finditer(data):
@@ -208,11 +250,11 @@ class Attacker:
         uploaded = self._positions(mine)
         if uploaded is None:
             return scores
-        column, rows = uploaded
+        column, rows, first = uploaded
         found = rows >= 0
         strip = [ONE] + [group.multiply_scalars(f, group.invert_scalar(self.key))
                          for f in self.factors()]  # fmt: skip
-        seen: set[bytes] = set()
+        versions: dict[bytes, str] = {}  # each later content of the attacker's rows
         for snapshot in self.snapshots:
             for name, table in snapshot.tables.items():
                 if f"--{self.own_dataset}--" not in name or column not in table.column_names:
@@ -220,22 +262,31 @@ class Attacker:
                 values = table.column(column).to_pylist()
                 if len(values) <= int(rows.max(initial=0)):
                     continue
-                picked = [values[r] if ok else None for r, ok in zip(rows, found, strict=True)]
-                if any(v is None for v, ok in zip(picked, found, strict=True) if ok):
+                picked = [values[r] for r in rows[found]]
+                if any(v is None for v in picked):
                     continue
-                content = b"".join(v for v in picked if v is not None)
-                if content in seen:
-                    continue
-                seen.add(content)
-                elements = np.frombuffer(content, dtype=np.uint8).reshape(-1, 32)
-                label = f"{snapshot.root.name}/{name}"
-                forms = np.concatenate([group.multiply(f, elements) for f in strip])
-                hits = self.haystack.hits(forms, excluding=(label, f"{label}#values"))
-                scores[found] += hits.reshape(len(strip), len(elements)).sum(axis=0)
+                content = b"".join(picked)
+                if content != first:
+                    versions.setdefault(content, f"{snapshot.root.name}/{name}")
+        if not versions:
+            return scores
+        count = int(found.sum())
+        forms = [
+            group.multiply(factor, np.frombuffer(content, dtype=np.uint8).reshape(-1, 32))
+            for content in versions
+            for factor in strip
+        ]
+        # A hit in the very file the rows were read from (or a copy of it) says nothing.
+        own = [{label, f"{label}#values"} for label in versions.values()]
+        for index, labels in self.haystack.matches(np.concatenate(forms)):
+            version, within = divmod(index, count * len(strip))
+            if own[version].isdisjoint(labels):
+                scores[np.flatnonzero(found)[within % count]] += 1
         return scores
 
-    def _positions(self, mine: Matrix) -> tuple[str, np.ndarray[Any, Any]] | None:
-        """Where each of the attacker's masked values sits in its dataset's first stored form."""
+    def _positions(self, mine: Matrix) -> tuple[str, np.ndarray[Any, Any], bytes] | None:
+        """Where each of the attacker's masked values sits in its dataset's first stored
+        form: the column, the row of each (-1: not found), and that form's content."""
         wanted = {bytes(row): i for i, row in enumerate(mine)}
         for snapshot in self.snapshots:
             for name, table in snapshot.tables.items():
@@ -247,7 +298,8 @@ class Attacker:
                         if value in wanted:
                             rows[wanted[value]] = position
                     if (rows >= 0).any():
-                        return column, rows
+                        values = table.column(column).to_pylist()
+                        return column, rows, b"".join(values[r] for r in rows[rows >= 0])
         return None
 
 
