@@ -118,8 +118,9 @@ def _print_summary(summary: HopSummary) -> None:
     if not summary.applied:
         console.print("no masking hop was waiting")
     else:
+        count = len(summary.applied)
         console.print(
-            f"masked {len(summary.applied):,} datasets ({summary.rows:,} rows)"
+            f"masked {count:,} dataset{'s' if count != 1 else ''} ({summary.rows:,} rows)"
             + (f", {summary.resent:,} sent again from the journal" if summary.resent else "")
         )
     for dataset in summary.matchable:

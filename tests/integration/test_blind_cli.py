@@ -25,8 +25,10 @@ from partners.masking import rows as masking_rows
 from partners.masking.hops import work
 from partners.masking.journal import HopJournal, JournalEntry
 from partners.masking.keys import read_blind_key
+from partners.preparation.digest import write_secret
 from tests.support import (
     COLLABORATION,
+    SECRET,
     RunningServer,
     digest_array,
     random_digests,
@@ -125,6 +127,8 @@ def test_three_brands_mask_each_others_datasets_and_get_the_shared_secret_report
     assert acme.matching_state == MASKING
     assert list(acme.mask_set) == ["partners/acme"]
     assert sorted(acme.pending_maskers) == ["partners/brightmart", "partners/corvid"]
+    listed = cli(blind_server, "acme", "datasets", "list", f"--collaboration={COLLABORATION}")
+    assert "masking: waits for brightmart, corvid" in listed
 
     journals = {brand: tmp_path / f"{brand}-hops" for brand in HOLDINGS}
     for brand in ("brightmart", "corvid", "acme"):
@@ -141,6 +145,8 @@ def test_three_brands_mask_each_others_datasets_and_get_the_shared_secret_report
         assert dataset.matching_state == MATCHABLE, brand
         assert sorted(dataset.mask_set) == sorted(f"partners/{b}" for b in HOLDINGS)
         assert not dataset.pending_maskers
+    listed = cli(blind_server, "acme", "datasets", "list", f"--collaboration={COLLABORATION}")
+    assert "matchable" in listed
 
     base, others = f"{PARENT}/datasets/acme-crm", [f"{PARENT}/datasets/{b}-crm" for b in
                                                    ("brightmart", "corvid")]  # fmt: skip
@@ -279,7 +285,7 @@ def test_blind_work_every_keeps_taking_hops_until_ctrl_c(
             if "no masking hop was waiting" in line:
                 break
         text = "".join(seen)
-        assert "masked 1 datasets (150 rows)" in text, text
+        assert "masked 1 dataset (150 rows)" in text, text
         assert "masking: 300 of 300 values done" in text, text  # log lines, not a bar
         worker.send_signal(signal.SIGINT)
         rest, _ = worker.communicate(timeout=BOUND)
@@ -299,3 +305,99 @@ def test_only_uploaders_take_hops(blind_server: RunningServer, tmp_path: Path) -
     out = cli(blind_server, "ledger", "blind", "work", f"--blind-key={key}",
               f"--journal={tmp_path / 'hops'}", code=1)  # fmt: skip
     assert "PERMISSION_DENIED" in out
+
+
+def test_a_file_masked_by_prepare_is_uploaded_as_it_is(
+    blind_server: RunningServer, tmp_path: Path
+) -> None:
+    keys = keys_for(blind_server, tmp_path)
+    source = tmp_path / "acme.csv"
+    source.write_text("email\n" + "".join(f"p{i}@example.com\n" for i in range(40)))
+    secret = tmp_path / "secret"
+    write_secret(secret, SECRET)
+    masked = tmp_path / "masked.parquet"
+    cli(blind_server, "acme", "prepare", str(source), str(masked),
+        f"--collaboration={COLLABORATION}", f"--secret-file={secret}", "--column=email=email",
+        f"--blind-key={keys['acme']}")  # fmt: skip
+    out = cli(blind_server, "acme", "upload", str(masked), "--dataset-id=twice",
+              f"--blind-key={keys['acme']}", code=2)  # fmt: skip
+    assert "DIGESTS_ALREADY_MASKED" in out
+    out = cli(blind_server, "acme", "upload", str(masked), "--dataset-id=acme-crm")
+    assert "rows shuffled" in out
+    dataset = blind_server.client("acme").get_dataset(f"{PARENT}/datasets/acme-crm")
+    assert dataset.row_count == 40
+    assert list(dataset.mask_set) == ["partners/acme"]
+
+
+class _Renames:
+    """Linux inotify on a folder: blocks until a file is renamed into it (no polling)."""
+
+    IN_MOVED_TO = 0x00000080
+
+    def __init__(self, folder: Path) -> None:
+        import ctypes
+
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = self._libc.inotify_init()
+        assert self._fd >= 0, ctypes.get_errno()
+        watch = self._libc.inotify_add_watch(self._fd, bytes(folder), self.IN_MOVED_TO)
+        assert watch >= 0, ctypes.get_errno()
+
+    def wait(self, seconds: float) -> bool:
+        import select
+
+        ready, _, _ = select.select([self._fd], [], [], seconds)
+        return bool(ready)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def test_a_worker_killed_after_journaling_loses_nothing_and_applies_nothing_twice(
+    blind_server: RunningServer, tmp_path: Path
+) -> None:
+    files, keys = digest_files(tmp_path), keys_for(blind_server, tmp_path)
+    for brand in ("acme", "brightmart"):
+        cli(blind_server, brand, "upload", str(files[brand]), f"--dataset-id={brand}-crm",
+            f"--blind-key={keys[brand]}")  # fmt: skip
+    journal = tmp_path / "brightmart-hops"
+    journal.mkdir(mode=0o700)
+    renames = _Renames(journal)
+    connection = blind_server.connection("brightmart")
+    env = {
+        **os.environ,
+        "CLEANROOM_SERVER": connection.target,
+        "CLEANROOM_CERT": str(connection.certificate),
+        "CLEANROOM_KEY": str(connection.private_key),
+        "CLEANROOM_CA": str(connection.ca_certificate),
+        "CLEANROOM_SERVER_NAME": "localhost",
+    }
+    args = [sys.executable, "-m", "partners", "blind", "work", f"--blind-key={keys['brightmart']}",
+            f"--journal={journal}"]  # fmt: skip
+    worker = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert renames.wait(BOUND), "the worker never journaled a result"
+        worker.send_signal(signal.SIGKILL)  # the result is on disk; it may or may not be sent
+        worker.wait(BOUND)
+    finally:
+        renames.close()
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == -signal.SIGKILL
+    rerun = cli(blind_server, "brightmart", "blind", "work", f"--blind-key={keys['brightmart']}",
+                f"--journal={journal}")  # fmt: skip
+    assert "masked 1 dataset" in rerun or "no masking hop was waiting" in rerun
+    assert not list(journal.glob("*.hop"))
+    cli(blind_server, "acme", "blind", "work", f"--blind-key={keys['acme']}",
+        f"--journal={tmp_path / 'acme-hops'}")  # fmt: skip
+    acme = blind_server.client("acme").get_dataset(f"{PARENT}/datasets/acme-crm")
+    assert list(acme.mask_set) == ["partners/acme", "partners/brightmart"]
+    assert acme.matching_state == MASKING  # corvid's hop is pending, untouched
+    hops = list(blind_server.client("corvid").list_masking_hops(PARENT))
+    assert len(hops) == 2
+    cli(blind_server, "corvid", "blind", "work", f"--blind-key={keys['corvid']}",
+        f"--journal={tmp_path / 'corvid-hops'}")  # fmt: skip
+    report = blind_server.client("acme").create_report(
+        PARENT, base=f"{PARENT}/datasets/acme-crm", others=[f"{PARENT}/datasets/brightmart-crm"]
+    )
+    assert report.pairwise_overlaps[0].matched_row_count.value == 75
