@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import json
 import os
 import re
 import secrets
@@ -361,7 +362,7 @@ def element_columns(table: pa.Table) -> dict[str, Matrix]:
 
 def catalog_values(database: Path) -> list[tuple[str, str, Any]]:
     """Every value of every table of a SQLite file: (table, column, value)."""
-    connection = sqlite3.connect(f"file:{database}?mode=ro&immutable=1", uri=True)
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
         tables = [
             row[0]
@@ -402,11 +403,17 @@ def catalog_mask_set(data_dir: Path, collaboration: str, dataset: str) -> set[st
 def stored_files_are_named_by_the_catalog(data_dir: Path) -> None:
     """No scratch file under tmp/, and every file under datasets/ is one the catalog names."""
     assert sorted((data_dir / "tmp").iterdir()) == [], "scratch files left behind"
-    database = data_dir / "cleanroom.sqlite3"
-    named = {str(v) for _, _, v in catalog_values(database) if isinstance(v, str)}
+    values = catalog_values(data_dir / "cleanroom.sqlite3")
+    named = {str(v) for _, _, v in values if isinstance(v, str)}
     for path in (data_dir / "datasets").rglob("*"):
         if path.is_file():
             assert path.name in named, f"an orphan file: {path.name}"
+    for table, column, value in values:  # and every file the catalog names is there
+        if column == "file_name" and value:
+            assert (data_dir / "datasets" / str(value)).is_file(), (table, value)
+        if column == "mask_set" and value:  # a brand's mask in a set at most once
+            members = json.loads(str(value))
+            assert len(members) == len(set(members)), (table, members)
 
 
 # --- reports -----------------------------------------------------------------------------

@@ -175,6 +175,7 @@ class Attacker:
     haystack: Haystack = field(default_factory=Haystack)
     scalars: set[bytes] = field(default_factory=set)
     snapshots: list[Snapshot] = field(default_factory=list)
+    followed: int = 0  # how many later forms of its rows `position` followed
 
     def read_directory(self, root: Path) -> None:
         """Every file under `root`: its bytes, its columns and values, the scalars it holds."""
@@ -268,6 +269,7 @@ class Attacker:
                 content = b"".join(picked)
                 if content != first:
                     versions.setdefault(content, f"{snapshot.root.name}/{name}")
+        self.followed = len(versions)
         if not versions:
             return scores
         count = int(found.sum())

@@ -43,7 +43,9 @@ from cleanroom.v1 import (
 from tests.double_blind import (
     ONE,
     HopWorker,
+    as_scalar,
     catalog_mask_set,
+    catalog_values,
     email_digests,
     forms,
     hop_name,
@@ -294,6 +296,13 @@ def test_the_operator_and_one_brand_do_no_better_than_chance(pki: DemoPki, tmp_p
     results = attack(attacker, probes, "email", planted)
     for verdict in results:
         assert verdict.accuracy <= verdict.bound, (verdict, results)
+    # The attack had what it should: every blinding scalar the catalog ever held, and the
+    # attacker's rows through every later form of its dataset.
+    for copy in snapshots:
+        for table, column, value in catalog_values(copy / "cleanroom.sqlite3"):
+            if column in ("factor", "blinding") and value is not None:
+                assert as_scalar(value) in attacker.scalars, (copy.name, table, column)
+    assert attacker.followed >= 2
 
 
 def snapshot_of_stopped(data_dir: Path, folder: Path) -> Path:

@@ -155,7 +155,9 @@ def test_sigkill_of_the_server_during_hops(pki: DemoPki, tmp_path: Path) -> None
         assert opening.WhichOneof("payload") == "attempt"
         interrupted = opening.attempt.attempt_id
         killed(server)
-        with pytest.raises(grpc.RpcError):
+        # The rows outgrow the flow-control window: the server was still sending. (Had it
+        # sent them all, the attempt would simply never be completed: the same for the hop.)
+        with contextlib.suppress(grpc.RpcError):
             list(call)
         acme.close()
     restarted(config)
