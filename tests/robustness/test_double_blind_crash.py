@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from cleanroom.proofs.signed_note import NoteVerifier
 from cleanroom.tls.pki import DemoPki
 from cleanroom.usecases.clean_room import CleanRoom
 from cleanroom.v1 import masking_service_pb2
+from partners.client import CleanRoomClient, Connection
 from tests.double_blind import (
     BLIND,
     MASKING_SERVICE,
@@ -239,6 +241,110 @@ def test_sigkill_of_the_server_during_hops(pki: DemoPki, tmp_path: Path) -> None
         for brand in BRANDS:
             dataset = dataset_in(BLIND, dataset_id(brand))
             assert state(server, dataset) == ("MATCHING_STATE_MATCHABLE", EVERYONE, [])
+        assert_same_reports(server, QUESTIONS)
+    finished(config, lists, keys)
+
+
+class HoldingProxy:
+    """A TCP relay between a brand and the server (TLS passes through it untouched) that
+    stops relaying the brand's bytes for good once `hold` is true: from then on the server
+    hears nothing more from the brand, whatever it sends."""
+
+    def __init__(self, port: int, hold: Callable[[], bool]) -> None:
+        self.port, self.hold = port, hold
+        self.held = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                brand, _ = self.listener.accept()
+                server = socket.create_connection(("127.0.0.1", self.port))
+                self.sockets += [brand, server]
+                threading.Thread(
+                    target=self._relay, args=(brand, server, True), daemon=True
+                ).start()
+                threading.Thread(
+                    target=self._relay, args=(server, brand, False), daemon=True
+                ).start()
+
+    def _relay(self, source: socket.socket, target: socket.socket, upstream: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if upstream and (self.held.is_set() or self.hold()):
+                    self.held.set()
+                    continue  # swallowed: the server never gets it
+                target.sendall(data)
+        for end in (source, target):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        for end in self.sockets:
+            with contextlib.suppress(OSError):
+                end.close()
+
+
+def journal_entries(journal: Path) -> list[Path]:
+    return sorted(p for p in journal.rglob("*") if p.is_file() and p.name != ".lock")
+
+
+def test_sigkill_of_the_server_while_blind_work_sends_its_result(
+    pki: DemoPki, tmp_path: Path
+) -> None:
+    lists = audiences(33, SIZES)
+    keys, key_files = blind_keys(tmp_path / "keys")
+    config = write_toml(tmp_path / "cleanroom.toml", two_mode_config(pki, tmp_path / "data"))
+    home = tmp_path / "acme"
+    journal = home / "journal"
+    command = partner_command("blind", "work", f"--blind-key={key_files['acme']}",
+                              f"--collaboration={BLIND}", f"--journal={journal}", "--quiet")  # fmt: skip
+    with served(pki, config) as server:
+        upload_shared(server, lists, tmp_path / "files")
+        for brand in BRANDS:
+            upload_blind(server, lists[brand], keys[brand], tmp_path / "files")
+        held = min(h.name for h in server.client("acme").list_masking_hops(parent(BLIND)))
+        # The result is journaled before it is sent: from that moment the server hears
+        # nothing more from the brand, and dies.
+        proxy = HoldingProxy(server.port, lambda: bool(journal_entries(journal)))
+        connection = loopback_connection(pki, "acme", server.port)
+        relayed = Connection(proxy.address, connection.certificate, connection.private_key,
+                             connection.ca_certificate, "localhost")  # fmt: skip
+        process = subprocess.Popen(
+            command, env=partner_environment(relayed, home),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            assert proxy.held.wait(120), "blind work never sent a result"
+            killed(server)
+        finally:
+            proxy.close()
+            output, _ = process.communicate(timeout=120)
+        assert process.returncode != 0, output  # it says the server was gone
+        assert len(journal_entries(journal)) == 1, output  # and keeps the result
+    restarted(config)
+
+    with served(pki, config) as server:
+        dataset = held.rsplit("/maskingHops/", 1)[0]
+        owner = dataset.rsplit("/", 1)[-1].removesuffix("-crm")
+        assert state(server, dataset)[1] == [partner_name(owner)]
+        again = subprocess.run(
+            command, env=partner_environment(loopback_connection(pki, "acme", server.port), home),
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert journal_entries(journal) == []
+        assert state(server, dataset)[1] == sorted([partner_name(owner), partner_name("acme")])
+        with CleanRoomClient(loopback_connection(pki, "ledger", server.port)) as auditor:
+            events = [e for e in auditor.list_audit_events(parent(BLIND)) if held in e.resources]
+        starts = [e for e in events if e.method == MASKING_SERVICE + "StartMaskingHop"]
+        completions = [e for e in events if e.method == MASKING_SERVICE + "CompleteMaskingHop"]
+        assert len(starts) == 1, "the journaled result was not sent again"
+        assert [e.outcome.status_code for e in completions] == ["OK"]
+        mask_everything(server, keys, tmp_path / "journals")
         assert_same_reports(server, QUESTIONS)
     finished(config, lists, keys)
 
