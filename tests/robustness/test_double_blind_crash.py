@@ -1,11 +1,12 @@
 """Crashes during masking hops (issue 18): nothing lost, nothing applied twice.
 
 The server (a `cleanroom serve` process) is killed with SIGKILL while it streams a hop's
-rows (StartMaskingHop), while a brand streams its result (CompleteMaskingHop), and right
-after the brand has sent all of it; a brand's `cleanroom-partner blind work` process is
-killed after it has written its journal, while the server holds its CompleteMaskingHop
-before reading it, and after the server has applied it but before the brand has its
-answer. After each crash the data directory holds no scratch or orphan file, every hop is
+rows (StartMaskingHop), while a brand streams its result (CompleteMaskingHop), right
+after the brand has sent all of it, and while the real `cleanroom-partner blind work`
+sends its journaled result (a relay swallows it); a brand's `blind work` process is killed
+after it has written its journal, while the server holds its CompleteMaskingHop before
+reading it, and after the server has applied it but before the brand has its answer.
+Every crash point is reached by waiting for an event, never by sleeping. After each crash the data directory holds no scratch or orphan file, every hop is
 pending or applied exactly once, `blind work` resumes from its journal, and at the end
 every dataset stores exactly `K · P(d)` and the reports equal the shared-secret mode's.
 """
