@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cleanroom.config import load_config
 from cleanroom.demo.deployment import loopback_connection
+from cleanroom.group import ristretto255 as group
 from cleanroom.proofs.signed_note import NoteVerifier
 from cleanroom.tls.pki import DemoPki
 from cleanroom.usecases.clean_room import CleanRoom
@@ -34,6 +35,7 @@ from tests.double_blind import (
     MASKING_SERVICE,
     QUESTIONS,
     SEGMENT,
+    TYPES,
     Audience,
     assert_same_reports,
     assert_stored_exactly,
@@ -41,11 +43,14 @@ from tests.double_blind import (
     calls_counted,
     dataset_id,
     dataset_in,
+    forms,
     mask_everything,
     member,
     parent,
     partner_environment,
     partner_name,
+    product,
+    rows_of,
     serving,
     state_of,
     two_mode_config,
@@ -54,6 +59,7 @@ from tests.double_blind import (
     words,
     write_toml,
 )
+from tests.privacy.blind_attack import decoded_runs
 from tests.served import ServedProcess, served
 from tests.support import BRANDS, LOG_SIGNER, RunningServer
 
@@ -230,6 +236,22 @@ def test_a_brand_that_joins_later_makes_datasets_unmatchable_until_it_has_masked
         ledger = loopback_connection(pki, "ledger", running.port)
         counted = functools.partial(served_calls, running)
         assert_masking_calls_logged(ledger, counted, tmp_path)
+        _, metrics = running.ops("/metrics")
+        written = [*running.lines, metrics]
+        assert len(written) > 50  # a call event per call at least
+    # Nothing the server wrote (its log lines, its metrics) holds a value in any form that
+    # travels: digests, uploads, the matchable form, as bytes or as hex or base64 text.
+    values: set[bytes] = set()
+    for audience in lists.values():
+        digests = {t: audience.digests(t) for t in TYPES}
+        found = forms(digests, {audience.brand: keys[audience.brand]})
+        values |= found["digest"] | found[audience.brand]
+        for identifier_type, matrix in digests.items():
+            values |= rows_of(group.mask_digests(product(keys.values()), matrix, identifier_type))
+    pieces = {v[i : i + 8] for v in values for i in range(25)}
+    for line in written:
+        for text in (line.encode(), decoded_runs(line.encode())):
+            assert not any(text[i : i + 8] in pieces for i in range(len(text) - 7)), line[:200]
     room = CleanRoom(load_config(config))
     try:
         assert_stored_exactly(room, lists, keys)

@@ -55,7 +55,7 @@ from tests.double_blind import (
     rpc_error_bytes,
     state_of,
 )
-from tests.privacy.blind_attack import Attacker, attack
+from tests.privacy.blind_attack import Attacker, attack, decoded_runs
 from tests.support import (
     BRANDS,
     COLLABORATION,
@@ -337,8 +337,9 @@ def check_deliveries(
 def check_responses(responses: Responses, every_form: set[bytes]) -> None:
     secrets = windows(every_form)
     assert len(responses.payloads) > 100
-    for payload in responses.payloads:
+    for payload in responses.payloads:  # as bytes, and what its hex or base64 text holds
         assert not leaked(payload, secrets)
+        assert not leaked(decoded_runs(payload), secrets)
 
 
 # --- the attack itself can win: against stores that leak ------------------------------
