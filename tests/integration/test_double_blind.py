@@ -15,6 +15,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,6 +36,7 @@ from tests.double_blind import (
     MASKING_SERVICE,
     QUESTIONS,
     SEGMENT,
+    SHARED,
     TYPES,
     Audience,
     assert_same_reports,
@@ -43,6 +45,7 @@ from tests.double_blind import (
     calls_counted,
     dataset_id,
     dataset_in,
+    figures,
     forms,
     mask_everything,
     member,
@@ -257,3 +260,88 @@ def test_a_brand_that_joins_later_makes_datasets_unmatchable_until_it_has_masked
         assert_stored_exactly(room, lists, keys)
     finally:
         room.close()
+
+
+def test_a_brand_that_leaves_strands_what_it_masked_and_completes_what_waited_for_it(
+    pki: DemoPki, tmp_path: Path
+) -> None:
+    """An uploader leaves (a reload): a dataset that carries its mask can never be matched
+    and its owner is told to upload it again; one that waited only for its hop is finished
+    (laid out) and matches as the shared-secret mode does."""
+    from partners import new_blind_key
+
+    lists = audiences(20, {"acme": 500, "brightmart": 450, "corvid": 300})
+    rng = np.random.default_rng(21)
+    later = {
+        "acme-late": Audience.drawn("acme", lists["acme"].people, rng, 400),
+        "brightmart-new": Audience.drawn("brightmart", lists["brightmart"].people, rng, 420),
+    }
+    keys = {brand: new_blind_key() for brand in BRANDS}
+    data = two_mode_config(pki, tmp_path / "data")
+    config = write_toml(tmp_path / "cleanroom.toml", data)
+    with served(pki, config) as running:
+        for brand in BRANDS:
+            upload_blind(running, lists[brand], keys[brand], tmp_path / "files")
+        mask_everything(running, keys, tmp_path / "journals")
+        late = later["acme-late"]
+        for collaboration in (SHARED, BLIND):
+            running.client("acme").upload(
+                late.file(tmp_path / "late", collaboration), dataset_id="acme-late",
+                blind_key=keys["acme"] if collaboration == BLIND else None,
+            )  # fmt: skip
+        from partners import work
+
+        work(running.client("brightmart"), BLIND, keys["brightmart"], journal=tmp_path / "b")
+        assert state(running, "acme-late")[2] == [partner_name("corvid")]
+
+        # corvid leaves the collaboration.
+        (blind,) = [c for c in data["collaborations"] if c["id"] == BLIND]
+        blind["members"] = [m for m in blind["members"] if m["partner"] != "corvid"]
+        write_toml(config, data)
+        running.signal(signal.SIGHUP)
+        running.wait_for(
+            lambda e: (
+                str(e.get("event", "")).startswith("masking complete")
+                and "acme-late" in str(e.get("event"))
+            ),
+            "acme-late laid out once corvid left",
+        )
+        assert state(running, "acme-late") == (
+            "MATCHING_STATE_MATCHABLE", [partner_name("acme"), partner_name("brightmart")], []
+        )  # fmt: skip
+        with pytest.raises(PrivacyRuleError) as refused:
+            running.client("acme").create_report(
+                parent(BLIND), base=dataset_in(BLIND, "acme-late"),
+                others=[dataset_in(BLIND, dataset_id("brightmart"))],
+            )  # fmt: skip
+        assert refused.value.reason == "DATASET_NOT_MATCHABLE"
+        assert dataset_id("brightmart") in refused.value.message
+        assert "upload" in refused.value.message  # they must be uploaded again
+        assert state(running, dataset_id("brightmart"))[0] == "MATCHING_STATE_MASKING"
+
+        # brightmart uploads again; acme masks it; both modes report the same.
+        fresh = later["brightmart-new"]
+        for collaboration in (SHARED, BLIND):
+            running.client("brightmart").upload(
+                fresh.file(tmp_path / "new", collaboration), dataset_id="brightmart-new",
+                blind_key=keys["brightmart"] if collaboration == BLIND else None,
+            )  # fmt: skip
+        two = {b: keys[b] for b in ("acme", "brightmart")}
+        mask_everything(running, two, tmp_path / "journals")
+        reports = [
+            figures(running.client("acme").create_report(
+                parent(collaboration), base=dataset_in(collaboration, "acme-late"),
+                others=[dataset_in(collaboration, "brightmart-new")], segment_column=segment,
+            ))
+            for segment in (None, SEGMENT)
+            for collaboration in (SHARED, BLIND)
+        ]  # fmt: skip
+        assert reports[0] == reports[1]
+        assert reports[2] == reports[3]
+        assert reports[0]["released"] > 0
+
+
+def state(running: ServedProcess, dataset: str) -> tuple[str, list[str], list[str]]:
+    """A double-blind dataset's state as its owner sees it."""
+    owner = dataset.split("-", 1)[0]
+    return state_of(running.client(owner).get_dataset(dataset_in(BLIND, dataset)))
