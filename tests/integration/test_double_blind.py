@@ -15,6 +15,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -39,6 +40,7 @@ from tests.double_blind import (
     SHARED,
     TYPES,
     Audience,
+    HopWorker,
     assert_same_reports,
     assert_stored_exactly,
     audiences,
@@ -47,12 +49,14 @@ from tests.double_blind import (
     dataset_in,
     figures,
     forms,
+    hop_name,
     mask_everything,
     member,
     parent,
     partner_environment,
     partner_name,
     product,
+    reason_of,
     rows_of,
     serving,
     state_of,
@@ -345,3 +349,41 @@ def state(running: ServedProcess, dataset: str) -> tuple[str, list[str], list[st
     """A double-blind dataset's state as its owner sees it."""
     owner = dataset.split("-", 1)[0]
     return state_of(running.client(owner).get_dataset(dataset_in(BLIND, dataset)))
+
+
+def test_two_brands_masking_one_dataset_at_once_lose_neither_mask(
+    pki: DemoPki, tmp_path: Path
+) -> None:
+    """Two brands take hops of the same dataset at once: the one that completes second
+    was blinded from the form before the first one's mask, so it must not be applied (it
+    would drop that mask); it is superseded, and taken again later."""
+    from partners import new_blind_key
+
+    lists = audiences(22, {"acme": 300, "brightmart": 300, "corvid": 300})
+    keys = {brand: new_blind_key() for brand in BRANDS}
+    with serving(pki, two_mode_config(pki, tmp_path / "data")) as running:
+        upload_shared(running, lists, tmp_path / "files")
+        for brand in BRANDS:
+            upload_blind(running, lists[brand], keys[brand], tmp_path / "files")
+        acme, brightmart = (
+            HopWorker(b, keys[b], running.connection(b)) for b in ("acme", "brightmart")
+        )
+        try:
+            first = acme.start(hop_name(BLIND, dataset_id("corvid"), "acme"))
+            second = brightmart.start(hop_name(BLIND, dataset_id("corvid"), "brightmart"))
+            acme.complete(first)
+            with pytest.raises(grpc.RpcError) as refused:
+                brightmart.complete(second)
+            assert reason_of(refused.value) == "MASKING_HOP_ATTEMPT_SUPERSEDED"
+            corvid = running.client("corvid").get_dataset(dataset_in(BLIND, dataset_id("corvid")))
+            assert state_of(corvid) == (
+                "MATCHING_STATE_MASKING",
+                [partner_name("acme"), partner_name("corvid")],
+                [partner_name("brightmart")],
+            )
+        finally:
+            acme.close()
+            brightmart.close()
+        mask_everything(running, keys, tmp_path / "journals")
+        assert_matchable_and_exact(running, lists, keys)
+        assert_same_reports(running, QUESTIONS[:2])
