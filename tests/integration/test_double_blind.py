@@ -387,3 +387,34 @@ def test_two_brands_masking_one_dataset_at_once_lose_neither_mask(
         mask_everything(running, keys, tmp_path / "journals")
         assert_matchable_and_exact(running, lists, keys)
         assert_same_reports(running, QUESTIONS[:2])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the toolkit shuffles the rows before the server keeps each digest's first row:"
+    " a repeated person keeps a random row's segment, not the file's first (SPEC section 3)",
+)
+def test_a_repeated_person_keeps_the_first_row_of_the_file_in_both_modes(
+    pki: DemoPki, tmp_path: Path
+) -> None:
+    """A file that lists a person twice (another row, another tier): both modes must keep
+    the first row's digest (SPEC section 3), so reports split by segment agree."""
+    from partners import new_blind_key
+
+    lists = audiences(23, {"acme": 400, "brightmart": 400, "corvid": 300})
+    first = lists["acme"]
+    again = first.rows[:60]  # the same people, once more at the end, in another tier
+    lists["acme"] = Audience(
+        "acme",
+        first.people,
+        np.concatenate([first.rows, again]),
+        np.concatenate([first.has_phone, ~first.has_phone[:60]]),
+        first.tiers + tuple("silver" if t == "gold" else "gold" for t in first.tiers[:60]),
+    )
+    keys = {brand: new_blind_key() for brand in BRANDS}
+    with serving(pki, two_mode_config(pki, tmp_path / "data")) as running:
+        upload_shared(running, lists, tmp_path / "files")
+        for brand in BRANDS:
+            upload_blind(running, lists[brand], keys[brand], tmp_path / "files")
+        mask_everything(running, keys, tmp_path / "journals")
+        assert_same_reports(running, [("acme", ("brightmart", "corvid"), SEGMENT)])
