@@ -391,12 +391,12 @@ class Masking:
         """The hop's dataset and newest attempt, if the completion names that attempt."""
         record, _ = self._pending(collaboration, completion.name)
         attempt = self.catalog.attempt(record.name, completion.name.partner)
-        if (
-            attempt is None
-            or attempt.attempt_id != completion.attempt_id
-            or attempt.file_name != record.file_name
-        ):
+        if attempt is None or attempt.attempt_id != completion.attempt_id:
             raise _superseded(completion.name, "it is not the newest attempt at this hop")
+        if attempt.file_name != record.file_name:
+            raise _superseded(
+                completion.name, "another brand's hop over the dataset was applied since it began"
+            )
         return record, attempt
 
     def _rows(self, record: DatasetRecord) -> HopRows:

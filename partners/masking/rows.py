@@ -36,6 +36,12 @@ def mask_digests(
 ) -> pa.Table:
     """`key · P(d)` for every digest `d` of each identifier column; nulls stay null.
 
+    A digest that an earlier row of the same column holds is masked as a random element
+    instead, which matches nothing: the server keeps a digest's first row (SPEC section
+    3), and after the shuffle it could no longer tell which row came first in the file.
+    So the same rows match as in the shared-secret mode. Files from `prepare` hold no
+    such repeats.
+
     Args:
         table: Rows whose identifier columns (named after their types) hold digests.
         key: The brand's blind key.
@@ -43,9 +49,38 @@ def mask_digests(
         progress: Called with the number of rows of each column slice once masked (each
             row is counted once per identifier column).
     """
-    return _apply(
+    repeats = {t: _repeats(*element_rows(table.column(t))) for t in identifier_types}
+    masked = _apply(
         table, identifier_types, lambda rows, t: ristretto255.mask_digests(key, rows, t), progress
     )
+    for identifier_type, repeated in repeats.items():
+        if not repeated.any():
+            continue
+        index = masked.schema.get_field_index(identifier_type)
+        matrix, present = element_rows(masked.column(index))
+        matrix = matrix.copy()
+        for row in np.flatnonzero(repeated):
+            uniform = os.urandom(ristretto255.UNIFORM_BYTES)
+            matrix[row] = np.frombuffer(ristretto255.element_from_uniform(uniform), np.uint8)
+        column = element_column(matrix, present)
+        masked = masked.set_column(index, masked.schema.field(index), column)
+    return masked
+
+
+def _repeats(
+    matrix: npt.NDArray[np.uint8], present: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.bool_]:
+    """The rows whose value an earlier row of the column holds."""
+    repeated = np.zeros(len(present), dtype=np.bool_)
+    rows = np.flatnonzero(present)
+    if len(rows) < 2:
+        return repeated
+    values = np.ascontiguousarray(matrix[rows]).view(np.dtype((np.void, matrix.shape[1])))
+    _, first = np.unique(values.reshape(-1), return_index=True)
+    later = np.ones(len(rows), dtype=np.bool_)
+    later[first] = False
+    repeated[rows[later]] = True
+    return repeated
 
 
 def multiply_elements(
