@@ -7,8 +7,6 @@ columns hold `k_b · P(d)` instead of `d`, its rows are shuffled, and its metada
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pyarrow.parquet as pq
 
 from partners.errors import InputError
 from partners.masking import rows
+from partners.preparation.files import replacing
 from partners.preparation.pipeline import (
     DOUBLE_BLIND,
     META_MATCHING,
@@ -49,16 +48,8 @@ def mask_digest_file(
     metadata = {**(table.schema.metadata or {}), META_MATCHING: DOUBLE_BLIND.encode()}
     masked = rows.mask_digests(table, key, info.identifier_types, progress=progress)
     shuffled = rows.shuffled(masked).replace_schema_metadata(metadata)
-    try:
-        descriptor, name = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".partial"
-        )
-    except OSError as error:
-        raise _unwritable(path, error) from None
-    os.close(descriptor)
-    partial = Path(name)
-    try:
-        # Elements are random bytes, as digests are: no dictionary, statistics or compression.
+    # Elements are random bytes, as digests are: no dictionary, statistics or compression.
+    with replacing(path) as partial:
         pq.write_table(
             shuffled,
             partial,
@@ -70,15 +61,6 @@ def mask_digest_file(
                 **dict.fromkeys(info.segment_columns, "snappy"),
             },
         )
-        with partial.open("rb") as file:
-            os.fsync(file.fileno())
-        os.replace(partial, path)
-    except OSError as error:
-        partial.unlink(missing_ok=True)
-        raise _unwritable(path, error) from None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     return read_digest_file(path)
 
 
@@ -88,13 +70,5 @@ def already_masked(path: Path) -> InputError:
         "DIGESTS_ALREADY_MASKED",
         f"{path} was masked with a blind key already (`prepare --blind-key`); upload it as it"
         " is, without --blind-key: masking it twice would match nothing.",
-        {"path": str(path)},
-    )
-
-
-def _unwritable(path: Path, error: OSError) -> InputError:
-    return InputError(
-        "DESTINATION_UNWRITABLE",
-        f"Cannot write {path} ({error.strerror}); check that its folder exists and is writable.",
         {"path": str(path)},
     )

@@ -39,11 +39,11 @@ from pyarrow import ipc
 
 from partners.errors import InputError
 from partners.preparation import _sources, advice, normalize
-from partners.preparation._atomic import replacing, work_folder
 from partners.preparation._digesting import ColumnDigests, ColumnPlan, DigestPlan, digest_batch
 from partners.preparation._first_rows import DuplicateFinder, DuplicateRows, partitions_for
 from partners.preparation._worker_pool import OrderedPool, default_workers
 from partners.preparation.digest import DIGEST_TYPE, key_check_value, type_key
+from partners.preparation.files import replacing, work_folder
 from partners.preparation.segments import (
     MAX_SEGMENT_LABEL,
     MAX_SEGMENT_VALUES,

@@ -35,10 +35,10 @@ import pyarrow.parquet as pq
 from partners.errors import InputError
 from partners.preparation import _sources
 from partners.preparation._arrow import to_mask
-from partners.preparation._atomic import replacing
 from partners.preparation._columns import NormalizedColumn, column_normalizer_for
 from partners.preparation._components import Indices, link_records
 from partners.preparation._worker_pool import OrderedPool, default_workers
+from partners.preparation.files import replacing
 
 DEFAULT_MAX_RECORDS_PER_PERSON = 20
 """The most records one person may have before the identifiers joining them are refused."""
