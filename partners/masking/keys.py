@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cleanroom.group.ristretto255 import SCALAR_BYTES, new_scalar
 from partners.errors import InputError
+from partners.preparation.files import write_new_private
 
 BLIND_KEY_FORMAT = "cleanroom-blind-key/v1"
 """The first word of a blind key file."""
@@ -64,26 +65,18 @@ def write_blind_key(path: str | os.PathLike[str], key: bytes, *, collaboration: 
             " and hyphens, starting with a letter.",
             {"collaboration": collaboration},
         )
-    try:
-        # O_EXCL: never overwrite a key, which would orphan every dataset masked with it.
-        # O_NOFOLLOW and mode 0600 at creation: the key is never readable by others.
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        raise InputError(
+    write_new_private(
+        path,
+        f"{BLIND_KEY_FORMAT} {collaboration}\n{key.hex()}\n",
+        exists=lambda: InputError(
             "BLIND_KEY_FILE_EXISTS",
             f"Blind key file {path} exists already; choose another path. Delete it only if no"
             " dataset of yours masked with it is still needed: the collaboration's datasets"
             " can be matched only while every uploader keeps its key.",
             {"path": str(path)},
-        ) from None
-    except OSError as error:
-        raise _unwritable(path, error) from None
-    try:
-        with os.fdopen(descriptor, "w", encoding="ascii") as file:
-            file.write(f"{BLIND_KEY_FORMAT} {collaboration}\n{key.hex()}\n")
-    except OSError as error:
-        path.unlink(missing_ok=True)
-        raise _unwritable(path, error) from None
+        ),
+        unwritable=lambda error: _unwritable(path, error),
+    )
 
 
 def read_blind_key(path: str | os.PathLike[str], *, collaboration: str | None = None) -> bytes:

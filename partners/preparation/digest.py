@@ -45,6 +45,7 @@ from partners.preparation._arrow import (
     string_offsets,
     to_mask,
 )
+from partners.preparation.files import write_new_private
 from partners.preparation.normalize import ASCII_WHITESPACE, InvalidIdentifierError
 
 SECRET_BYTES = 32
@@ -102,25 +103,17 @@ def write_secret(path: str | os.PathLike[str], secret: bytes) -> None:
     """
     _check_secret(secret)
     path = Path(path)
-    try:
-        # O_EXCL: never overwrite a secret, which would orphan every digest made with it.
-        # Mode 0600 is applied at creation, so the secret is never readable by others.
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise InputError(
+    write_new_private(
+        path,
+        secret.hex() + "\n",
+        exists=lambda: InputError(
             "SECRET_FILE_EXISTS",
             f"Secret file {path} exists already; choose another path, or delete it only if no "
             "digests made with it are still needed.",
             {"path": str(path)},
-        ) from None
-    except OSError as error:
-        raise _unwritable(path, error) from None
-    try:
-        with os.fdopen(descriptor, "w", encoding="ascii") as file:
-            file.write(secret.hex() + "\n")
-    except OSError as error:
-        path.unlink(missing_ok=True)
-        raise _unwritable(path, error) from None
+        ),
+        unwritable=lambda error: _unwritable(path, error),
+    )
 
 
 def read_secret(path: str | os.PathLike[str]) -> bytes:

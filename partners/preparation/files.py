@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from partners.errors import InputError
@@ -59,6 +59,37 @@ def work_folder(destination: Path) -> Iterator[Path]:
         raise unwritable(destination, error) from None
     with folder as name:
         yield Path(name)
+
+
+def write_new_private(
+    path: Path,
+    text: str,
+    *,
+    exists: Callable[[], InputError],
+    unwritable: Callable[[OSError], InputError],
+) -> None:
+    """Creates `path` readable by its owner only and writes `text` (ASCII) into it.
+
+    For keys and secrets: never over an existing file (O_EXCL: overwriting one would
+    orphan everything made with it), never through a symbolic link, and mode 0600 from
+    the start, so the file is never readable by others. A failed write removes the file.
+
+    Raises:
+        InputError: `exists()` if the file exists; `unwritable(error)` if it cannot be
+            created or written.
+    """
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise exists() from None
+    except OSError as error:
+        raise unwritable(error) from None
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as file:
+            file.write(text)
+    except OSError as error:
+        path.unlink(missing_ok=True)
+        raise unwritable(error) from None
 
 
 def unwritable(destination: Path, error: OSError) -> InputError:
