@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pyarrow as pa
+
 from cleanroom.config import Collaboration, Matching, Role
 from cleanroom.errors import (
     FailedPreconditionError,
@@ -207,13 +209,7 @@ class Masking:
         if masking.factor is not None:
             rows = multiplied(rows, invert_scalar(masking.factor))
         table, _ = sorted_layout(rows.table(), rows.identifier_types, rows.segment_columns)
-        file_name = self.files.commit(
-            table,
-            collaboration=record.name.collaboration,
-            dataset=record.name.dataset,
-            identifier_types=record.identifier_types,
-            segment_columns=record.segment_columns,
-        )
+        file_name = self._write(record, table, matched=True)
         state = MaskingState(masking.mask_set, sorted=True, change_time=datetime.now(UTC))
         try:
             replaced = self.catalog.replace_file(record.name, record.file_name, file_name, state)
@@ -315,14 +311,7 @@ class Masking:
         table = rows.table()
         if last:
             table, _ = sorted_layout(table, rows.identifier_types, rows.segment_columns)
-        file_name = self.files.commit(
-            table,
-            collaboration=record.name.collaboration,
-            dataset=record.name.dataset,
-            identifier_types=record.identifier_types,
-            segment_columns=record.segment_columns,
-            matched=last,
-        )
+        file_name = self._write(record, table, matched=last)
         state = MaskingState(
             mask_set=mask_set,
             sorted=last,
@@ -398,6 +387,17 @@ class Masking:
                 completion.name, "another brand's hop over the dataset was applied since it began"
             )
         return record, attempt
+
+    def _write(self, record: DatasetRecord, table: pa.Table, *, matched: bool) -> str:
+        """Writes a dataset's next file, with its range copy if it can be matched."""
+        return self.files.commit(
+            table,
+            collaboration=record.name.collaboration,
+            dataset=record.name.dataset,
+            identifier_types=record.identifier_types,
+            segment_columns=record.segment_columns,
+            matched=matched,
+        )
 
     def _rows(self, record: DatasetRecord) -> HopRows:
         try:
