@@ -29,6 +29,8 @@ from cleanroom.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,
     dataset_pb2,
+    masking_service_pb2,
+    masking_service_pb2_grpc,
     overlap_report_pb2,
     partner_service_pb2,
     partner_service_pb2_grpc,
@@ -47,6 +49,9 @@ FRAMING_BYTES = 64
 # The response metadata in which the server tells an upload its message limit, in bytes.
 MESSAGE_LIMIT_METADATA = "cleanroom-max-message-bytes"
 CONNECT_SECONDS = 20.0
+# The largest message the client takes: a masking hop's chunks are up to 4 MiB of rows,
+# which gRPC's default receive limit (4 MiB for the whole message) would refuse.
+RECEIVE_MESSAGE_BYTES = 8 * 1024 * 1024
 # Refusals for a limit of the server (its size, time, concurrency or storage limits), not
 # for a privacy rule, though some share RESOURCE_EXHAUSTED with the privacy budget.
 LIMIT_REASONS = frozenset(
@@ -73,6 +78,7 @@ IDEMPOTENT_CALLS = {
         "GetAuditConsistencyProof",
     ),
     "cleanroom.v1.ServerInfoService": ("GetServerInfo",),
+    "cleanroom.v1.MaskingService": ("ListMaskingHops",),
 }
 RETRY_POLICY = {
     "maxAttempts": 5,
@@ -191,6 +197,7 @@ class Connection:
         options: list[tuple[str, Any]] = [
             ("grpc.enable_retries", 1),
             ("grpc.service_config", _service_config()),
+            ("grpc.max_receive_message_length", RECEIVE_MESSAGE_BYTES),
         ]
         if self.server_name:
             options.append(("grpc.ssl_target_name_override", self.server_name))
@@ -277,6 +284,17 @@ def _upload_table(path: Path) -> tuple[pa.Table, Any]:
     return table.select(schema.names).cast(schema), info
 
 
+def _bad_hop_stream(hop: str, what: str) -> errors.ServerBugError:
+    """The error for an attempt's stream that is not what the protocol says."""
+    return errors.ServerBugError(
+        "DATA_LOSS",
+        "MALFORMED_MASKING_HOP_ROWS",
+        f"The server's stream for hop {hop} {what}; nothing was masked or sent back. Retry"
+        " later, and tell the operator if it happens again.",
+        {"masking_hop": hop},
+    )
+
+
 def _full_name(collaboration: str | None, collection: str, value: str) -> str:
     """A full resource name from a short id in the default collaboration, or the name itself."""
     if "/" in value or collaboration is None:
@@ -326,6 +344,7 @@ class CleanRoomClient:
         self._reports = report_service_pb2_grpc.ReportServiceStub(self._channel)
         self._audit = audit_service_pb2_grpc.AuditServiceStub(self._channel)
         self._info = server_info_service_pb2_grpc.ServerInfoServiceStub(self._channel)
+        self._masking = masking_service_pb2_grpc.MaskingServiceStub(self._channel)
         self._limits: server_info_service_pb2.ServerLimits | None = None
 
     @classmethod
@@ -466,6 +485,8 @@ class CleanRoomClient:
         *,
         dataset_id: str,
         progress: Callable[[int], None] | None = None,
+        blind_key: bytes | None = None,
+        masking_progress: Callable[[int], None] | None = None,
     ) -> dataset_pb2.Dataset:
         """Uploads a digests file written by `prepare` as a new dataset.
 
@@ -473,39 +494,80 @@ class CleanRoomClient:
             digests: The file `cleanroom-partner prepare` wrote.
             dataset_id: The new dataset's id within the file's collaboration.
             progress: Called with the number of rows of each chunk once it is sent.
+            blind_key: For a double-blind collaboration, the brand's blind key: every digest
+                `d` is sent as `k · P(d)` and the rows in a random order (SPEC section 8).
+            masking_progress: With a blind key, called with the number of rows masked, once
+                per identifier column.
         """
         table, info = _upload_table(digests)
+        matching = partner_service_pb2.UPLOAD_MATCHING_SHARED_SECRET
+        if blind_key is not None:
+            from partners.masking import rows  # noqa: PLC0415 (libsodium only when masking)
+
+            masked = rows.mask_digests(
+                table, blind_key, info.identifier_types, progress=masking_progress
+            )
+            table = rows.shuffled(masked)
+            matching = partner_service_pb2.UPLOAD_MATCHING_DOUBLE_BLIND
+
+        def header(checksum: str) -> partner_service_pb2.UploadDatasetRequest:
+            return partner_service_pb2.UploadDatasetRequest(
+                header=partner_service_pb2.DatasetUploadHeader(
+                    parent=f"collaborations/{info.collaboration_id}",
+                    dataset_id=dataset_id,
+                    identifier_types=info.identifier_types,
+                    segment_columns=info.segment_columns,
+                    key_check_value=info.key_check_value,
+                    row_count=table.num_rows,
+                    checksum=checksum,
+                    matching=matching,
+                )
+            )
+
+        response: partner_service_pb2.UploadDatasetResponse = self._stream_table(
+            self._partners.UploadDataset,
+            table,
+            header,
+            lambda chunk: partner_service_pb2.UploadDatasetRequest(record_batches=chunk),
+            progress,
+        )
+        return response.dataset
+
+    def _stream_table(
+        self,
+        method: Any,
+        table: pa.Table,
+        header: Callable[[str], Any],
+        chunk: Callable[[bytes], Any],
+        progress: Callable[[int], None] | None,
+    ) -> Any:
+        """Sends a table over a client-streaming call: a header, then its chunks.
+
+        `header` makes the first message from the chunks' checksum; `chunk`, each later
+        message from a chunk. Chunks fit the message limit the server tells as the call
+        begins; `progress` is called with each chunk's rows once it is sent.
+        """
         chunking = _Chunking(table, CHUNK_BYTES)
         started = threading.Event()
         calls: list[Any] = []
 
-        def messages() -> Iterator[partner_service_pb2.UploadDatasetRequest]:
+        def messages() -> Iterator[Any]:
             # The server tells its message limit as the call starts; the header's checksum
             # depends on the chunks, so they are sized before the header goes.
             started.wait()
             limit = _message_limit(calls[0], self.connect_timeout)
             if limit is not None:
                 chunking.fit(limit - FRAMING_BYTES)
-            header = partner_service_pb2.DatasetUploadHeader(
-                parent=f"collaborations/{info.collaboration_id}",
-                dataset_id=dataset_id,
-                identifier_types=info.identifier_types,
-                segment_columns=info.segment_columns,
-                key_check_value=info.key_check_value,
-                row_count=table.num_rows,
-                checksum=chunking.checksum,
-            )
-            yield partner_service_pb2.UploadDatasetRequest(header=header)
-            for rows, chunk in _chunks(table, chunking.limit):
-                yield partner_service_pb2.UploadDatasetRequest(record_batches=chunk)
+            yield header(chunking.checksum)
+            for rows, payload in _chunks(table, chunking.limit):
+                yield chunk(payload)
                 if progress:
                     progress(rows)
 
         with self._mapped():
-            calls.append(self._partners.UploadDataset.future(messages(), timeout=self.timeout))
+            calls.append(method.future(messages(), timeout=self.timeout))
             started.set()
-            response: partner_service_pb2.UploadDatasetResponse = calls[0].result()
-        return response.dataset
+            return calls[0].result()
 
     def get_dataset(self, name: str) -> dataset_pb2.Dataset:
         """A dataset of the caller's brand, by name."""
@@ -546,6 +608,113 @@ class CleanRoomClient:
         request = partner_service_pb2.DeleteDatasetRequest(name=self.dataset_name(name))
         with self._mapped():
             self._partners.DeleteDataset(request, timeout=self.timeout)
+
+    def list_masking_hops(
+        self, parent: str | None = None
+    ) -> Iterator[masking_service_pb2.MaskingHop]:
+        """Every masking hop that waits for the caller's brand in a collaboration."""
+        parent = self._parent_of(parent)
+        token = ""
+        while True:
+            request = masking_service_pb2.ListMaskingHopsRequest(parent=parent, page_token=token)
+            with self._mapped():
+                response = self._masking.ListMaskingHops(request, timeout=self.timeout)
+            yield from response.masking_hops
+            token = response.next_page_token
+            if not token:
+                return
+
+    def start_masking_hop(
+        self, name: str, *, progress: Callable[[int], None] | None = None
+    ) -> tuple[masking_service_pb2.MaskingHopAttempt, pa.Table]:
+        """Starts a new attempt at a hop and receives its blinded rows.
+
+        Every call is a new attempt, blinded afresh; only the newest can be completed.
+
+        Args:
+            name: The hop's name.
+            progress: Called with the number of rows of each chunk once received.
+
+        Returns:
+            The attempt, and its rows (their chunks' checksum is the attempt's).
+
+        Raises:
+            ServerBugError: The rows were not what the attempt announced (DATA_LOSS).
+        """
+        request = masking_service_pb2.StartMaskingHopRequest(name=name)
+        digest = hashlib.sha256()
+        batches: list[pa.RecordBatch] = []
+        schema: pa.Schema | None = None
+        with self._mapped():
+            stream: Any = self._masking.StartMaskingHop(request, timeout=self.timeout)
+            try:
+                first = next(iter(stream), None)
+                if first is None or first.WhichOneof("payload") != "attempt":
+                    raise _bad_hop_stream(name, "did not begin with the attempt")
+                attempt: masking_service_pb2.MaskingHopAttempt = first.attempt
+                for message in stream:
+                    if message.WhichOneof("payload") != "record_batches":
+                        raise _bad_hop_stream(name, "sent a second attempt")
+                    digest.update(message.record_batches)
+                    try:
+                        reader = ipc.open_stream(message.record_batches)
+                        received = list(reader)
+                    except pa.ArrowException:
+                        raise _bad_hop_stream(name, "sent a chunk that is not Arrow IPC") from None
+                    if schema is not None and not reader.schema.equals(schema):
+                        raise _bad_hop_stream(name, "changed its schema between chunks")
+                    schema = reader.schema
+                    batches += received
+                    if progress:
+                        progress(sum(batch.num_rows for batch in received))
+            finally:
+                stream.cancel()  # a no-op once the stream ended; frees it on an error
+        if digest.hexdigest() != attempt.checksum:
+            raise _bad_hop_stream(name, "sent rows whose checksum is not the attempt's")
+        if schema is None:
+            schema = pa.schema(
+                [pa.field(t, pa.binary(DIGEST_BYTES)) for t in attempt.masking_hop.identifier_types]
+            )
+        return attempt, pa.Table.from_batches(batches, schema=schema)
+
+    def complete_masking_hop(
+        self,
+        name: str,
+        *,
+        attempt_id: str,
+        rows: pa.Table,
+        progress: Callable[[int], None] | None = None,
+    ) -> masking_service_pb2.CompleteMaskingHopResponse:
+        """Completes an attempt at a hop with its masked, shuffled rows.
+
+        Args:
+            name: The hop's name.
+            attempt_id: The attempt's id, from `start_masking_hop`.
+            rows: The attempt's rows, every element multiplied by the brand's blind key and
+                the rows shuffled, with the columns the attempt sent.
+            progress: Called with the number of rows of each chunk once it is sent.
+
+        Raises:
+            PrivacyRuleError: The attempt is no longer the hop's newest
+                (MASKING_HOP_ATTEMPT_SUPERSEDED) or the hop was applied already
+                (MASKING_HOP_ALREADY_APPLIED).
+        """
+
+        def header(checksum: str) -> masking_service_pb2.CompleteMaskingHopRequest:
+            return masking_service_pb2.CompleteMaskingHopRequest(
+                result=masking_service_pb2.MaskingHopResult(
+                    name=name, attempt_id=attempt_id, row_count=rows.num_rows, checksum=checksum
+                )
+            )
+
+        response: masking_service_pb2.CompleteMaskingHopResponse = self._stream_table(
+            self._masking.CompleteMaskingHop,
+            rows,
+            header,
+            lambda chunk: masking_service_pb2.CompleteMaskingHopRequest(record_batches=chunk),
+            progress,
+        )
+        return response
 
     def create_report(
         self,

@@ -11,11 +11,13 @@ A brand's engineer keeps them in `$XDG_CONFIG_HOME/cleanroom-partner/config.toml
     key = "acme.key"
     ca = "ca.crt"
     collaboration = "acme-globex"
+    blind_key = "acme-globex.blindkey"   # a double-blind collaboration's (`blind-key`)
 
 The profile used is the one `--profile` names, else `CLEANROOM_PROFILE`, else
 `default_profile`, else none. Each setting is taken from the command line first, then from
 the environment (`CLEANROOM_SERVER`, `CLEANROOM_CERT`, `CLEANROOM_KEY`, `CLEANROOM_CA`,
-`CLEANROOM_SERVER_NAME`, `CLEANROOM_COLLABORATION`), then from the profile.
+`CLEANROOM_SERVER_NAME`, `CLEANROOM_COLLABORATION`, `CLEANROOM_BLIND_KEY`), then from the
+profile.
 
 This module imports only the standard library and the toolkit's errors.
 """
@@ -38,10 +40,11 @@ SETTINGS = {
     "ca": "CLEANROOM_CA",
     "server_name": "CLEANROOM_SERVER_NAME",
     "collaboration": "CLEANROOM_COLLABORATION",
+    "blind_key": "CLEANROOM_BLIND_KEY",
 }
 """Each setting of a profile and the environment variable that overrides it."""
 
-PATH_SETTINGS = ("cert", "key", "ca")
+PATH_SETTINGS = ("cert", "key", "ca", "blind_key")
 PROFILE_VARIABLE = "CLEANROOM_PROFILE"
 
 

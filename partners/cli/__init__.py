@@ -25,6 +25,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "config",
         "Show the connection settings in force and where each comes from.",
     ),
+    "blind": ("masking", "blind", "Take the masking hops of a double-blind collaboration."),
+    "blind-key": (
+        "masking",
+        "blind_key_command",
+        "Create your brand's blind key for a double-blind collaboration.",
+    ),
     "budget": (
         "reports",
         "budget",
@@ -99,6 +105,7 @@ _PARAMETERS = {
     "ca": "ca_certificate",
     "server_name": "server_name",
     "collaboration": "collaboration",
+    "blind_key": "blind_key",
 }
 
 
@@ -152,6 +159,7 @@ def main(profile: str | None) -> None:
         CLEANROOM_SERVER_NAME  the name in the server's cert  (--server-name)
         CLEANROOM_COLLABORATION  the collaboration            (--collaboration)
         CLEANROOM_LOG_KEY      the log's pinned verifier key  (audit verify --log-key)
+        CLEANROOM_BLIND_KEY    your double-blind key    (upload, blind work --blind-key)
 
     Options and the environment win over a connection profile of
     ~/.config/cleanroom-partner/config.toml (--profile, CLEANROOM_PROFILE; see

@@ -24,6 +24,9 @@ EXAMPLES: dict[str, str] = {
     " --witness-key witness.key --log-key log-verifier.key --every 60s",
     "audit witness-keygen": "cleanroom-partner audit witness-keygen --name acme.example/witness"
     " --out witness.key",
+    "blind work": "cleanroom-partner blind work --blind-key spring-launch.blindkey --every 5m",
+    "blind-key": "cleanroom-partner blind-key --collaboration spring-launch"
+    " --out spring-launch.blindkey",
     "budget": "cleanroom-partner budget --collaboration spring-launch",
     "config show": "cleanroom-partner --profile acme config show",
     "datasets delete": "cleanroom-partner datasets delete acme-customers"
@@ -43,7 +46,8 @@ EXAMPLES: dict[str, str] = {
     "report list": "cleanroom-partner report list --collaboration spring-launch",
     "resolve": "cleanroom-partner resolve --source crm.csv:email=email,mobile=phone"
     " --out people.parquet",
-    "upload": "cleanroom-partner upload digests.parquet --dataset-id acme-customers",
+    "upload": "cleanroom-partner upload digests.parquet --dataset-id acme-customers"
+    " --blind-key spring-launch.blindkey",
 }
 
 

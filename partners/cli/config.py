@@ -24,14 +24,16 @@ def config() -> None:
 @click.option("--ca", default=None, help="As a command would be given it.")
 @click.option("--server-name", default=None, help="As a command would be given it.")
 @click.option("--collaboration", default=None, help="As a command would be given it.")
+@click.option("--blind-key", default=None, help="As a command would be given it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON.")
 @click.pass_context
 def config_show(ctx: click.Context, /, as_json: bool, **flags: str | None) -> None:
     """Show each setting, and whether a flag, the environment or the profile gives it.
 
     Flags win over the environment (CLEANROOM_SERVER, CLEANROOM_CERT, CLEANROOM_KEY,
-    CLEANROOM_CA, CLEANROOM_SERVER_NAME, CLEANROOM_COLLABORATION), which wins over the
-    profile chosen by --profile or CLEANROOM_PROFILE or the file's default_profile.
+    CLEANROOM_CA, CLEANROOM_SERVER_NAME, CLEANROOM_COLLABORATION, CLEANROOM_BLIND_KEY),
+    which wins over the profile chosen by --profile or CLEANROOM_PROFILE or the file's
+    default_profile.
     """
     with reported_errors():
         name = profiles.profile_name(ctx.find_root().params.get("profile"))

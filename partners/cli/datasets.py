@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +24,36 @@ from partners.preparation.pipeline import read_digest_file
 @click.command()
 @click.argument("digests", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--dataset-id", required=True, help="The new dataset's id, e.g. acme-customers.")
+@click.option("--blind-key", "blind_key", envvar="CLEANROOM_BLIND_KEY", default=None,
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="In a double-blind collaboration, your brand's blind key (from `blind-key`):"
+                   " the digests are masked with it and the rows shuffled before they leave"
+                   " [env CLEANROOM_BLIND_KEY].")  # fmt: skip
 @connection_options
-def upload(digests: Path, dataset_id: str, **options: Any) -> None:
+def upload(digests: Path, dataset_id: str, blind_key: Path | None, **options: Any) -> None:
     """Upload a digests file written by `prepare` as a new dataset."""
     with reported_errors():
         info = read_digest_file(digests)
-        with (
-            client_for(options) as client,
-            progress_of("uploading", "rows", total=info.row_count) as advance,
-        ):
-            dataset = client.upload(digests, dataset_id=dataset_id, progress=advance)
-        console.print(f"uploaded {inert(dataset.name)}: {dataset.row_count:,} rows")
+        key = None
+        if blind_key is not None:
+            from partners.masking.keys import read_blind_key  # noqa: PLC0415 (libsodium)
+
+            key = read_blind_key(blind_key, collaboration=info.collaboration_id)
+        with client_for(options) as client, ExitStack() as stack:
+            masking = None
+            if key is not None:
+                total = info.row_count * len(info.identifier_types)
+                masking = stack.enter_context(progress_of("masking", "values", total=total))
+            advance = stack.enter_context(progress_of("uploading", "rows", total=info.row_count))
+            dataset = client.upload(
+                digests,
+                dataset_id=dataset_id,
+                progress=advance,
+                blind_key=key,
+                masking_progress=masking,
+            )
+        blind = " (masked with your blind key, rows shuffled)" if key is not None else ""
+        console.print(f"uploaded {inert(dataset.name)}: {dataset.row_count:,} rows{blind}")
         for stats in dataset.identifier_stats:
             console.print(
                 f"  {inert(stats.identifier_type)}: {stats.present_count:,} digests,"

@@ -41,6 +41,7 @@ LAYERS = [
     ("partners.reports",),
     ("partners.audit",),
     ("partners.client",),
+    ("partners.masking",),
     ("partners.render", "partners.frames"),
     ("partners.figures",),
     ("partners.inert",),
