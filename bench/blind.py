@@ -8,7 +8,7 @@ against the construction.
 - `three_way`: three brands with `--rows` rows each, emails (90%) and phones (70%) and a
   segment column, from digest files as `cleanroom-partner prepare` writes them, to a
   released three-way report by segment: each brand uploads with its blind key (masking and
-  shuffling on the brand's side), each brand runs `partners.masking.work` until every
+  shuffling on the brand's side), each brand runs `partners.work` (its masking hops) until every
   dataset is matchable, then the first brand asks for the report.
 - `versus_psi`: two brands with `--rows` rows each, one type (emails), half of each in
   the other: our flow end to end (both uploads, both hops, the pairwise report), then
@@ -48,7 +48,6 @@ from bench import _data
 from bench._report import machine, publish
 from bench._world import BRANDS, COLLABORATION, BenchServer
 from cleanroom.v1 import dataset_pb2
-from partners import masking
 
 ROWS = 1_000_000
 QUICK_ROWS = 20_000
@@ -390,7 +389,7 @@ def _mask_all(
                 clock.time(
                     f"hops by {brand}" + (f" (round {round_number})" if round_number > 1 else ""),
                     elements,
-                    partial(masking.work, client, PARENT, key, journal=journals / brand),
+                    partial(partners.work, client, PARENT, key, journal=journals / brand),
                 )
         if all(_matchable(server, d) for d in datasets):
             return []
