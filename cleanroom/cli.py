@@ -149,7 +149,8 @@ def check_config(config_path: Path) -> None:
         )
         builtin = [t for t in c.identifier_types if t in BUILTIN_IDENTIFIER_TYPES]
         console.print(
-            f"collaboration {c.id}: KCV {kcv}; built-in types {', '.join(builtin) or 'none'};"
+            f"collaboration {c.id}: matching {c.matching.value.replace('_', '-')}; KCV {kcv};"
+            f" built-in types {', '.join(builtin) or 'none'};"
             f" declared types {', '.join(c.declared_identifier_types) or 'none'};"
             f" threshold {c.policy.minimum_threshold},"
             f" minimum dataset size {c.policy.minimum_dataset_size}",

@@ -29,6 +29,15 @@ MAX_EPSILON = 1000.0
 KCV_PATTERN = re.compile(r"[0-9a-f]{16}")
 
 
+class Matching(enum.StrEnum):
+    """How a collaboration's datasets are matched (SPEC sections 4 and 8)."""
+
+    SHARED_SECRET = "shared_secret"  # noqa: S105 - a mode, not a secret
+    """On digests of the collaboration secret, which the server holds."""
+    DOUBLE_BLIND = "double_blind"
+    """On ristretto255 elements masked by every uploader's own scalar, in turn."""
+
+
 class Role(enum.StrEnum):
     """What a partner may do in a collaboration (SPEC section 1)."""
 
@@ -206,6 +215,12 @@ class Collaboration:
     previous_key_check_value: str | None = None
     witnesses: tuple[Witness, ...] = ()
     witness_quorum: int = 0
+    matching: Matching = Matching.SHARED_SECRET
+
+    @property
+    def uploaders(self) -> frozenset[str]:
+        """The members that upload: in double-blind mode, each must mask every dataset."""
+        return frozenset(p for p, roles in self.members.items() if Role.UPLOADER in roles)
 
     def witness_keys(self, partner: Partner) -> tuple[str, ...]:
         """The public keys with which this partner witnesses the collaboration's log."""
@@ -466,6 +481,7 @@ _OPS_KEYS = {"listen"}
 _PARTNER_KEYS = {"id", "display_name", "certificate_names", "administrator"}
 _COLLABORATION_KEYS = {
     "id",
+    "matching",
     "retention_days",
     "display_name",
     "key_check_value",
@@ -784,6 +800,19 @@ def _policy(table: _Table) -> PrivacyPolicy:
     return defaults if broken else PrivacyPolicy(**values)
 
 
+def _matching(table: _Table) -> Matching:
+    value: str = table.get("matching", str, Matching.SHARED_SECRET.value)
+    choices = [m.value for m in Matching]
+    if value not in choices:
+        table.problem(
+            "matching",
+            f"must be {' or '.join(map(repr, choices))}, got {value!r}"
+            f"{_did_you_mean(value, choices)}",
+        )
+        return Matching.SHARED_SECRET
+    return Matching(value)
+
+
 def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Collaboration:
     collaboration_id = table.get_id("id")
     kcv = _kcv(table, "key_check_value", required=True)
@@ -804,6 +833,7 @@ def _parse_collaboration(table: _Table, partners: Mapping[str, Partner]) -> Coll
     witnesses, quorum = _witnesses(table, members)
     return Collaboration(
         id=collaboration_id,
+        matching=_matching(table),
         retention_days=retention,
         display_name=table.get("display_name", str, collaboration_id),
         key_check_value=str(kcv),

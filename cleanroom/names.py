@@ -93,6 +93,39 @@ class DatasetName:
 
 
 @dataclass(frozen=True, order=True)
+class MaskingHopName:
+    """`collaborations/{collaboration}/datasets/{dataset}/maskingHops/{partner}`."""
+
+    collaboration: str
+    dataset: str
+    partner: str
+
+    @classmethod
+    def parse(cls, name: str, *, field: str = "name") -> MaskingHopName:
+        """Parses a masking hop's name, raising InvalidArgumentError naming `field`."""
+        collaboration, dataset, partner = _parse(
+            name,
+            ("collaborations", "datasets", "maskingHops"),
+            field=field,
+            example="collaborations/spring-launch/datasets/acme-customers/maskingHops/brightmart",
+        )
+        return cls(collaboration, dataset, partner)
+
+    @property
+    def dataset_name(self) -> DatasetName:
+        """The dataset the hop masks."""
+        return DatasetName(self.collaboration, self.dataset)
+
+    @property
+    def parent(self) -> CollaborationName:
+        """The collaboration of the hop's dataset."""
+        return CollaborationName(self.collaboration)
+
+    def __str__(self) -> str:
+        return f"{self.dataset_name}/maskingHops/{self.partner}"
+
+
+@dataclass(frozen=True, order=True)
 class OverlapReportName:
     """`collaborations/{collaboration}/overlapReports/{overlap_report}`."""
 

@@ -112,7 +112,8 @@ class CallLimits:
 
     Attributes:
         max_calls_per_partner: Calls of one caller (partner) at a time.
-        max_uploads_per_partner: Client-streaming calls (uploads) of one caller at a time.
+        max_uploads_per_partner: Streaming calls (uploads, masking hops) of one caller at
+            a time.
         max_message_bytes: The largest request message handled; larger ones are refused
             with MESSAGE_TOO_LARGE (the transport lets somewhat larger ones through, so
             that the refusal carries an ErrorInfo).
@@ -203,7 +204,8 @@ class CallInterceptor(_ServerInterceptor):
     ) -> Callable[..., Any]:
         @functools.wraps(behavior)
         def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            with self._call(method, context, streaming=requests):
+            # A response stream moves data like an upload does: it holds an upload slot.
+            with self._call(method, context, streaming=True):
                 yield from behavior(_decoded(request, requests), context)
 
         return run

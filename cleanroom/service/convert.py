@@ -9,20 +9,22 @@ from typing import Literal
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from cleanroom.audit.log import AuditEvent, AuditFilter
-from cleanroom.config import PrivacyPolicy, ServerConfig
+from cleanroom.config import Matching, PrivacyPolicy, ServerConfig
 from cleanroom.errors import InvalidArgumentError
 from cleanroom.matching.question import OverlapQuestion
-from cleanroom.names import CollaborationName, DatasetName, partner_name
+from cleanroom.names import CollaborationName, DatasetName, MaskingHopName, partner_name
 from cleanroom.privacy.budget import PrivacyBudget
 from cleanroom.privacy.report import OverlapReport, ReleasedCount
 from cleanroom.proofs import merkle
 from cleanroom.storage.catalog import DatasetRecord
+from cleanroom.usecases.masking import HopCompletion, MaskingHop, MatchingStatus
 from cleanroom.usecases.reports import Estimate, MemberBudget
 from cleanroom.usecases.upload import UploadHeader
 from cleanroom.v1 import (
     audit_event_pb2,
     audit_service_pb2,
     dataset_pb2,
+    masking_service_pb2,
     overlap_report_pb2,
     partner_service_pb2,
     report_service_pb2,
@@ -54,7 +56,26 @@ def upload_header(message: partner_service_pb2.UploadDatasetRequest) -> UploadHe
         key_check_value=header.key_check_value,
         row_count=header.row_count,
         checksum=header.checksum,
+        matching=_upload_matching(header.matching),
     )
+
+
+def _upload_matching(value: int) -> Matching:
+    if value not in _UPLOAD_MATCHING:
+        raise InvalidArgumentError(
+            "INVALID_MATCHING",
+            f"`header.matching` is {value}, not a value of UploadMatching: send SHARED_SECRET"
+            " (or leave it unset) or DOUBLE_BLIND.",
+            field="header.matching",
+        )
+    return _UPLOAD_MATCHING[value]
+
+
+_UPLOAD_MATCHING: dict[int, Matching] = {
+    partner_service_pb2.UPLOAD_MATCHING_UNSPECIFIED: Matching.SHARED_SECRET,
+    partner_service_pb2.UPLOAD_MATCHING_SHARED_SECRET: Matching.SHARED_SECRET,
+    partner_service_pb2.UPLOAD_MATCHING_DOUBLE_BLIND: Matching.DOUBLE_BLIND,
+}
 
 
 def upload_chunk(message: partner_service_pb2.UploadDatasetRequest) -> bytes:
@@ -69,9 +90,14 @@ def upload_chunk(message: partner_service_pb2.UploadDatasetRequest) -> bytes:
     return message.record_batches
 
 
-def dataset(record: DatasetRecord) -> dataset_pb2.Dataset:
-    """The API form of a committed dataset."""
+def dataset(record: DatasetRecord, status: MatchingStatus) -> dataset_pb2.Dataset:
+    """The API form of a committed dataset, for its owner, with its matching status."""
     return dataset_pb2.Dataset(
+        matching_state=dataset_pb2.MATCHING_STATE_MATCHABLE
+        if status.matchable
+        else dataset_pb2.MATCHING_STATE_MASKING,
+        mask_set=[partner_name(p) for p in status.mask_set],
+        pending_maskers=[partner_name(p) for p in status.pending],
         name=str(record.name),
         owner=partner_name(record.owner),
         identifier_types=record.identifier_types,
@@ -89,6 +115,48 @@ def dataset(record: DatasetRecord) -> dataset_pb2.Dataset:
             for s in record.identifier_stats
         ],
     )
+
+
+def masking_hop(hop: MaskingHop) -> masking_service_pb2.MaskingHop:
+    """The API form of a masking hop."""
+    return masking_service_pb2.MaskingHop(
+        name=str(hop.name),
+        dataset=str(hop.name.dataset_name),
+        partner=partner_name(hop.name.partner),
+        identifier_types=hop.identifier_types,
+        row_count=hop.row_count,
+        create_time=timestamp(hop.create_time),
+    )
+
+
+def hop_completion(message: masking_service_pb2.CompleteMaskingHopRequest) -> HopCompletion:
+    """The header of a hop's completion from its first message."""
+    if message.WhichOneof("payload") != "result":
+        raise InvalidArgumentError(
+            "HEADER_REQUIRED",
+            "The first message of CompleteMaskingHop must carry `result`; record batches"
+            " follow it.",
+            field="result",
+        )
+    result = message.result
+    return HopCompletion(
+        name=MaskingHopName.parse(result.name, field="result.name"),
+        attempt_id=result.attempt_id,
+        row_count=result.row_count,
+        checksum=result.checksum,
+    )
+
+
+def hop_chunk(message: masking_service_pb2.CompleteMaskingHopRequest) -> bytes:
+    """The record batches of a later message of a hop's completion."""
+    if message.WhichOneof("payload") != "record_batches":
+        raise InvalidArgumentError(
+            "UNEXPECTED_HEADER",
+            "Only the first message of CompleteMaskingHop carries `result`; later ones carry"
+            " `record_batches`.",
+            field="result",
+        )
+    return message.record_batches
 
 
 def shared_dataset(record: DatasetRecord) -> dataset_pb2.SharedDataset:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+import grpc
 
 from cleanroom.errors import DeadlineExceededError
 
@@ -143,3 +145,57 @@ def _check(pace: UploadPace, elapsed: float, idle: float, received: int, *, rate
             min_upload_bytes_per_second=least,
             received_bytes=received,
         )
+
+
+def paced_sends(
+    messages: Iterable[T],
+    pace: UploadPace,
+    size: Callable[[T], int],
+    stop: Callable[[DeadlineExceededError], None],
+) -> Generator[T, None, None]:
+    """The messages of a server stream, stopped by `stop` when the client reads too slowly.
+
+    gRPC hands a message on only once the client has taken the one before, so a client
+    that stops reading holds the handler in its send. A watchdog thread measures each
+    send against the same limits as an upload's messages (idle, duration, rate) and
+    calls `stop` with the refusal, which must end the call (cancel it) from that thread.
+    """
+    lock = threading.Condition()
+    start = time.monotonic()
+    state = {"since": start, "sent": 0.0, "done": 0.0}
+
+    def watch() -> None:
+        with lock:
+            while not state["done"]:
+                now = time.monotonic()
+                try:
+                    _check(pace, now - start, now - state["since"], int(state["sent"]), rate=True)
+                except DeadlineExceededError as error:
+                    state["done"] = 1.0
+                    stop(error)
+                    return
+                lock.wait(min(1.0, pace.idle_timeout / 4))
+
+    watchdog = threading.Thread(target=watch, name="send-watchdog", daemon=True)
+    watchdog.start()
+    try:
+        for message in messages:
+            with lock:
+                state["since"] = time.monotonic()
+            yield message
+            with lock:
+                state["sent"] += size(message)
+                state["since"] = time.monotonic()
+    finally:
+        with lock:
+            state["done"] = 1.0
+            lock.notify_all()
+
+
+def client_gone(
+    context: grpc.ServicerContext, terminated: threading.Event, deadline: float
+) -> bool:
+    """Whether the client cancelled the call or went away, waiting for it until `deadline`."""
+    if not context.is_active():
+        return True
+    return terminated.wait(max(0.0, deadline - time.monotonic()))

@@ -15,7 +15,7 @@ from cleanroom.paging import decode_token, next_page, page_size
 from cleanroom.privacy.coarse import size_range
 from cleanroom.service import convert
 from cleanroom.service.calls import AuditedCall, current_call
-from cleanroom.service.idle import UploadPace, paced
+from cleanroom.service.idle import UploadPace, client_gone, paced
 from cleanroom.usecases.datasets import Datasets
 from cleanroom.v1 import partner_service_pb2 as pb
 from cleanroom.v1 import partner_service_pb2_grpc as pb_grpc
@@ -79,6 +79,7 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
             segment_columns=list(header.segment_columns),
             declared_rows=size_range(header.row_count),
             key_check_value=header.key_check_value,
+            matching=header.matching.value,
         )
         terminated = threading.Event()
         context.add_callback(terminated.set)
@@ -90,10 +91,12 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
                 # the call cancelled: wait for its end a while before calling it short,
                 # and let a whole one settle before it becomes visible.
                 ended = time.monotonic()
-                if upload.rows != header.row_count and _gone(context, terminated, ended + 0.5):
+                if upload.rows != header.row_count and client_gone(
+                    context, terminated, ended + 0.5
+                ):
                     return pb.UploadDatasetResponse()  # nobody listens; nothing was stored
                 record = self.datasets.commit(
-                    call.caller, upload, lambda: _gone(context, terminated, ended + 0.05)
+                    call.caller, upload, lambda: client_gone(context, terminated, ended + 0.05)
                 )
                 if record is None:
                     return pb.UploadDatasetResponse()
@@ -105,7 +108,9 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
                     bytes=size_range(upload.bytes),
                     rows=size_range(upload.rows),
                 )
-        return pb.UploadDatasetResponse(dataset=convert.dataset(record))
+        return pb.UploadDatasetResponse(
+            dataset=convert.dataset(record, self.datasets.status(record))
+        )
 
     def GetDataset(  # noqa: N802 - gRPC's method name
         self, request: pb.GetDatasetRequest, context: grpc.ServicerContext
@@ -114,7 +119,8 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
         call = current_call()
         name = DatasetName.parse(request.name)
         call.names(name, collaboration=name.parent)
-        return pb.GetDatasetResponse(dataset=convert.dataset(self.datasets.get(call.caller, name)))
+        record = self.datasets.get(call.caller, name)
+        return pb.GetDatasetResponse(dataset=convert.dataset(record, self.datasets.status(record)))
 
     def ListDatasets(  # noqa: N802 - gRPC's method name
         self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext
@@ -131,7 +137,8 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
             limit, "datasets", str(parent), lambda record: record.name.dataset,
         )  # fmt: skip
         return pb.ListDatasetsResponse(
-            datasets=[convert.dataset(r) for r in records], next_page_token=token
+            datasets=[convert.dataset(r, self.datasets.status(r)) for r in records],
+            next_page_token=token,
         )
 
     def DeleteDataset(  # noqa: N802 - gRPC's method name
@@ -167,10 +174,3 @@ class PartnerServicer(pb_grpc.PartnerServiceServicer):
 def _payload_bytes(message: pb.UploadDatasetRequest) -> int:
     """What a message adds to an upload's rate: its record batches' bytes."""
     return len(message.record_batches)
-
-
-def _gone(context: grpc.ServicerContext, terminated: threading.Event, deadline: float) -> bool:
-    """Whether the client cancelled the call or went away, waiting for it until `deadline`."""
-    if not context.is_active():
-        return True
-    return terminated.wait(max(0.0, deadline - time.monotonic()))

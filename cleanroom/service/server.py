@@ -1,4 +1,4 @@
-"""The gRPC server: mutual TLS, the three services, health and reflection, graceful stop.
+"""The gRPC server: mutual TLS, the clean room's services, health and reflection, graceful stop.
 
 Beside it, the operations listener (probes and metrics, plain HTTP) and SIGHUP reload.
 """
@@ -26,6 +26,7 @@ from cleanroom.ops.probes import readiness
 from cleanroom.service.audit_servicer import AuditServicer
 from cleanroom.service.calls import CallInterceptor, CallLimits
 from cleanroom.service.idle import UploadPace
+from cleanroom.service.masking_servicer import MaskingServicer
 from cleanroom.service.partner_servicer import PartnerServicer
 from cleanroom.service.reload import Reloader
 from cleanroom.service.report_servicer import ReportServicer
@@ -37,6 +38,8 @@ from cleanroom.usecases.retention import RetentionSweeper, sweep
 from cleanroom.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,
+    masking_service_pb2,
+    masking_service_pb2_grpc,
     partner_service_pb2,
     partner_service_pb2_grpc,
     report_service_pb2,
@@ -52,6 +55,7 @@ SERVICE_NAMES = (
     report_service_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
     audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     server_info_service_pb2.DESCRIPTOR.services_by_name["ServerInfoService"].full_name,
+    masking_service_pb2.DESCRIPTOR.services_by_name["MaskingService"].full_name,
 )
 GRACE_SECONDS = 10.0
 SPARE_THREADS = 4
@@ -142,6 +146,14 @@ def build_server(
     partner_service_pb2_grpc.add_PartnerServiceServicer_to_server(
         PartnerServicer(
             clean_room.datasets,
+            pace=upload_pace(config),
+            max_message_bytes=config.max_upload_message_bytes,
+        ),
+        server,
+    )
+    masking_service_pb2_grpc.add_MaskingServiceServicer_to_server(
+        MaskingServicer(
+            clean_room.masking,
             pace=upload_pace(config),
             max_message_bytes=config.max_upload_message_bytes,
         ),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import cast
 
 from cleanroom.errors import AlreadyExistsError, ResourceExhaustedError
 from cleanroom.names import DatasetName, OverlapReportName
@@ -46,8 +47,53 @@ class ReleaseCharge:
 
 
 @dataclass(frozen=True)
+class MaskingState:
+    """How far a double-blind dataset is masked, and how its stored file is blinded.
+
+    Attributes:
+        mask_set: The brands whose scalars the stored elements carry, the owner first.
+        sorted: Whether the file is the sorted layout of the elements as they are
+            (`factor` is then None); else it holds rows in no meaningful order.
+        factor: The server's blinding `f` of the stored elements (None: none).
+        prepared_for: The brand whose hop the stored form was blinded for (its first
+            attempt sends it as it is), if any.
+        served: Whether that form was sent already: it is sent once at most.
+        change_time: When the dataset was uploaded or last masked.
+    """
+
+    mask_set: tuple[str, ...]
+    sorted: bool
+    factor: bytes | None = None
+    prepared_for: str | None = None
+    served: bool = False
+    change_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class MaskingAttempt:
+    """The newest attempt at one masking hop, recorded before its first row is sent.
+
+    Attributes:
+        partner: The brand taking the hop.
+        attempt_id: 32 lowercase hex characters.
+        blinding: The scalar `r` that the rows sent carry on top of the stored masks.
+        tag_key: The AES key of the rows' tags.
+        file_name: The stored file the rows were blinded from: once it changes (another
+            brand's hop was applied), the attempt can no longer be completed.
+        start_time: When the attempt started.
+    """
+
+    partner: str
+    attempt_id: str
+    blinding: bytes
+    tag_key: bytes
+    file_name: str
+    start_time: datetime
+
+
+@dataclass(frozen=True)
 class DatasetRecord:
-    """A committed dataset as the catalog knows it."""
+    """A committed dataset as the catalog knows it (`masking` only in double-blind mode)."""
 
     name: DatasetName
     owner: str
@@ -59,6 +105,19 @@ class DatasetRecord:
     identifier_stats: tuple[IdentifierStats, ...]
     file_name: str
     create_time: datetime
+    masking: MaskingState | None = None
+
+
+# One query text, of constants only.
+_DATASET_COLUMNS = (
+    "d.collaboration, d.dataset, d.owner, d.identifier_types, d.segment_columns, d.row_count,"
+    " d.checksum, d.key_check_value, d.identifier_stats, d.file_name, d.create_time,"
+    " m.mask_set, m.sorted, m.factor, m.prepared_for, m.served, m.change_time"
+)
+_DATASETS = (
+    f"SELECT {_DATASET_COLUMNS} FROM datasets d LEFT JOIN dataset_masking m"  # noqa: S608 - constants
+    " ON m.collaboration = d.collaboration AND m.dataset = d.dataset"
+)
 
 
 class Catalog:
@@ -99,12 +158,14 @@ class Catalog:
                     record.create_time.isoformat(),
                 ),
             )
+            if record.masking is not None:
+                _write_masking(db, record.name, record.masking)
 
     def dataset(self, name: DatasetName) -> DatasetRecord | None:
         """The dataset of that name, if it exists."""
         with self.database.reading() as db:
             row = db.execute(
-                "SELECT * FROM datasets WHERE collaboration = ? AND dataset = ?",
+                f"{_DATASETS} WHERE d.collaboration = ? AND d.dataset = ?",
                 (name.collaboration, name.dataset),
             ).fetchone()
         return _dataset(row) if row else None
@@ -113,13 +174,13 @@ class Catalog:
         self, collaboration: str, *, owner: str | None, after: str, limit: int
     ) -> list[DatasetRecord]:
         """Datasets of a collaboration (of one owner, if given) with ids after `after`."""
-        query = "SELECT * FROM datasets WHERE collaboration = ? AND dataset > ?"
+        query = f"{_DATASETS} WHERE d.collaboration = ? AND d.dataset > ?"
         args: list[object] = [collaboration, after]
         if owner is not None:
-            query += " AND owner = ?"
+            query += " AND d.owner = ?"
             args.append(owner)
         with self.database.reading() as db:
-            rows = db.execute(query + " ORDER BY dataset LIMIT ?", [*args, limit]).fetchall()
+            rows = db.execute(query + " ORDER BY d.dataset LIMIT ?", [*args, limit]).fetchall()
         return [_dataset(row) for row in rows]
 
     def remove_dataset(self, name: DatasetName) -> None:
@@ -129,6 +190,85 @@ class Catalog:
                 "DELETE FROM datasets WHERE collaboration = ? AND dataset = ?",
                 (name.collaboration, name.dataset),
             )
+
+    def start_attempt(self, name: DatasetName, attempt: MaskingAttempt, *, serves: bool) -> bool:
+        """Records a hop's new attempt, which supersedes any earlier one of that hop.
+
+        `serves`: the attempt sends the stored form as it is, which is then served.
+        Returns False, recording nothing, if the dataset's file is no longer the one the
+        attempt blinded (a hop was applied meanwhile) or the dataset is gone.
+        """
+        with self.database.transaction() as db:
+            row = db.execute(
+                "SELECT file_name FROM datasets WHERE collaboration = ? AND dataset = ?",
+                (name.collaboration, name.dataset),
+            ).fetchone()
+            if row is None or row[0] != attempt.file_name:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO masking_attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name.collaboration,
+                    name.dataset,
+                    attempt.partner,
+                    attempt.attempt_id,
+                    attempt.blinding,
+                    attempt.tag_key,
+                    attempt.file_name,
+                    attempt.start_time.isoformat(),
+                ),
+            )
+            if serves:
+                db.execute(
+                    "UPDATE dataset_masking SET served = 1 WHERE collaboration = ? AND dataset = ?",
+                    (name.collaboration, name.dataset),
+                )
+        return True
+
+    def attempt(self, name: DatasetName, partner: str) -> MaskingAttempt | None:
+        """The newest attempt at the hop of `partner` over a dataset, if any."""
+        with self.database.reading() as db:
+            row = db.execute(
+                "SELECT partner, attempt, blinding, tag_key, file_name, start_time"
+                " FROM masking_attempts WHERE collaboration = ? AND dataset = ? AND partner = ?",
+                (name.collaboration, name.dataset, partner),
+            ).fetchone()
+        if row is None:
+            return None
+        partner, attempt_id, blinding, tag_key, file_name, start = row
+        return MaskingAttempt(
+            str(partner), str(attempt_id), bytes(blinding), bytes(tag_key), str(file_name),
+            datetime.fromisoformat(str(start)),
+        )  # fmt: skip
+
+    def apply_hop(
+        self, name: DatasetName, attempt: MaskingAttempt, file_name: str, masking: MaskingState
+    ) -> bool:
+        """Applies a completed hop: the dataset's new file and masking, in one transaction.
+
+        Every attempt at the dataset's hops ends with it: they blinded the old file.
+        Returns False, changing nothing, if the attempt is no longer the hop's newest or
+        the dataset's file changed since it started.
+        """
+        with self.database.transaction() as db:
+            current = db.execute(
+                "SELECT a.attempt, d.file_name FROM masking_attempts a JOIN datasets d"
+                " ON d.collaboration = a.collaboration AND d.dataset = a.dataset"
+                " WHERE a.collaboration = ? AND a.dataset = ? AND a.partner = ?",
+                (name.collaboration, name.dataset, attempt.partner),
+            ).fetchone()
+            if current is None or tuple(current) != (attempt.attempt_id, attempt.file_name):
+                return False
+            db.execute(
+                "UPDATE datasets SET file_name = ? WHERE collaboration = ? AND dataset = ?",
+                (file_name, name.collaboration, name.dataset),
+            )
+            _write_masking(db, name, masking)
+            db.execute(
+                "DELETE FROM masking_attempts WHERE collaboration = ? AND dataset = ?",
+                (name.collaboration, name.dataset),
+            )
+        return True
 
     def dataset_file_names(self) -> set[str]:
         """The file names of every committed dataset."""
@@ -322,10 +462,42 @@ def budget_exhausted(
     )
 
 
+def _write_masking(db: sqlite3.Connection, name: DatasetName, masking: MaskingState) -> None:
+    change = masking.change_time or datetime.now(UTC)
+    db.execute(
+        "INSERT OR REPLACE INTO dataset_masking VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            name.collaboration,
+            name.dataset,
+            json.dumps(masking.mask_set),
+            int(masking.sorted),
+            masking.factor,
+            masking.prepared_for,
+            int(masking.served),
+            change.isoformat(),
+        ),
+    )
+
+
+def _masking(values: tuple[object, ...]) -> MaskingState | None:
+    mask_set, is_sorted, factor, prepared_for, served, change_time = values
+    if mask_set is None:
+        return None
+    return MaskingState(
+        mask_set=tuple(json.loads(str(mask_set))),
+        sorted=bool(is_sorted),
+        factor=None if factor is None else bytes(cast("bytes", factor)),
+        prepared_for=None if prepared_for is None else str(prepared_for),
+        served=bool(served),
+        change_time=datetime.fromisoformat(str(change_time)),
+    )
+
+
 def _dataset(row: tuple[object, ...]) -> DatasetRecord:
     (collaboration, dataset, owner, types, segments, rows, checksum, kcv, stats, file_name,
-     create_time) = row  # fmt: skip
+     create_time) = row[:11]  # fmt: skip
     return DatasetRecord(
+        masking=_masking(row[11:]),
         name=DatasetName(str(collaboration), str(dataset)),
         owner=str(owner),
         identifier_types=tuple(json.loads(str(types))),

@@ -31,6 +31,35 @@ CREATE TABLE IF NOT EXISTS datasets (
     PRIMARY KEY (collaboration, dataset)
 ) WITHOUT ROWID;
 
+-- A double-blind dataset's masking (SPEC section 8): who has masked it, and how its file is
+-- blinded. Shared-secret datasets have no row here.
+CREATE TABLE IF NOT EXISTS dataset_masking (
+    collaboration TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    mask_set TEXT NOT NULL,
+    sorted INTEGER NOT NULL,
+    factor BLOB,
+    prepared_for TEXT,
+    served INTEGER NOT NULL,
+    change_time TEXT NOT NULL,
+    PRIMARY KEY (collaboration, dataset),
+    FOREIGN KEY (collaboration, dataset) REFERENCES datasets ON DELETE CASCADE
+) WITHOUT ROWID;
+
+-- The newest attempt at each masking hop: its blinding and tag key, and the file it blinded.
+CREATE TABLE IF NOT EXISTS masking_attempts (
+    collaboration TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    partner TEXT NOT NULL,
+    attempt TEXT NOT NULL,
+    blinding BLOB NOT NULL,
+    tag_key BLOB NOT NULL,
+    file_name TEXT NOT NULL,
+    start_time TEXT NOT NULL,
+    PRIMARY KEY (collaboration, dataset, partner),
+    FOREIGN KEY (collaboration, dataset) REFERENCES datasets ON DELETE CASCADE
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS overlap_reports (
     sequence INTEGER PRIMARY KEY AUTOINCREMENT,
     collaboration TEXT NOT NULL,
@@ -102,7 +131,9 @@ CREATE TABLE IF NOT EXISTS audit_cosignatures (
     PRIMARY KEY (log, tree_size, witness_key_id)
 ) WITHOUT ROWID;
 """
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+# Versions this server upgrades in place: each later one only adds tables (4: masking).
+UPGRADABLE_VERSIONS = (3,)
 DATABASE_FILE = "cleanroom.sqlite3"
 """The database's file name in the data directory."""
 
@@ -128,7 +159,7 @@ class Database:
         self._connection.execute("PRAGMA synchronous=FULL")
         self._connection.execute("PRAGMA foreign_keys=ON")
         (version,) = self._connection.execute("PRAGMA user_version").fetchone()
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, SCHEMA_VERSION, *UPGRADABLE_VERSIONS):
             raise FailedPreconditionError(
                 "UNSUPPORTED_DATA_DIR",
                 f"{path} has schema version {version}; this server reads version"

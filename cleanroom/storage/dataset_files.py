@@ -48,11 +48,13 @@ class DatasetFiles:
         dataset: str,
         identifier_types: tuple[str, ...] = (),
         segment_columns: tuple[str, ...] = (),
+        matched: bool = True,
     ) -> str:
         """Writes `table` durably to its final place (and its range copy) and returns its name.
 
         The copy, when there are copies, needs the table's identifier types and segment
-        columns; if it cannot be written, the file goes too.
+        columns; if it cannot be written, the file goes too. A table that no engine will
+        match as it is (`matched` false: a double-blind dataset being masked) gets none.
         """
         file_name = f"{collaboration}--{dataset}--{uuid.uuid4().hex}.arrow"
         scratch = self.scratch_file(".arrow")
@@ -65,7 +67,7 @@ class DatasetFiles:
             _fsync(self.datasets_dir)
         finally:
             scratch.unlink(missing_ok=True)
-        if self.copies is not None:
+        if self.copies is not None and matched:
             name = DatasetName(collaboration, dataset)
             try:
                 self.copies.write(
@@ -83,7 +85,7 @@ class DatasetFiles:
         return ipc.open_file(source).read_all()
 
     def delete(self, file_name: str) -> None:
-        """Removes a committed file, and its range copy, for good."""
+        """Removes a committed file, and its range copy (if it has one), for good."""
         (self.datasets_dir / file_name).unlink(missing_ok=True)
         _fsync(self.datasets_dir)
         if self.copies is not None:

@@ -21,6 +21,7 @@ from cleanroom.storage.dataset_files import DatasetFiles
 from cleanroom.storage.range_copies import RangeCopies
 from cleanroom.usecases.access import AccessPolicy
 from cleanroom.usecases.datasets import Datasets
+from cleanroom.usecases.masking import Masking
 from cleanroom.usecases.reports import Reports
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class CleanRoom:
         self.access = AccessPolicy(config)
         self.audit_log = open_audit_log(self.database, config)
         self.datasets = Datasets(self.access, self.catalog, self.files)
+        self.masking = Masking(self.access, self.catalog, self.files)
         self.reports = Reports(self.access, self.catalog, self.files, matcher or ArrowMatcher())
 
     def reconfigure(self, config: Config) -> None:
@@ -79,7 +81,8 @@ class CleanRoom:
             for record in self.catalog.datasets(
                 collaboration.id, owner=None, after="", limit=1 << 30
             ):
-                if not copies.has(record.file_name):
+                being_masked = record.masking is not None and not record.masking.sorted
+                if not being_masked and not copies.has(record.file_name):
                     table = self.files.open(record.file_name)
                     copies.write(
                         DatasetTable(

@@ -6,12 +6,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-from cleanroom.config import Collaboration, Role
+from cleanroom.config import Collaboration, Matching, Role
 from cleanroom.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, shown
 from cleanroom.names import CollaborationName, DatasetName, dataset_id_owner
 from cleanroom.storage.catalog import Catalog, DatasetRecord
 from cleanroom.storage.dataset_files import DatasetFiles
 from cleanroom.usecases.access import AccessPolicy, Caller
+from cleanroom.usecases.hop_rows import masking_form
+from cleanroom.usecases.masking import MatchingStatus, initial_masking, matching_status
 from cleanroom.usecases.upload import DatasetUpload, UploadHeader
 
 READERS = (Role.UPLOADER, Role.ANALYST, Role.ADMIN)
@@ -59,16 +61,27 @@ class Datasets:
         table, stats, checksum = upload.finish()
         header = upload.header
         name = header.dataset_name
+        owner = caller.known_partner().id
+        masking = None
+        if header.matching is Matching.DOUBLE_BLIND:
+            # Masked by its owner only: stored as rows for the hops, unless that is all.
+            collaboration = self.access.require(
+                caller, header.parent, [Role.UPLOADER], "upload datasets"
+            )
+            masking = initial_masking(owner, collaboration)
+            if not masking.sorted:
+                table = masking_form(table, header.identifier_types, header.segment_columns)
         file_name = self.files.commit(
             table,
             collaboration=name.collaboration,
             dataset=name.dataset,
             identifier_types=header.identifier_types,
             segment_columns=header.segment_columns,
+            matched=masking is None or masking.sorted,
         )
         record = DatasetRecord(
             name=name,
-            owner=caller.known_partner().id,
+            owner=owner,
             identifier_types=header.identifier_types,
             segment_columns=header.segment_columns,
             row_count=header.row_count,
@@ -77,6 +90,7 @@ class Datasets:
             identifier_stats=stats,
             file_name=file_name,
             create_time=datetime.now(UTC),
+            masking=masking,
         )
         try:
             if abandoned():
@@ -87,6 +101,13 @@ class Datasets:
             self.files.delete(file_name)
             raise
         return record
+
+    def status(self, record: DatasetRecord) -> MatchingStatus:
+        """Whether reports can match a dataset yet, under the call's configuration."""
+        collaboration = self.access.config.collaborations.get(record.name.collaboration)
+        if collaboration is None:
+            return MatchingStatus(matchable=False)
+        return matching_status(record, collaboration)
 
     def _check_owned(self, caller: Caller, dataset_id: str) -> None:
         """Refuses an id named under another partner (or none), before any lookup.

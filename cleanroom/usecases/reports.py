@@ -28,6 +28,7 @@ from cleanroom.privacy.report import OverlapReport
 from cleanroom.storage.catalog import Catalog, DatasetRecord, ReleaseCharge, budget_exhausted
 from cleanroom.storage.dataset_files import DatasetFiles
 from cleanroom.usecases.access import AccessPolicy, Caller
+from cleanroom.usecases.masking import matching_status
 
 READERS = (Role.ANALYST, Role.ADMIN)
 
@@ -206,8 +207,11 @@ class Reports:
         return _Asked(collaboration, creator, checked, fingerprint, stored, charge)
 
     def _refusal(self, asked: _Asked) -> CleanRoomError | None:
-        """Why the budget or the exact-release quotas refuse a new report, if they do."""
+        """Why the inputs' masking, the budget or the quotas refuse a new report, if they do."""
         collaboration = asked.collaboration
+        unmatchable = not_matchable(collaboration, asked.records)
+        if unmatchable is not None:
+            return unmatchable
         member = self._member_budget(collaboration, asked.creator)
         if not member.allows(asked.charge.spend_micro):
             return budget_exhausted(collaboration.id, member, asked.charge.spend_micro)
@@ -444,6 +448,52 @@ def _check_key_check_values(
         key_check_values=",".join(sorted(kcvs)),
         accepted_key_check_values=",".join(accepted),
         datasets=",".join(sorted(str(name) for name in records)),
+    )
+
+
+def not_matchable(
+    collaboration: Collaboration, records: Mapping[DatasetName, DatasetRecord]
+) -> FailedPreconditionError | None:
+    """The refusal of inputs that cannot be matched yet (SPEC section 8), if any.
+
+    It depends on the inputs' masking only, which the hops' brands see anyway: never on
+    their rows.
+    """
+    waiting = {name: matching_status(r, collaboration) for name, r in sorted(records.items())}
+    waiting = {name: status for name, status in waiting.items() if not status.matchable}
+    if not waiting:
+        return None
+    pending = sorted({p for status in waiting.values() for p in status.pending})
+    stranded = sorted(str(n) for n, s in waiting.items() if s.stranded)
+    mode = collaboration.matching
+    mismatched = sorted(str(n) for n, s in waiting.items() if s.made_for is not mode)
+    parts = []
+    if pending and len(stranded) + len(mismatched) < len(waiting):
+        parts.append(
+            f"they wait for the masking hops of {', '.join(map(repr, pending))}, which each"
+            " of those brands takes with `cleanroom-partner blind work`; ask again when they have"
+        )
+    if stranded:
+        parts.append(
+            f"{', '.join(stranded)} carry the mask of a brand that is no longer an uploader,"
+            " so they can never be matched: their owners must upload them again"
+        )
+    if mismatched:
+        parts.append(
+            f"{', '.join(mismatched)} were uploaded for another matching mode than the"
+            f" collaboration's ({collaboration.matching.value.replace('_', '-')}): their owners"
+            " must upload them again"
+        )
+    if not parts:
+        parts.append("their last masking step has not been applied yet; ask again later")
+    names = ", ".join(str(n) for n in waiting)
+    # One key per dataset: metadata values are short (MAX_VALUE_CHARS).
+    named = {f"dataset_{i}": str(n) for i, n in enumerate(waiting, start=1)}
+    return FailedPreconditionError(
+        "DATASET_NOT_MATCHABLE",
+        f"{names} cannot be matched yet: {'; '.join(parts)}.",
+        **named,
+        pending_maskers=",".join(f"partners/{p}" for p in pending),
     )
 
 

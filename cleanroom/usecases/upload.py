@@ -3,6 +3,9 @@
 Chunks are Arrow IPC streams. Every check that can fail runs before the dataset becomes
 visible (SPEC section 3): the schema, digests that are not digests, the row count, the
 checksum. Repeated digests of a type are dropped after the first row that holds them.
+In a double-blind collaboration (SPEC section 8) the columns hold ristretto255 elements
+instead, each of which must decode; equal digests give equal elements, so repeats go the
+same way.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import ipc
 
-from cleanroom.config import Collaboration
+from cleanroom.config import Collaboration, Matching
 from cleanroom.errors import FailedPreconditionError, InvalidArgumentError, shown
+from cleanroom.group.ristretto255 import valid_elements
 from cleanroom.matching.layout import sorted_layout
 from cleanroom.names import CollaborationName, DatasetName, check_id
 from cleanroom.storage.catalog import IdentifierStats
@@ -51,6 +55,7 @@ class UploadHeader:
     key_check_value: str
     row_count: int
     checksum: str
+    matching: Matching = Matching.SHARED_SECRET
 
     def check(self, collaboration: Collaboration) -> None:
         """Checks the header against itself and the collaboration.
@@ -58,10 +63,13 @@ class UploadHeader:
         Raises:
             InvalidArgumentError: A field is malformed; the error names it.
             FailedPreconditionError: KEY_CHECK_MISMATCH, the digests were made with
-                another secret than the collaboration's.
+                another secret than the collaboration's; MATCHING_MODE_MISMATCH, the
+                columns are made for the other matching mode.
         """
         self.check_form()
         _check_columns(self.identifier_types, self.segment_columns, collaboration)
+        if self.matching is not collaboration.matching:
+            raise matching_mode_mismatch(collaboration, self.matching)
         if self.key_check_value not in collaboration.accepted_key_check_values:
             raise FailedPreconditionError(
                 "KEY_CHECK_MISMATCH",
@@ -143,6 +151,26 @@ class UploadHeader:
         )
 
 
+def matching_mode_mismatch(collaboration: Collaboration, sent: Matching) -> FailedPreconditionError:
+    """The refusal of columns made for the other matching mode than the collaboration's."""
+    if collaboration.matching is Matching.DOUBLE_BLIND:
+        advice = (
+            "it matches double-blind: make the brand's blind key once (`cleanroom-partner"
+            " blind-key`) and upload with `--blind-key`"
+        )
+    else:
+        advice = "it matches on the shared secret: upload the digests without a blind key"
+    return FailedPreconditionError(
+        "MATCHING_MODE_MISMATCH",
+        f"The upload is made for {sent.value.replace('_', '-')} matching, but collaboration"
+        f" {collaboration.id!r} uses {collaboration.matching.value.replace('_', '-')}"
+        f" matching: {advice}. Nothing was stored.",
+        collaboration=f"collaborations/{collaboration.id}",
+        matching=collaboration.matching.value,
+        upload_matching=sent.value,
+    )
+
+
 def _check_columns(
     types: Sequence[str], segments: Sequence[str], collaboration: Collaboration
 ) -> None:
@@ -220,7 +248,7 @@ class DatasetUpload:
         self.chunks += 1
         self.bytes += len(payload)
         self._hash.update(payload)
-        for batch in _read_batches(payload, self.chunks, self.header.schema):
+        for batch in read_batches(payload, self.chunks, self.header.schema):
             self.rows += batch.num_rows
             if self.rows > self.header.row_count:
                 raise InvalidArgumentError(
@@ -259,7 +287,10 @@ class DatasetUpload:
         for identifier_type in self.header.identifier_types:
             column = batch.column(identifier_type)
             present |= column.is_valid().to_numpy(zero_copy_only=False)
-            _check_digests(column, identifier_type, self.chunks)
+            if self.header.matching is Matching.DOUBLE_BLIND:
+                check_elements(column, identifier_type, self.chunks)
+            else:
+                _check_digests(column, identifier_type, self.chunks)
         if not present.all():
             raise InvalidArgumentError(
                 "ROW_WITHOUT_IDENTIFIER",
@@ -371,7 +402,7 @@ class DatasetUpload:
             path.unlink(missing_ok=True)
 
 
-def _read_batches(payload: bytes, chunk: int, schema: pa.Schema) -> list[pa.RecordBatch]:
+def read_batches(payload: bytes, chunk: int, schema: pa.Schema) -> list[pa.RecordBatch]:
     """The chunk's batches, each fully validated before anything reads its values.
 
     Work stays bounded by the bytes received: the schema is checked before any batch is
@@ -465,6 +496,34 @@ def _digest_matrix(column: pa.Array[Any]) -> npt.NDArray[np.uint8]:
     start = valid.offset * DIGEST_BYTES
     raw = np.frombuffer(memoryview(data), dtype=np.uint8)
     return raw[start : start + len(valid) * DIGEST_BYTES].reshape(-1, DIGEST_BYTES)
+
+
+def check_elements(column: pa.Array[Any], identifier_type: str, chunk: int) -> None:
+    """Refuses values that are not ristretto255 encodings (nulls are not looked at).
+
+    Raises:
+        InvalidArgumentError: INVALID_GROUP_ELEMENT, naming the chunk and type, never a value.
+    """
+    elements = _digest_matrix(column)
+    if not len(elements):
+        return
+    bad = len(elements) - int(np.count_nonzero(valid_elements(elements)))
+    if bad:
+        raise invalid_group_element(chunk, identifier_type, bad)
+
+
+def invalid_group_element(chunk: int, identifier_type: str, count: int) -> InvalidArgumentError:
+    """The refusal of values of a column that are not ristretto255 elements."""
+    return InvalidArgumentError(
+        "INVALID_GROUP_ELEMENT",
+        f"Chunk {chunk}: {count} values of column {identifier_type!r} are not ristretto255"
+        " elements. In a double-blind collaboration every value is a masked element, as"
+        " `cleanroom-partner upload --blind-key` and `blind work` send them; nothing was stored.",
+        field="record_batches",
+        chunk=chunk,
+        identifier_type=identifier_type,
+        invalid_values=count,
+    )
 
 
 def _check_digests(column: pa.Array[Any], identifier_type: str, chunk: int) -> None:

@@ -109,6 +109,7 @@ def blind_work(
                     "stopped: results not yet applied stay in the journal"
                     f" {inert(str(folder))} and are sent by the next run",
                     highlight=False,
+                    soft_wrap=True,  # a path to copy, not to cut
                 )
                 raise SystemExit(130) from None
 
