@@ -47,6 +47,7 @@ import partners
 from bench import _data
 from bench._report import machine, publish
 from bench._world import BRANDS, COLLABORATION, BenchServer
+from cleanroom.group import ristretto255
 from cleanroom.v1 import dataset_pb2
 
 ROWS = 1_000_000
@@ -62,6 +63,7 @@ PSI_VENV = Path(__file__).resolve().parents[1] / ".venv-psi"
 PSI_CHILD = Path(__file__).resolve().with_name("_openmined_psi.py")
 INSTALL_SECONDS = 600.0
 PSI_SECONDS = 4 * 3600.0
+CALIBRATION_ELEMENTS = 20_000
 
 T = TypeVar("T")
 
@@ -139,6 +141,7 @@ def three_way(work: Path, rows: int, rng: np.random.Generator) -> dict[str, Any]
     brands = BRANDS[:3]
     before = machine()
     print(f"double-blind, three brands of {rows:,} rows on {before['summary']}", flush=True)
+    group_operations = calibrate()
     (work / "files").mkdir()
     datasets = _data.group(work / "files", rows, rng, brands)
     base, others = datasets[0], datasets[1:]
@@ -155,6 +158,7 @@ def three_way(work: Path, rows: int, rng: np.random.Generator) -> dict[str, Any]
         "brands": list(brands),
         "elements": _elements(datasets),
         "multiplications": _multiplications(datasets),
+        "group_operations": group_operations,
         "phases": clock.phases,
         "total_seconds": clock.total(),
         "cpu_seconds": clock.total("cpu_seconds"),
@@ -187,11 +191,13 @@ def render_three_way(results: dict[str, Any]) -> str:
         f" {total / results['multiplications'] * 1e6:.1f} µs of wall time and"
         f" {_cpu_per_multiplication(results):.1f} µs of CPU each (hashing included).",
     ]
+    lines += ["", _group_line(results)]
     if rows != ROWS:
         lines += [
             "",
             f"Extrapolated linearly to {ROWS:,} rows per brand (not measured):"
-            f" {total * ROWS / rows:.0f} s.",
+            f" {total * ROWS / rows:.0f} s; the group operations alone"
+            f" {_floor_seconds(results, ROWS):.0f} s.",
         ]
     lines += ["", _verdict(results), ""]
     return "\n".join(lines)
@@ -206,6 +212,7 @@ def versus_psi(work: Path, rows: int, rng: np.random.Generator) -> dict[str, Any
     before = machine()
     print(f"double-blind against OpenMined PSI, two sets of {rows:,} on {before['summary']}")
     python, unavailable = openmined_python()
+    group_operations = calibrate()
     (work / "files").mkdir()
     first, second = _data.pair(work / "files", rows, rng, (brands[0], brands[1]))
     expected = _data.expected_report(first, [second], rows + rows // 2, segment=False)
@@ -231,6 +238,7 @@ def versus_psi(work: Path, rows: int, rng: np.random.Generator) -> dict[str, Any
         "overlap": overlap,
         "elements": _elements([first, second]),
         "multiplications": _multiplications([first, second]),
+        "group_operations": group_operations,
         "phases": clock.phases,
         "total_seconds": ours,
         "cpu_seconds": clock.total("cpu_seconds"),
@@ -338,22 +346,77 @@ def render_versus_psi(results: dict[str, Any]) -> str:
         f" CPU {openmined['cpu_seconds']:.1f} s; messages"
         f" {sum(openmined['message_bytes'].values()) / 1e6:.1f} MB.",
         "",
-        f"**Ours is {results['speedup']:.2f}x faster** in wall time"
+        f"Speed-up of ours over OpenMined: **{results['speedup']:.2f}x** in wall time"
         f" (target ≥ {results['speedup_target']:g}x);"
         f" {openmined['cpu_seconds'] / ours_cpu:.2f}x in CPU time"
         f" ({openmined['cpu_seconds']:.1f} s against {ours_cpu:.1f} s).",
     ]
+    lines += ["", _group_line(results)]
     if rows != ROWS:
         lines += [
             "",
             f"Extrapolated linearly to {ROWS:,} rows a side (not measured): ours"
-            f" {ours * ROWS / rows:.0f} s, OpenMined {theirs * ROWS / rows:.0f} s.",
+            f" {ours * ROWS / rows:.0f} s (the group operations alone"
+            f" {_floor_seconds(results, ROWS):.0f} s), OpenMined {theirs * ROWS / rows:.0f} s.",
         ]
     lines += ["", _verdict(results), ""]
     return "\n".join(lines)
 
 
 # Shared steps -----------------------------------------------------------------------------
+
+
+def calibrate() -> dict[str, float]:
+    """Microseconds per element of the group operations here: on one core, on every core.
+
+    `mask` is a hash to the group and a multiplication (what an upload does to each
+    digest), `multiply` one multiplication (a hop's work per element); `_one_core` is the
+    wall time on one thread, `_wall` the wall time on every core, `_cpu` the CPU time then.
+    """
+    digests = np.frombuffer(
+        np.random.default_rng(0).bytes(CALIBRATION_ELEMENTS * 32), dtype=np.uint8
+    ).reshape(CALIBRATION_ELEMENTS, 32)
+    key = ristretto255.new_scalar()
+    elements = ristretto255.mask_digests(key, digests, "email")
+    operations: dict[str, Callable[..., Any]] = {
+        "mask": partial(ristretto255.mask_digests, key, digests, "email"),
+        "multiply": partial(ristretto255.multiply, key, elements),
+    }
+    figures: dict[str, float] = {}
+    for name, operation in operations.items():
+        for label, workers in (("one_core", 1), ("wall", None)):
+            cpu, started = time.process_time(), time.perf_counter()
+            operation(workers=workers)
+            figures[f"{name}_{label}"] = (time.perf_counter() - started) / len(digests) * 1e6
+            if workers is None:
+                figures[f"{name}_cpu"] = (time.process_time() - cpu) / len(digests) * 1e6
+    print(
+        f"  group operations: a multiplication {figures['multiply_one_core']:.0f} µs on one"
+        f" core, {figures['multiply_wall']:.0f} µs per element on every core; a hash to the"
+        f" group and a multiplication {figures['mask_one_core']:.0f} µs on one core",
+        flush=True,
+    )
+    return figures
+
+
+def _group_line(results: dict[str, Any]) -> str:
+    g = results["group_operations"]
+    return (
+        f"Group operations measured in the same run: a multiplication {g['multiply_one_core']:.0f}"
+        f" µs on one core ({g['multiply_wall']:.0f} µs per element on every core), a hash to"
+        f" the group and a multiplication {g['mask_one_core']:.0f} µs on one core; at that"
+        f" speed the flow's {results['multiplications']:,} multiplications alone take"
+        f" {_floor_seconds(results, results['rows']):.1f} s."
+    )
+
+
+def _floor_seconds(results: dict[str, Any], rows: int) -> float:
+    """The flow's group operations alone at `rows` rows per brand, on every core here."""
+    g = results["group_operations"]
+    scale = rows / results["rows"]
+    uploads = results["elements"] * g["mask_wall"]
+    others = (results["multiplications"] - results["elements"]) * g["multiply_wall"]
+    return float((uploads + others) * scale / 1e6)
 
 
 def _upload_all(
