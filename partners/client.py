@@ -40,7 +40,7 @@ from cleanroom.v1 import (
     server_info_service_pb2_grpc,
 )
 from partners import errors
-from partners.preparation.pipeline import read_digest_file
+from partners.preparation.pipeline import DOUBLE_BLIND, read_digest_file
 
 CHUNK_BYTES = 2 * 1024 * 1024  # well under gRPC's 4 MiB default message limit
 DIGEST_BYTES = 32
@@ -496,12 +496,19 @@ class CleanRoomClient:
             progress: Called with the number of rows of each chunk once it is sent.
             blind_key: For a double-blind collaboration, the brand's blind key: every digest
                 `d` is sent as `k · P(d)` and the rows in a random order (SPEC section 8).
+                A file masked by `prepare --blind-key` is sent as it is, without a key.
             masking_progress: With a blind key, called with the number of rows masked, once
                 per identifier column.
         """
         table, info = _upload_table(digests)
         matching = partner_service_pb2.UPLOAD_MATCHING_SHARED_SECRET
-        if blind_key is not None:
+        if info.matching == DOUBLE_BLIND:  # masked and shuffled by `prepare --blind-key`
+            if blind_key is not None:
+                from partners.masking.files import already_masked  # noqa: PLC0415
+
+                raise already_masked(digests)
+            matching = partner_service_pb2.UPLOAD_MATCHING_DOUBLE_BLIND
+        elif blind_key is not None:
             from partners.masking import rows  # noqa: PLC0415 (libsodium only when masking)
 
             masked = rows.mask_digests(

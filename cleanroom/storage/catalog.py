@@ -194,16 +194,19 @@ class Catalog:
     def start_attempt(self, name: DatasetName, attempt: MaskingAttempt, *, serves: bool) -> bool:
         """Records a hop's new attempt, which supersedes any earlier one of that hop.
 
-        `serves`: the attempt sends the stored form as it is, which is then served.
-        Returns False, recording nothing, if the dataset's file is no longer the one the
-        attempt blinded (a hop was applied meanwhile) or the dataset is gone.
+        `serves`: the attempt sends the stored form as it is, which is then served: it
+        can be so once only. Returns False, recording nothing, if the dataset's file is no
+        longer the one the attempt blinded (a hop was applied meanwhile), the dataset is
+        gone, or (with `serves`) another attempt served the stored form first.
         """
         with self.database.transaction() as db:
             row = db.execute(
-                "SELECT file_name FROM datasets WHERE collaboration = ? AND dataset = ?",
+                "SELECT d.file_name, m.served FROM datasets d JOIN dataset_masking m"
+                " ON m.collaboration = d.collaboration AND m.dataset = d.dataset"
+                " WHERE d.collaboration = ? AND d.dataset = ?",
                 (name.collaboration, name.dataset),
             ).fetchone()
-            if row is None or row[0] != attempt.file_name:
+            if row is None or row[0] != attempt.file_name or (serves and row[1]):
                 return False
             db.execute(
                 "INSERT OR REPLACE INTO masking_attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -263,6 +266,28 @@ class Catalog:
                 "UPDATE datasets SET file_name = ? WHERE collaboration = ? AND dataset = ?",
                 (file_name, name.collaboration, name.dataset),
             )
+            _write_masking(db, name, masking)
+            db.execute(
+                "DELETE FROM masking_attempts WHERE collaboration = ? AND dataset = ?",
+                (name.collaboration, name.dataset),
+            )
+        return True
+
+    def replace_file(
+        self, name: DatasetName, old_file_name: str, file_name: str, masking: MaskingState
+    ) -> bool:
+        """Replaces a dataset's file and masking by the server's own step, in one transaction.
+
+        Returns False, changing nothing, if the file is no longer `old_file_name`.
+        """
+        with self.database.transaction() as db:
+            changed = db.execute(
+                "UPDATE datasets SET file_name = ?"
+                " WHERE collaboration = ? AND dataset = ? AND file_name = ?",
+                (file_name, name.collaboration, name.dataset, old_file_name),
+            ).rowcount
+            if not changed:
+                return False
             _write_masking(db, name, masking)
             db.execute(
                 "DELETE FROM masking_attempts WHERE collaboration = ? AND dataset = ?",

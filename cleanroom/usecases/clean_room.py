@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -61,6 +62,8 @@ class CleanRoom:
         self.audit_log = open_audit_log(self.database, config)
         self.datasets = Datasets(self.access, self.catalog, self.files)
         self.masking = Masking(self.access, self.catalog, self.files)
+        self._settling: threading.Thread | None = None
+        self._settle_later()
         self.reports = Reports(self.access, self.catalog, self.files, matcher or ArrowMatcher())
 
     def reconfigure(self, config: Config) -> None:
@@ -74,6 +77,30 @@ class CleanRoom:
         config = replace(config, server=replace(self.config.server, tls=config.server.tls))
         self.config = config
         self.access.config = config
+        self._settle_later()  # an uploader who left may leave datasets only to lay out
+
+    def _settle_later(self) -> None:
+        """Finishes, on a thread of its own, the datasets whose masking is complete."""
+        self.wait_settled(None)
+
+        def settle() -> None:
+            try:
+                finished = self.masking.settle()
+            except Exception:  # retried at the next start or reload
+                log.exception("could not finish the masking of datasets")
+                return
+            for name in finished:
+                log.info("masking complete: %s is matchable", name)
+
+        self._settling = threading.Thread(target=settle, name="masking-settle", daemon=True)
+        self._settling.start()
+
+    def wait_settled(self, timeout: float | None = 60.0) -> bool:
+        """Waits for `settle` under way, if any; False if it still runs after `timeout`."""
+        thread = self._settling
+        if thread is not None:
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
 
     def _copy_missing(self, copies: RangeCopies) -> None:
         """Writes the range copies that datasets committed before the Spark engine lack."""
@@ -111,6 +138,7 @@ class CleanRoom:
 
     def close(self) -> None:
         """Closes the database, the matching engine's session, and releases the data directory."""
+        self.wait_settled(60.0)
         for closer in self._closers:
             closer()
         self.database.close()

@@ -89,6 +89,21 @@ class HopRows:
         return pa.table(columns)
 
 
+def multiplied(rows: HopRows, multiplier: bytes) -> HopRows:
+    """The rows with every present element times `multiplier`, in the same order."""
+    elements = {}
+    for identifier_type, stored in rows.elements.items():
+        valid = rows.present[identifier_type]
+        values = stored.copy()
+        if valid.any():
+            values[valid] = multiply(multiplier, values[valid])
+        elements[identifier_type] = values
+    return HopRows(
+        rows.identifier_types, rows.segment_columns, elements, rows.present, rows.codes,
+        rows.labels,
+    )  # fmt: skip
+
+
 def masking_form(
     table: pa.Table, identifier_types: Sequence[str], segment_columns: Sequence[str]
 ) -> pa.Table:

@@ -43,6 +43,7 @@ from cleanroom.usecases.hop_rows import (
     blinded_chunks,
     expected,
     hop_schema,
+    multiplied,
     read_rows,
 )
 
@@ -180,12 +181,47 @@ class Masking:
         self.catalog = catalog
         self.files = files
 
-    def status(self, record: DatasetRecord) -> MatchingStatus:
-        """A dataset's matching status under the configuration of the call under way."""
-        collaboration = self.access.config.collaborations.get(record.name.collaboration)
-        if collaboration is None:
-            return MatchingStatus(matchable=False)
-        return matching_status(record, collaboration)
+    def settle(self) -> list[DatasetName]:
+        """Finishes the datasets that every uploader has masked but that are not laid out.
+
+        That happens when a brand whose hop was pending stops being an uploader: the
+        hops done are then all there is to do but the server's last step (its factor
+        removed, the sorted layout). Returns the datasets it finished.
+        """
+        finished = []
+        for collaboration in self.access.config.collaborations.values():
+            if collaboration.matching is not Matching.DOUBLE_BLIND:
+                continue
+            records = self.catalog.datasets(collaboration.id, owner=None, after="", limit=1 << 30)
+            for record in records:
+                status = matching_status(record, collaboration)
+                masking = record.masking
+                if masking is None or masking.sorted or status.pending or status.stranded:
+                    continue
+                if self._lay_out(record, masking):
+                    finished.append(record.name)
+        return finished
+
+    def _lay_out(self, record: DatasetRecord, masking: MaskingState) -> bool:
+        rows = self._rows(record)
+        if masking.factor is not None:
+            rows = multiplied(rows, invert_scalar(masking.factor))
+        table, _ = sorted_layout(rows.table(), rows.identifier_types, rows.segment_columns)
+        file_name = self.files.commit(
+            table,
+            collaboration=record.name.collaboration,
+            dataset=record.name.dataset,
+            identifier_types=record.identifier_types,
+            segment_columns=record.segment_columns,
+        )
+        state = MaskingState(masking.mask_set, sorted=True, change_time=datetime.now(UTC))
+        try:
+            replaced = self.catalog.replace_file(record.name, record.file_name, file_name, state)
+        except BaseException:
+            self.files.delete(file_name)
+            raise
+        self.files.delete(record.file_name if replaced else file_name)
+        return replaced
 
     def hops(
         self, caller: Caller, parent: CollaborationName, *, after: str, limit: int
@@ -220,34 +256,16 @@ class Masking:
         collaboration = self._authorize(caller, name, "take")
         record, masking = self._pending(collaboration, name)
         rows = self._rows(record)
-        reuse = (
-            masking.prepared_for == name.partner
-            and not masking.served
-            and masking.factor is not None
-        )
-        if reuse and masking.factor is not None:
-            blinding, multiplier = masking.factor, None
-        else:
-            blinding = new_scalar()
-            multiplier = (
-                blinding
-                if masking.factor is None
-                else multiply_scalars(blinding, invert_scalar(masking.factor))
+        reuse = masking.prepared_for == name.partner and not masking.served
+        for _ in range(2):  # a second time, blinded afresh, if another attempt served it
+            attempt, multiplier = _new_attempt(name.partner, record.file_name, masking, reuse)
+            chunks, checksum = blinded_chunks(
+                rows, multiplier, attempt.tag_key, max_chunk_bytes=max_chunk_bytes
             )
-        attempt = MaskingAttempt(
-            partner=name.partner,
-            attempt_id=secrets.token_hex(16),
-            blinding=blinding,
-            tag_key=secrets.token_bytes(TAG_KEY_BYTES),
-            file_name=record.file_name,
-            start_time=datetime.now(UTC),
-        )
-        chunks, checksum = blinded_chunks(
-            rows, multiplier, attempt.tag_key, max_chunk_bytes=max_chunk_bytes
-        )
-        if not self.catalog.start_attempt(record.name, attempt, serves=reuse):
-            raise _superseded(name, "the dataset changed while the attempt started")
-        return HopAttempt(_hop(record, name.partner), attempt.attempt_id, checksum, chunks)
+            if self.catalog.start_attempt(record.name, attempt, serves=multiplier is None):
+                return HopAttempt(_hop(record, name.partner), attempt.attempt_id, checksum, chunks)
+            reuse = False
+        raise _superseded(name, "the dataset changed while the attempt started")
 
     @contextmanager
     def complete(self, caller: Caller, completion: HopCompletion) -> Iterator[HopResult]:
@@ -387,6 +405,36 @@ class Masking:
         except FileNotFoundError:
             raise _not_found_dataset(record.name) from None
         return read_rows(table, record.identifier_types, record.segment_columns)
+
+
+def _new_attempt(
+    partner: str, file_name: str, masking: MaskingState, reuse: bool
+) -> tuple[MaskingAttempt, bytes | None]:
+    """A new attempt over the stored form, and what multiplies its elements on the way out.
+
+    The stored elements carry the server's factor `f`. An attempt that may `reuse` the
+    form made for it sends it as it is (None: its blinding is `f`); any other picks a
+    fresh `r` and sends `r · f⁻¹ ·` each element.
+    """
+    multiplier: bytes | None
+    if reuse and masking.factor is not None:
+        blinding, multiplier = masking.factor, None
+    else:
+        blinding = new_scalar()
+        multiplier = (
+            blinding
+            if masking.factor is None
+            else multiply_scalars(blinding, invert_scalar(masking.factor))
+        )
+    attempt = MaskingAttempt(
+        partner=partner,
+        attempt_id=secrets.token_hex(16),
+        blinding=blinding,
+        tag_key=secrets.token_bytes(TAG_KEY_BYTES),
+        file_name=file_name,
+        start_time=datetime.now(UTC),
+    )
+    return attempt, multiplier
 
 
 def _hop(record: DatasetRecord, partner: str) -> MaskingHop:

@@ -18,7 +18,7 @@ from partners.cli._common import (
 )
 from partners.cli._progress import progress_of
 from partners.inert import inert
-from partners.preparation.pipeline import read_digest_file
+from partners.preparation.pipeline import DOUBLE_BLIND, read_digest_file
 
 
 @click.command()
@@ -30,12 +30,19 @@ from partners.preparation.pipeline import read_digest_file
                    " the digests are masked with it and the rows shuffled before they leave"
                    " [env CLEANROOM_BLIND_KEY].")  # fmt: skip
 @connection_options
-def upload(digests: Path, dataset_id: str, blind_key: Path | None, **options: Any) -> None:
+@click.pass_context
+def upload(
+    ctx: click.Context, /, digests: Path, dataset_id: str, blind_key: Path | None, **options: Any
+) -> None:
     """Upload a digests file written by `prepare` as a new dataset."""
     with reported_errors():
         info = read_digest_file(digests)
         key = None
-        if blind_key is not None:
+        premasked = info.matching == DOUBLE_BLIND
+        from_flag = ctx.get_parameter_source("blind_key") == click.core.ParameterSource.COMMANDLINE
+        # A file `prepare --blind-key` masked goes as it is: a key from the environment or
+        # the profile is not for it (one given as a flag is, and is refused: twice masked).
+        if blind_key is not None and (from_flag or not premasked):
             from partners.masking.keys import read_blind_key  # noqa: PLC0415 (libsodium)
 
             key = read_blind_key(blind_key, collaboration=info.collaboration_id)
@@ -52,7 +59,7 @@ def upload(digests: Path, dataset_id: str, blind_key: Path | None, **options: An
                 blind_key=key,
                 masking_progress=masking,
             )
-        blind = " (masked with your blind key, rows shuffled)" if key is not None else ""
+        blind = " (masked with your blind key, rows shuffled)" if key or premasked else ""
         console.print(f"uploaded {inert(dataset.name)}: {dataset.row_count:,} rows{blind}")
         for stats in dataset.identifier_stats:
             console.print(

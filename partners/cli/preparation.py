@@ -66,6 +66,11 @@ from partners.preparation.resolve import (
 @click.option(
     "--declared-type", "declared", multiple=True, help="A type the collaboration declared."
 )
+@click.option("--blind-key", "blind_key", envvar="CLEANROOM_BLIND_KEY", default=None,
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="In a double-blind collaboration, your blind key (from `blind-key`): the"
+                   " digests are masked with it and the rows shuffled, so that `upload` sends"
+                   " the file as it is [env CLEANROOM_BLIND_KEY].")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def prepare_command(
     source: Path,
@@ -83,6 +88,7 @@ def prepare_command(
     sheet: str | None,
     strict: bool,
     declared: tuple[str, ...],
+    blind_key: Path | None,
     as_json: bool,
 ) -> None:
     """Normalize and digest SOURCE (CSV, TSV, XLSX, Parquet) into the digests file DESTINATION.
@@ -92,6 +98,11 @@ def prepare_command(
     """
     with reported_errors():
         secret = read_secret(secret_file)
+        key = None
+        if blind_key is not None:
+            from partners.masking.keys import read_blind_key  # noqa: PLC0415 (libsodium)
+
+            key = read_blind_key(blind_key, collaboration=collaboration)
         with progress_of("preparing", "rows", quiet=as_json) as advance:
             summary = prepare(
                 source,
@@ -111,10 +122,20 @@ def prepare_command(
                 hashed_phone_form="digits" if hashed_phone_form == "digits" else "e164",
                 progress=advance,
             )
+        if key is not None:
+            from partners.masking.files import mask_digest_file  # noqa: PLC0415
+
+            total = summary.rows_written * len(summary.types)
+            with progress_of("masking", "values", total=total, quiet=as_json) as advance:
+                mask_digest_file(destination, key, progress=advance)
         if as_json:
-            click.echo(json.dumps(summary.to_dict(), indent=2))
+            document = summary.to_dict()
+            document["matching"] = "shared_secret" if key is None else "double_blind"
+            click.echo(json.dumps(document, indent=2))
         else:
             _print_summary(summary, destination)
+            if key is not None:
+                console.print("masked with your blind key, rows shuffled: upload it as it is")
 
 
 def segment_names(values: tuple[str, ...]) -> dict[str, str]:

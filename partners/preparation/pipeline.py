@@ -59,6 +59,13 @@ META_COLLABORATION = b"cleanroom.collaboration"
 META_KEY_CHECK_VALUE = b"cleanroom.key_check_value"
 META_IDENTIFIER_TYPES = b"cleanroom.identifier_types"
 META_SEGMENT_COLUMNS = b"cleanroom.segment_columns"
+META_MATCHING = b"cleanroom.matching"
+"""How the identifier columns are made: absent or `shared_secret` for digests,
+`double_blind` for digests masked with the brand's blind key (rows shuffled)."""
+
+SHARED_SECRET = "shared_secret"  # noqa: S105 - a matching mode's name, not a secret
+DOUBLE_BLIND = "double_blind"
+MATCHINGS = (SHARED_SECRET, DOUBLE_BLIND)
 
 _Item = TypeVar("_Item")
 PhoneHashForm = Literal["e164", "digits"]
@@ -177,6 +184,8 @@ class DigestFile:
         identifier_types: The digest columns, in order.
         segment_columns: The segment columns, in order.
         row_count: The number of rows.
+        matching: `shared_secret` (digests) or `double_blind` (digests masked with the
+            brand's blind key, rows shuffled, ready to upload as they are).
     """
 
     path: Path
@@ -185,6 +194,7 @@ class DigestFile:
     identifier_types: tuple[str, ...]
     segment_columns: tuple[str, ...]
     row_count: int
+    matching: str = SHARED_SECRET
 
 
 def prepare(
@@ -436,9 +446,12 @@ def read_digest_file(path: Path) -> DigestFile:
             identifier_types=_json_names(metadata[META_IDENTIFIER_TYPES]),
             segment_columns=_json_names(metadata[META_SEGMENT_COLUMNS]),
             row_count=row_count,
+            matching=metadata.get(META_MATCHING, SHARED_SECRET.encode()).decode(),
         )
     except (KeyError, ValueError) as error:
         raise _not_a_digest_file(path, f"its metadata is incomplete ({error})") from None
+    if digest_file.matching not in MATCHINGS:
+        raise _not_a_digest_file(path, f"its matching {digest_file.matching!r} is unknown")
     if schema.names != [*digest_file.identifier_types, *digest_file.segment_columns]:
         raise _not_a_digest_file(path, "its columns differ from those its metadata names")
     return digest_file

@@ -25,8 +25,10 @@ from partners.masking import rows as masking_rows
 from partners.masking.hops import work
 from partners.masking.journal import HopJournal, JournalEntry
 from partners.masking.keys import read_blind_key
+from partners.preparation.digest import write_secret
 from tests.support import (
     COLLABORATION,
+    SECRET,
     RunningServer,
     digest_array,
     random_digests,
@@ -299,3 +301,25 @@ def test_only_uploaders_take_hops(blind_server: RunningServer, tmp_path: Path) -
     out = cli(blind_server, "ledger", "blind", "work", f"--blind-key={key}",
               f"--journal={tmp_path / 'hops'}", code=1)  # fmt: skip
     assert "PERMISSION_DENIED" in out
+
+
+def test_a_file_masked_by_prepare_is_uploaded_as_it_is(
+    blind_server: RunningServer, tmp_path: Path
+) -> None:
+    keys = keys_for(blind_server, tmp_path)
+    source = tmp_path / "acme.csv"
+    source.write_text("email\n" + "".join(f"p{i}@example.com\n" for i in range(40)))
+    secret = tmp_path / "secret"
+    write_secret(secret, SECRET)
+    masked = tmp_path / "masked.parquet"
+    cli(blind_server, "acme", "prepare", str(source), str(masked),
+        f"--collaboration={COLLABORATION}", f"--secret-file={secret}", "--column=email=email",
+        f"--blind-key={keys['acme']}")  # fmt: skip
+    out = cli(blind_server, "acme", "upload", str(masked), "--dataset-id=twice",
+              f"--blind-key={keys['acme']}", code=2)  # fmt: skip
+    assert "DIGESTS_ALREADY_MASKED" in out
+    out = cli(blind_server, "acme", "upload", str(masked), "--dataset-id=acme-crm")
+    assert "rows shuffled" in out
+    dataset = blind_server.client("acme").get_dataset(f"{PARENT}/datasets/acme-crm")
+    assert dataset.row_count == 40
+    assert list(dataset.mask_set) == ["partners/acme"]

@@ -7,10 +7,12 @@ these tests hold the server to the wire contract on their own (the toolkit has i
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from pyarrow import ipc
 
+from cleanroom.audit.log import AuditFilter
 from cleanroom.config import parse_config
 from cleanroom.group.ristretto255 import (
     mask_digests,
@@ -30,9 +33,10 @@ from cleanroom.group.ristretto255 import (
     new_scalar,
 )
 from cleanroom.matching.layout import LAYOUT_KEY, SORTED_LAYOUT
-from cleanroom.names import DatasetName
+from cleanroom.names import SERVER_LOG, DatasetName
 from cleanroom.storage.database import DATABASE_FILE
 from cleanroom.tls.pki import DemoPki
+from cleanroom.usecases.retention import sweep
 from cleanroom.v1 import (
     dataset_pb2,
     masking_service_pb2,
@@ -505,6 +509,17 @@ def test_only_the_newest_attempt_completes_and_a_hop_is_applied_once(
         with pytest.raises(grpc.RpcError) as own:
             b["acme"].start(hop_name("acme-crm", "acme"))
         assert error_info(own.value).reason == "MASKING_HOP_ALREADY_APPLIED"
+        # The form stored for corvid's hop goes out once as it is, then blinded afresh.
+        sets = []
+        for _ in range(3):
+            sets.append(
+                {v for v in b["corvid"].start(corvid_name)[1].column("phone").to_pylist() if v}
+            )
+        assert all(sets)
+        assert not (sets[0] & sets[1])
+        assert not (sets[1] & sets[2])
+        assert not (sets[0] & sets[2])
+        assert not sets[0] & {v for v in early_rows.column("phone").to_pylist() if v}
         assert b["corvid"].take(corvid_name).dataset_matchable
 
 
@@ -599,8 +614,13 @@ def _report_figures(report: overlap_report_pb2.OverlapReport) -> tuple[Any, ...]
     )
 
 
+@pytest.mark.parametrize("engine", ["memory", pytest.param("spark", marks=pytest.mark.slow)])
 def test_a_double_blind_report_equals_the_shared_secret_one_on_the_same_data(
-    pki: DemoPki, tmp_path: Path, pool: dict[str, np.ndarray]
+    pki: DemoPki,
+    tmp_path: Path,
+    pool: dict[str, np.ndarray],
+    request: pytest.FixtureRequest,
+    engine: str,
 ) -> None:
     rng = np.random.default_rng(8)
     data = {
@@ -609,8 +629,19 @@ def test_a_double_blind_report_equals_the_shared_secret_one_on_the_same_data(
     }
     reports = {}
     for mode in ("shared_secret", "double_blind"):
+        copies = tmp_path / mode / "copies"
+        server_options: dict[str, Any] = {}
+        if engine == "spark":
+            spark = request.getfixturevalue("spark_engine")
+            options = {"location": str(copies), "ranges": 8, "driver_rows": 0}
+            server_options = {"engine": {**spark, **options}}  # every question on Spark
         with (
-            running_server(pki, tmp_path / mode, collaboration={"matching": mode}) as server,
+            running_server(
+                pki,
+                tmp_path / mode / "data",
+                server=server_options,
+                collaboration={"matching": mode},
+            ) as server,
             brands(server, *BRANDS) as b,
         ):
             for brand, rows in data.items():
@@ -621,8 +652,13 @@ def test_a_double_blind_report_equals_the_shared_secret_one_on_the_same_data(
                         f"{brand}-crm", rows, key=None,
                         matching=partner_service_pb2.UPLOAD_MATCHING_SHARED_SECRET,
                     )  # fmt: skip
+            if engine == "spark":
+                # Only what engines match gets a range copy: none while masking.
+                assert len(list(copies.iterdir())) == (0 if mode == "double_blind" else 2)
             assert take_all(b) == (4 if mode == "double_blind" else 0)
             assert b["acme"].get("acme-crm").matching_state == MATCHABLE
+            if engine == "spark":
+                assert len(list(copies.iterdir())) == 2
             reports[mode] = server.client("acme").create_report(
                 PARENT,
                 base=dataset_name("acme-crm"),
@@ -697,6 +733,27 @@ def test_a_brand_that_joins_later_makes_datasets_wait_for_its_hops(
             hop_name("acme-crm", "corvid"), hop_name("brightmart-crm", "corvid"),
         ]  # fmt: skip
         assert b["acme"].pending() == []
+        pages, token = [], ""
+        while True:  # a page at a time, in the order of their names
+            request = masking_service_pb2.ListMaskingHopsRequest(
+                parent=PARENT, page_size=1, page_token=token
+            )
+            page = b["corvid"].hops.ListMaskingHops(request, timeout=30)
+            pages.append([h.name for h in page.masking_hops])
+            token = page.next_page_token
+            if not token:
+                break
+        assert pages == [[hop_name("acme-crm", "corvid")], [hop_name("brightmart-crm", "corvid")]]
+        hop = (
+            b["corvid"]
+            .hops.ListMaskingHops(
+                masking_service_pb2.ListMaskingHopsRequest(parent=PARENT), timeout=30
+            )
+            .masking_hops[0]
+        )
+        assert (hop.dataset, hop.partner) == (dataset_name("acme-crm"), "partners/corvid")
+        assert list(hop.identifier_types) == list(TYPES)
+        assert hop.row_count == len(data["acme"].tiers)
         with pytest.raises(ServerError) as refused:
             server.client("brightmart").create_report(
                 PARENT, base=dataset_name("brightmart-crm"), others=[dataset_name("acme-crm")]
@@ -719,29 +776,44 @@ def test_a_brand_that_joins_later_makes_datasets_wait_for_its_hops(
         )  # the same question
 
 
-def test_a_dataset_masked_by_a_brand_that_left_can_never_be_matched(
+def test_when_an_uploader_leaves_datasets_it_masked_are_stranded_and_others_finish(
     blind: RunningServer, pool: dict[str, np.ndarray], pki: DemoPki
 ) -> None:
+    rng = np.random.default_rng(11)
+    data = {"acme-crm": make_data(rng, pool, 60), "brightmart-crm": make_data(rng, pool, 60)}
     with brands(blind, *BRANDS) as b:
-        b["acme"].upload(
-            "acme-crm", make_data(np.random.default_rng(11), pool, 60), key=KEYS["acme"]
-        )
-        b["brightmart"].upload(
-            "brightmart-crm", make_data(np.random.default_rng(12), pool, 60), key=KEYS["brightmart"]
-        )
+        b["acme"].upload("acme-crm", data["acme-crm"], key=KEYS["acme"])
+        b["brightmart"].upload("brightmart-crm", data["brightmart-crm"], key=KEYS["brightmart"])
         b["corvid"].take(hop_name("acme-crm", "corvid"))
+        b["acme"].take(hop_name("brightmart-crm", "acme"))  # corvid's hop is left pending
         left = config_data(pki, blind.data_dir, collaboration=DOUBLE_BLIND)
         left["collaborations"][0]["members"][2]["roles"] = ["analyst"]  # corvid uploads no more
         blind.clean_room.reconfigure(parse_config(left, base_dir=blind.data_dir))
+        assert blind.clean_room.wait_settled()
+        # brightmart-crm needed corvid's hop only: the server's last step finished it.
+        finished = b["brightmart"].get("brightmart-crm")
+        assert finished.matching_state == MATCHABLE
+        key = product(KEYS["acme"], KEYS["brightmart"])
+        for t in TYPES:
+            assert stored_elements(blind, "brightmart-crm", t) == expected_elements(
+                data["brightmart-crm"], t, key
+            )
         # acme-crm carries corvid's mask: no hop is offered for it any more.
         assert b["brightmart"].pending() == []
-        assert b["acme"].pending() == [hop_name("brightmart-crm", "acme")]
+        assert list(b["acme"].get("acme-crm").mask_set) == ["partners/acme", "partners/corvid"]
         with pytest.raises(ServerError) as refused:
-            blind.client("acme").create_report(
-                PARENT, base=dataset_name("acme-crm"), others=[dataset_name("brightmart-crm")]
+            blind.client("brightmart").create_report(
+                PARENT, base=dataset_name("brightmart-crm"), others=[dataset_name("acme-crm")]
             )
         assert refused.value.reason == "DATASET_NOT_MATCHABLE"
+        assert refused.value.metadata["dataset_1"] == dataset_name("acme-crm")
         assert "upload them again" in refused.value.message
+        b["acme"].upload("acme-web", data["acme-crm"], key=KEYS["acme"])
+        assert take_all({p: b[p] for p in ("acme", "brightmart")}) == 1
+        report = blind.client("brightmart").create_report(
+            PARENT, base=dataset_name("brightmart-crm"), others=[dataset_name("acme-web")]
+        )
+        assert report.released_count > 0
 
 
 # Deletion and the log --------------------------------------------------------------------
@@ -760,6 +832,16 @@ def test_deleting_a_dataset_being_masked_removes_every_file_and_attempt(
             partner_service_pb2.DeleteDatasetRequest(name=dataset_name("acme-crm")), timeout=30
         )
         assert b["corvid"].pending() == []
+        # The retention sweep removes a masked dataset the same way.
+        b["brightmart"].upload(
+            "brightmart-crm", make_data(np.random.default_rng(15), pool, 60), key=KEYS["brightmart"]
+        )
+        b["acme"].take(hop_name("brightmart-crm", "acme"))
+        room = blind.clean_room
+        expired = replace(room.config.collaborations[COLLABORATION], retention_days=1)
+        config = replace(room.config, collaborations={COLLABORATION: expired})
+        later = datetime.now(UTC) + timedelta(days=2)
+        assert len(sweep(config, room.datasets, room.audit_log, now=later)) == 1
     assert files_under(blind.data_dir / "datasets") == []
     assert files_under(blind.data_dir / "tmp") == []
     with sqlite3.connect(blind.data_dir / DATABASE_FILE) as db:
@@ -804,3 +886,81 @@ def test_every_masking_call_is_in_the_query_log_without_an_element(
     for value in values:
         assert value.hex().encode() not in log
         assert value not in log
+
+
+# Hostile requests ------------------------------------------------------------------------
+
+HOSTILE = (
+    "", "collaborations/spring-launch/datasets/acme-crm/maskingHops/", "../../etc/passwd",
+    "collaborations/spring-launch/datasets/acme-crm/maskingHops/brightmart/x",
+    "collaborations/spring-launch/datasets/' OR 1=1 --/maskingHops/brightmart",
+    "collaborations/spring-launch/datasets/acme-crm/maskingHops/BRIGHTMART",
+    "collaborations/spring-launch/datasets/acme-crm\x00/maskingHops/brightmart",
+    "collaborations/spring-launch/datasets/acme-crm/maskingHops/" + "b" * 5000,
+)  # fmt: skip
+
+
+def test_hostile_masking_requests_are_refused_with_a_reason_and_logged(
+    blind: RunningServer, pool: dict[str, np.ndarray]
+) -> None:
+    with brands(blind, "acme", "brightmart") as b:
+        b["acme"].upload(
+            "acme-crm", make_data(np.random.default_rng(16), pool, 40), key=KEYS["acme"]
+        )
+        before = event_count(blind)
+        refusals = []
+        for name in HOSTILE:
+            for call in (
+                b["brightmart"].start,
+                lambda n: b["brightmart"].complete(
+                    n, "0" * 32, pa.table({"email": pa.array([None], pa.binary(32))})
+                ),
+                lambda n: b["brightmart"].hops.ListMaskingHops(
+                    masking_service_pb2.ListMaskingHopsRequest(parent=n[:60]), timeout=30
+                ),
+            ):
+                with pytest.raises(grpc.RpcError) as refused:
+                    call(name)
+                refusals.append((refused.value.code(), error_info(refused.value).reason))
+        name = hop_name("acme-crm", "brightmart")
+        attempt, _ = b["brightmart"].start(name)
+        header = masking_service_pb2.MaskingHopResult(
+            name=name, attempt_id=attempt.attempt_id, row_count=40, checksum="0" * 64
+        )
+        for payload in (b"not arrow", b"\xff" * 64):
+            messages = [
+                masking_service_pb2.CompleteMaskingHopRequest(result=header),
+                masking_service_pb2.CompleteMaskingHopRequest(record_batches=payload),
+            ]
+            with pytest.raises(grpc.RpcError) as refused:
+                b["brightmart"].hops.CompleteMaskingHop(iter(messages), timeout=30)
+            refusals.append((refused.value.code(), error_info(refused.value).reason))
+        garbage = b"\x0a\x02\xc3\x28"  # field 1: a string that is not UTF-8
+        listing = b["brightmart"].channel.unary_unary(
+            "/cleanroom.v1.MaskingService/ListMaskingHops"
+        )
+        starting = b["brightmart"].channel.unary_stream(
+            "/cleanroom.v1.MaskingService/StartMaskingHop"
+        )
+        for send in (
+            lambda: listing(garbage, timeout=30),
+            lambda: list(starting(garbage, timeout=30)),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                send()
+            refusals.append((refused.value.code(), error_info(refused.value).reason))
+    codes = {code for code, _ in refusals}
+    assert codes <= {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED}
+    assert all(REASON.fullmatch(reason) for _, reason in refusals)
+    assert event_count(blind) - before == len(refusals) + 1  # one each, and the good start
+
+
+REASON = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*")
+
+
+def event_count(server: RunningServer) -> int:
+    """Events in the collaboration's log and in the server log (calls naming no room)."""
+    server_log = server.clean_room.audit_log.events(
+        SERVER_LOG, AuditFilter(), after=-1, limit=1_000_000
+    )
+    return len(server.events()) + len(server_log)

@@ -61,6 +61,13 @@ def test_the_toolkit_installs_without_the_server(toolkit: Path) -> None:
     ).stdout
     assert "prepare" in help_text
     assert "upload" in help_text
+    # Double-blind mode needs the group (cleanroom.group and libsodium) in the wheel too.
+    key = toolkit.parent / "spring.blindkey"
+    subprocess.run(
+        [str(toolkit / "cleanroom-partner"), "blind-key", "--collaboration=spring-launch",
+         f"--out={key}"], capture_output=True, text=True, check=True, cwd=toolkit,
+    )  # fmt: skip
+    assert key.read_text().startswith("cleanroom-blind-key/v1 spring-launch\n")
 
 
 def test_prepare_and_upload_from_the_toolkit_alone(
