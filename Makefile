@@ -13,6 +13,8 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml setup.py cleanroom/matching/_kernel.c package.json
+	@$(PYTHON) -c "import ctypes.util, sys; sys.exit(ctypes.util.find_library('sodium') is None)" \
+		|| { echo "libsodium is missing: install it (Debian: apt-get install libsodium23)" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'

@@ -30,6 +30,9 @@ UNIFORM_BYTES = 64
 DST_PREFIX = "cleanroom/v1/double-blind/"
 _SHA512_BLOCK = 128
 _SHA512_BYTES = 64
+GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493
+"""The order `L` of the group (RFC 9496 section 4.1); scalars are canonical below it."""
+_IDENTITY = bytes(ELEMENT_BYTES)
 
 Elements = npt.NDArray[np.uint8]
 """Group elements as an `(n, 32)` array of their encodings."""
@@ -96,14 +99,29 @@ def hash_to_group(digest: bytes, identifier_type: str) -> bytes:
 
 
 def is_valid_element(encoding: bytes) -> bool:
-    """Whether 32 bytes are the canonical encoding of a ristretto255 element."""
-    return len(encoding) == ELEMENT_BYTES and bool(
-        pysodium.crypto_core_ristretto255_is_valid_point(encoding)
+    """Whether 32 bytes canonically encode a ristretto255 element other than the identity.
+
+    The identity is refused like any invalid encoding: no digest maps to it and no
+    non-zero scalar makes it, and `multiply` cannot use it (libsodium refuses a product
+    that is the identity), so an upload that held one would fail at its first hop.
+    """
+    return (
+        len(encoding) == ELEMENT_BYTES
+        and encoding != _IDENTITY
+        and bool(pysodium.crypto_core_ristretto255_is_valid_point(encoding))
     )
 
 
+def is_valid_scalar(scalar: bytes) -> bool:
+    """Whether 32 bytes are a scalar every function here accepts: canonical and non-zero.
+
+    For checking a key read from a file before using it.
+    """
+    return len(scalar) == SCALAR_BYTES and 0 < int.from_bytes(scalar, "little") < GROUP_ORDER
+
+
 def new_scalar() -> bytes:
-    """A uniformly random non-zero scalar."""
+    """A uniformly random non-zero scalar (canonical: below the group order)."""
     while True:
         scalar = bytes(pysodium.crypto_core_ristretto255_scalar_random())
         if any(scalar):
@@ -111,12 +129,23 @@ def new_scalar() -> bytes:
 
 
 def invert_scalar(scalar: bytes) -> bytes:
-    """The scalar's inverse modulo the group order."""
+    """The scalar's inverse modulo the group order.
+
+    Raises:
+        ValueError: `scalar` is not a canonical non-zero scalar.
+    """
+    _check_scalar(scalar)
     return bytes(pysodium.crypto_core_ristretto255_scalar_invert(scalar))
 
 
 def multiply_scalars(a: bytes, b: bytes) -> bytes:
-    """`a · b` modulo the group order."""
+    """`a · b` modulo the group order (never zero: both are checked).
+
+    Raises:
+        ValueError: `a` or `b` is not a canonical non-zero scalar.
+    """
+    _check_scalar(a)
+    _check_scalar(b)
     return bytes(pysodium.crypto_core_ristretto255_scalar_mul(a, b))
 
 
@@ -124,8 +153,11 @@ def multiply_element(scalar: bytes, element: bytes) -> bytes:
     """`scalar · element`, for one element.
 
     Raises:
-        InvalidElementError: `element` is not an encoding, or the product is the identity.
+        InvalidElementError: `element` is not a valid encoding (the identity included).
+        ValueError: `scalar` is not a canonical non-zero scalar.
     """
+    if len(element) != ELEMENT_BYTES:
+        raise InvalidElementError(0)
     return bytes(multiply(scalar, np.frombuffer(element, dtype=np.uint8).reshape(1, -1))[0])
 
 
@@ -133,8 +165,9 @@ def multiply(scalar: bytes, elements: Elements, *, workers: int | None = None) -
     """`scalar ·` every element, on every core.
 
     Raises:
-        InvalidElementError: An element is not an encoding, or a product is the identity
-            (never for a valid element and a non-zero scalar); the error has its index.
+        InvalidElementError: An element is not a valid encoding (the identity included);
+            the error has the index of the first such element.
+        ValueError: `scalar` is not a canonical non-zero scalar.
     """
     _check_scalar(scalar)
     source = np.ascontiguousarray(elements, dtype=np.uint8).reshape(-1, ELEMENT_BYTES)
@@ -156,7 +189,11 @@ def multiply(scalar: bytes, elements: Elements, *, workers: int | None = None) -
 def mask_digests(
     scalar: bytes, digests: Elements, identifier_type: str, *, workers: int | None = None
 ) -> Elements:
-    """`scalar · P(d)` for every digest `d` of an `(n, 32)` array, on every core."""
+    """`scalar · P(d)` for every digest `d` of an `(n, 32)` array, on every core.
+
+    Raises:
+        ValueError: `scalar` is not a canonical non-zero scalar.
+    """
     _check_scalar(scalar)
     source = np.ascontiguousarray(digests, dtype=np.uint8).reshape(-1, ELEMENT_BYTES)
     out = np.empty_like(source)
@@ -186,23 +223,36 @@ def mask_digests(
 
 
 def valid_elements(elements: Elements, *, workers: int | None = None) -> npt.NDArray[np.bool_]:
-    """For each encoding, whether it is a ristretto255 element."""
+    """For each encoding, whether it is a ristretto255 element other than the identity.
+
+    The same answer as `is_valid_element` for each row, so `multiply` accepts exactly
+    the rows marked valid.
+    """
     source = np.ascontiguousarray(elements, dtype=np.uint8).reshape(-1, ELEMENT_BYTES)
     valid = np.zeros(len(source), dtype=np.bool_)
 
     def run(start: int, stop: int) -> int:
         src = source.ctypes.data
-        for index in range(start, stop):
-            valid[index] = _is_valid_point(src + index * ELEMENT_BYTES) == 1
+        valid[start:stop] = [
+            _is_valid_point(address) == 1
+            for address in range(
+                src + start * ELEMENT_BYTES, src + stop * ELEMENT_BYTES, ELEMENT_BYTES
+            )
+        ]
         return -1
 
     _in_parallel(len(source), run, workers)
-    return valid
+    return valid & source.any(axis=1)
 
 
 def _check_scalar(scalar: bytes) -> None:
-    if len(scalar) != SCALAR_BYTES or not any(scalar):
-        raise ValueError("a scalar is 32 bytes and not zero")
+    """Refuses a scalar that libsodium would silently misuse.
+
+    That is zero, and any encoding at or above `L` (libsodium drops the top bit and does
+    not reduce, and `L` itself would make every product the identity).
+    """
+    if not is_valid_scalar(scalar):
+        raise ValueError("a scalar is 32 bytes, canonical (below the group order) and not zero")
 
 
 def _in_parallel(count: int, run: Callable[[int, int], int], workers: int | None) -> None:
