@@ -317,20 +317,34 @@ def report_tables(
 
 
 def datasets_table(datasets: Iterable[dataset_pb2.Dataset]) -> Table:
-    """Datasets as a terminal table."""
+    """Datasets as a terminal table; in a double-blind collaboration, with their matching."""
+    listed = list(datasets)
+    blind = any(d.mask_set for d in listed)
     table = Table(title="Datasets", title_justify="left")
-    for column in ("dataset", "owner", "rows", "identifier types", "segments", "created"):
+    columns = ["dataset", "owner", "rows", "identifier types", "segments", "created"]
+    for column in [*columns, *(["matching"] if blind else [])]:
         table.add_column(column, justify="right" if column == "rows" else "left")
-    for d in datasets:
-        table.add_row(
+    for d in listed:
+        cells = [
             inert(short(d.name)),
             inert(short(d.owner)),
             f"{d.row_count:,}",
             inert(", ".join(d.identifier_types)),
             inert(", ".join(d.segment_columns) or "-"),
             d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
-        )
+        ]
+        if blind:
+            cells.append(matching_state(d))
+        table.add_row(*cells)
     return table
+
+
+def matching_state(dataset: dataset_pb2.Dataset) -> str:
+    """Whether reports can match a dataset yet, and whose masking hops it waits for."""
+    if dataset.matching_state != dataset_pb2.MATCHING_STATE_MASKING:
+        return "matchable"
+    waiting = ", ".join(short(p) for p in dataset.pending_maskers)
+    return inert(f"masking: waits for {waiting}" if waiting else "masking")
 
 
 def shared_datasets_table(

@@ -172,7 +172,7 @@ def paced_sends(
                     _check(pace, now - start, now - state["since"], int(state["sent"]), rate=True)
                 except DeadlineExceededError as error:
                     state["done"] = 1.0
-                    stop(error)
+                    stop(_as_sending(error))
                     return
                 lock.wait(min(1.0, pace.idle_timeout / 4))
 
@@ -190,6 +190,23 @@ def paced_sends(
         with lock:
             state["done"] = 1.0
             lock.notify_all()
+
+
+_SENDING = {
+    "UPLOAD_IDLE_TIMEOUT": "took nothing of the stream for longer than the server's idle limit",
+    "UPLOAD_TOO_LONG": "was still reading the stream at the server's time limit",
+    "UPLOAD_TOO_SLOW": "read the stream more slowly than the server's minimum rate",
+}
+
+
+def _as_sending(error: DeadlineExceededError) -> DeadlineExceededError:
+    """The refusal of a stream the client read too slowly: the same reason, its own words."""
+    return DeadlineExceededError(
+        error.reason,
+        f"The client {_SENDING.get(error.reason, 'read the stream too slowly')} and the"
+        " stream was ended; nothing changed on the server. Call again from a faster link.",
+        **error.metadata,
+    )
 
 
 def client_gone(

@@ -33,6 +33,7 @@ TAG_BYTES = 16
 TAG_KEY_BYTES = 32
 # Below gRPC's default 4 MiB receive limit, with room for the message's own framing.
 MAX_CHUNK_BYTES = 4 * 1024 * 1024 - 64 * 1024
+_PACKED_COLUMNS = 8  # segment columns whose codes fit one 64-bit key
 
 BoolArray = npt.NDArray[np.bool_]
 CodeArray = npt.NDArray[np.int16]
@@ -71,6 +72,16 @@ class HopRows:
         """Each row's segment combination (numbered in sorted order), and the combinations."""
         if not self.segment_columns:
             return np.zeros(self.row_count, dtype=np.uint32), np.zeros((1, 0), dtype=np.int16)
+        if len(self.segment_columns) <= _PACKED_COLUMNS:
+            # A byte per column (codes are -1 to 99) in one integer: a flat unique, fast.
+            columns = len(self.segment_columns)  # the first in the high byte: sorted as rows
+            shifts = np.arange(columns - 1, -1, -1, dtype=np.uint64) * np.uint64(8)
+            keys = ((self.codes.astype(np.int64) + 1).astype(np.uint64) << shifts).sum(
+                axis=1, dtype=np.uint64
+            )
+            packed, inverse = np.unique(keys, return_inverse=True)
+            table = ((packed[:, None] >> shifts) & np.uint64(0xFF)).astype(np.int16) - 1
+            return inverse.reshape(-1).astype(np.uint32), table
         table, inverse = np.unique(self.codes, axis=0, return_inverse=True)
         return inverse.reshape(-1).astype(np.uint32), table.astype(np.int16)
 

@@ -133,8 +133,12 @@ def _defaults_for(command: click.Command, values: dict[str, str]) -> dict[str, o
     """The default map of a command or group: the values its options take."""
     if isinstance(command, click.Group):
         return {name: _defaults_for(sub, values) for name, sub in command.commands.items()}
-    names = {parameter.name for parameter in command.params}
-    return {key: value for key, value in values.items() if key in names}
+    multiple = {p.name: getattr(p, "multiple", False) for p in command.params}
+    # An option that may be repeated (`blind work --blind-key`) takes the profile's one value
+    # as a list of one.
+    return {
+        key: [value] if multiple[key] else value for key, value in values.items() if key in multiple
+    }
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,10 +22,8 @@ from partners.masking.keys import (
     write_blind_key,
 )
 
-BLIND_KEY_HELP = (
-    "Your brand's blind key for the collaboration, as `blind-key` wrote it"
-    " [env CLEANROOM_BLIND_KEY]."
-)
+if TYPE_CHECKING:
+    from partners.client import CleanRoomClient
 
 
 @click.command(name="blind-key")
@@ -52,18 +50,22 @@ def blind() -> None:
 
 @blind.command(name="work")
 @click.option("--blind-key", "blind_key", envvar="CLEANROOM_BLIND_KEY", required=True,
-              type=click.Path(path_type=Path, dir_okay=False), help=BLIND_KEY_HELP)  # fmt: skip
+              multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Your brand's blind key of a collaboration, as `blind-key` wrote it; repeat"
+                   " for each collaboration to work in [env CLEANROOM_BLIND_KEY, several"
+                   " separated by ':'].")  # fmt: skip
 @click.option("--collaboration", default=None,
-              help="The collaboration id [default: the blind key's].")  # fmt: skip
+              help="Work in this collaboration only [default: each blind key's].")  # fmt: skip
 @click.option("--every", default=None, metavar="INTERVAL",
               help="Keep taking hops at this interval (90, 60s, 5m) until Ctrl-C.")  # fmt: skip
 @click.option("--journal", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where results wait until the server has applied them"
-                   " [default: $XDG_STATE_HOME/cleanroom-partner/hops].")  # fmt: skip
+                   " [default: ~/.local/state/cleanroom-partner/hops, or under"
+                   " $XDG_STATE_HOME].")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar or progress lines.")
 @connection_options
 def blind_work(
-    blind_key: Path,
+    blind_key: tuple[Path, ...],
     collaboration: str | None,
     every: str | None,
     journal: Path | None,
@@ -78,29 +80,28 @@ def blind_work(
     if the server has begun a newer attempt. No hop is ever applied twice.
     """
     with reported_errors():
-        collaboration = collaboration or blind_key_collaboration(blind_key)
-        key = read_blind_key(blind_key, collaboration=collaboration)
+        keys = _keys(blind_key, collaboration)
         try:
             interval = parse_interval(every) if every else None
         except ValueError as error:
             raise InputError("INVALID_INTERVAL", f"--every: {error}") from None
         folder = journal or default_journal()
-        parent = f"collaborations/{collaboration}"
         with client_for(options) as client:
             try:
                 while True:
-                    try:
-                        pending = list(client.list_masking_hops(parent))
-                        total = sum(h.row_count * len(h.identifier_types) for h in pending)
-                        with progress_of("masking", "values", total=total, quiet=quiet) as done:
-                            summary = work(client, parent, key, journal=folder, progress=done)
-                    except ServerError as error:
-                        if interval is None:
-                            raise
-                        # A server restarting or busy: the next round tries again.
-                        errors.print(f"[yellow]skipped[/]: {error.code} {inert(error.message)}")
-                    else:
-                        _print_summary(summary)
+                    for name, key in keys.items():
+                        try:
+                            summary = _work_in(client, name, key, folder, quiet=quiet)
+                        except ServerError as error:
+                            if interval is None:
+                                raise
+                            # A server restarting or busy: the next round tries again.
+                            errors.print(
+                                f"[yellow]skipped[/] {inert(name)}: {error.code}"
+                                f" {inert(error.message)}"
+                            )
+                        else:
+                            _print_summary(name, summary)
                     if interval is None:
                         return
                     time.sleep(interval)  # the worker's own schedule
@@ -114,12 +115,56 @@ def blind_work(
                 raise SystemExit(130) from None
 
 
-def _print_summary(summary: HopSummary) -> None:
+def _keys(files: tuple[Path, ...], collaboration: str | None) -> dict[str, bytes]:
+    """Each collaboration to work in and the brand's key of it, from the key files.
+
+    Raises:
+        InputError: A file is not a key, two are of one collaboration
+            (DUPLICATE_BLIND_KEY), or none is of `collaboration`
+            (BLIND_KEY_OF_ANOTHER_COLLABORATION).
+    """
+    keys: dict[str, bytes] = {}
+    for file in files:
+        written_for = blind_key_collaboration(file)
+        if collaboration is not None and written_for != collaboration and len(files) > 1:
+            continue
+        if written_for in keys:
+            raise InputError(
+                "DUPLICATE_BLIND_KEY",
+                f"Two of the blind keys given are of collaboration {written_for!r}; a brand has"
+                " one key per collaboration: give the one its datasets were masked with.",
+                {"collaboration": written_for, "path": str(file)},
+            )
+        keys[written_for] = read_blind_key(file, collaboration=collaboration)
+    if not keys:
+        raise InputError(
+            "BLIND_KEY_OF_ANOTHER_COLLABORATION",
+            f"None of the blind keys given is of collaboration {collaboration!r}: pass the key"
+            f" made for {collaboration!r}, or leave out --collaboration.",
+            {"collaboration": str(collaboration)},
+        )
+    return keys
+
+
+def _work_in(
+    client: CleanRoomClient, collaboration: str, key: bytes, journal: Path, *, quiet: bool
+) -> HopSummary:
+    """One pass over the hops of one collaboration, with its progress."""
+    parent = f"collaborations/{collaboration}"
+    pending = list(client.list_masking_hops(parent))
+    total = sum(h.row_count * len(h.identifier_types) for h in pending)
+    with progress_of(f"masking ({collaboration})", "values", total=total, quiet=quiet) as done:
+        return work(client, parent, key, journal=journal, progress=done)
+
+
+def _print_summary(collaboration: str, summary: HopSummary) -> None:
+    where = f"{inert(collaboration)}: "
     if not summary.applied:
-        console.print("no masking hop was waiting")
+        console.print(f"{where}no masking hop was waiting")
     else:
+        count = len(summary.applied)
         console.print(
-            f"masked {len(summary.applied):,} datasets ({summary.rows:,} rows)"
+            f"{where}masked {count:,} dataset{'s' if count != 1 else ''} ({summary.rows:,} rows)"
             + (f", {summary.resent:,} sent again from the journal" if summary.resent else "")
         )
     for dataset in summary.matchable:

@@ -19,17 +19,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cleanroom.config import parse_config
+from cleanroom.ops.metrics import CallMetrics
+from cleanroom.service.server import audit_interceptor, build_server
 from cleanroom.tls.pki import DemoPki
+from cleanroom.usecases.clean_room import CleanRoom
 from cleanroom.v1 import dataset_pb2, overlap_report_pb2
 from partners.masking import rows as masking_rows
 from partners.masking.hops import work
 from partners.masking.journal import HopJournal, JournalEntry
 from partners.masking.keys import read_blind_key
-from partners.preparation.digest import write_secret
+from partners.preparation.digest import key_check_value, write_secret
 from tests.support import (
     COLLABORATION,
     SECRET,
     RunningServer,
+    config_data,
     digest_array,
     random_digests,
     running_server,
@@ -127,6 +132,8 @@ def test_three_brands_mask_each_others_datasets_and_get_the_shared_secret_report
     assert acme.matching_state == MASKING
     assert list(acme.mask_set) == ["partners/acme"]
     assert sorted(acme.pending_maskers) == ["partners/brightmart", "partners/corvid"]
+    listed = cli(blind_server, "acme", "datasets", "list", f"--collaboration={COLLABORATION}")
+    assert "masking: waits for brightmart, corvid" in listed
 
     journals = {brand: tmp_path / f"{brand}-hops" for brand in HOLDINGS}
     for brand in ("brightmart", "corvid", "acme"):
@@ -143,6 +150,8 @@ def test_three_brands_mask_each_others_datasets_and_get_the_shared_secret_report
         assert dataset.matching_state == MATCHABLE, brand
         assert sorted(dataset.mask_set) == sorted(f"partners/{b}" for b in HOLDINGS)
         assert not dataset.pending_maskers
+    listed = cli(blind_server, "acme", "datasets", "list", f"--collaboration={COLLABORATION}")
+    assert "matchable" in listed
 
     base, others = f"{PARENT}/datasets/acme-crm", [f"{PARENT}/datasets/{b}-crm" for b in
                                                    ("brightmart", "corvid")]  # fmt: skip
@@ -281,13 +290,16 @@ def test_blind_work_every_keeps_taking_hops_until_ctrl_c(
             if "no masking hop was waiting" in line:
                 break
         text = "".join(seen)
-        assert "masked 1 datasets (150 rows)" in text, text
-        assert "masking: 300 of 300 values done" in text, text  # log lines, not a bar
+        assert "masked 1 dataset (150 rows)" in text, text
+        assert "masking (spring-launch): 300 of 300 values done" in text, text  # lines, no bar
         worker.send_signal(signal.SIGINT)
         rest, _ = worker.communicate(timeout=BOUND)
     finally:
         if worker.poll() is None:
             worker.kill()
+            worker.wait(BOUND)
+        if worker.stdout is not None:
+            worker.stdout.close()
     assert worker.returncode == 130, text + rest
     assert "stopped" in rest
     assert str(tmp_path / "state" / "cleanroom-partner" / "hops") in " ".join(rest.split())
@@ -323,3 +335,131 @@ def test_a_file_masked_by_prepare_is_uploaded_as_it_is(
     dataset = blind_server.client("acme").get_dataset(f"{PARENT}/datasets/acme-crm")
     assert dataset.row_count == 40
     assert list(dataset.mask_set) == ["partners/acme"]
+
+
+class _Renames:
+    """Linux inotify on a folder: blocks until a file is renamed into it (no polling)."""
+
+    IN_MOVED_TO = 0x00000080
+
+    def __init__(self, folder: Path) -> None:
+        import ctypes
+
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = self._libc.inotify_init()
+        assert self._fd >= 0, ctypes.get_errno()
+        watch = self._libc.inotify_add_watch(self._fd, bytes(folder), self.IN_MOVED_TO)
+        assert watch >= 0, ctypes.get_errno()
+
+    def wait(self, seconds: float) -> bool:
+        import select
+
+        ready, _, _ = select.select([self._fd], [], [], seconds)
+        return bool(ready)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def test_a_worker_killed_after_journaling_loses_nothing_and_applies_nothing_twice(
+    blind_server: RunningServer, tmp_path: Path
+) -> None:
+    files, keys = digest_files(tmp_path), keys_for(blind_server, tmp_path)
+    for brand in ("acme", "brightmart"):
+        cli(blind_server, brand, "upload", str(files[brand]), f"--dataset-id={brand}-crm",
+            f"--blind-key={keys[brand]}")  # fmt: skip
+    journal = tmp_path / "brightmart-hops"
+    journal.mkdir(mode=0o700)
+    renames = _Renames(journal)
+    connection = blind_server.connection("brightmart")
+    env = {
+        **os.environ,
+        "CLEANROOM_SERVER": connection.target,
+        "CLEANROOM_CERT": str(connection.certificate),
+        "CLEANROOM_KEY": str(connection.private_key),
+        "CLEANROOM_CA": str(connection.ca_certificate),
+        "CLEANROOM_SERVER_NAME": "localhost",
+    }
+    args = [sys.executable, "-m", "partners", "blind", "work", f"--blind-key={keys['brightmart']}",
+            f"--journal={journal}"]  # fmt: skip
+    worker = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert renames.wait(BOUND), "the worker never journaled a result"
+        worker.send_signal(signal.SIGKILL)  # the result is on disk; it may or may not be sent
+        worker.wait(BOUND)
+    finally:
+        renames.close()
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == -signal.SIGKILL
+    rerun = cli(blind_server, "brightmart", "blind", "work", f"--blind-key={keys['brightmart']}",
+                f"--journal={journal}")  # fmt: skip
+    assert "masked 1 dataset" in rerun or "no masking hop was waiting" in rerun
+    assert not list(journal.glob("*.hop"))
+    cli(blind_server, "acme", "blind", "work", f"--blind-key={keys['acme']}",
+        f"--journal={tmp_path / 'acme-hops'}")  # fmt: skip
+    acme = blind_server.client("acme").get_dataset(f"{PARENT}/datasets/acme-crm")
+    assert list(acme.mask_set) == ["partners/acme", "partners/brightmart"]
+    assert acme.matching_state == MASKING  # corvid's hop is pending, untouched
+    hops = list(blind_server.client("corvid").list_masking_hops(PARENT))
+    assert len(hops) == 2
+    cli(blind_server, "corvid", "blind", "work", f"--blind-key={keys['corvid']}",
+        f"--journal={tmp_path / 'corvid-hops'}")  # fmt: skip
+    report = blind_server.client("acme").create_report(
+        PARENT, base=f"{PARENT}/datasets/acme-crm", others=[f"{PARENT}/datasets/brightmart-crm"]
+    )
+    assert report.pairwise_overlaps[0].matched_row_count.value == 75
+
+
+@pytest.fixture
+def two_rooms(pki: DemoPki, tmp_path: Path) -> Iterator[RunningServer]:
+    """A server with two double-blind collaborations of the same brands."""
+    data = config_data(pki, tmp_path / "two-data", collaboration={"matching": "double_blind"})
+    second = {**data["collaborations"][0], "id": "autumn-sale"}
+    second["key_check_value"] = key_check_value(SECRET, "autumn-sale")
+    data["collaborations"].append(second)
+    config = parse_config(data, base_dir=tmp_path / "two-data")
+    clean_room = CleanRoom(config)
+    metrics = CallMetrics()
+    interceptor = audit_interceptor(clean_room, metrics)
+    grpc_server, port = build_server(clean_room, interceptor=interceptor)
+    running = RunningServer(pki, config, clean_room, grpc_server, port, interceptor, metrics)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_one_worker_takes_the_hops_of_every_collaboration_it_has_a_key_of(
+    two_rooms: RunningServer, tmp_path: Path
+) -> None:
+    pool = random_digests(np.random.default_rng(20), 60)
+    keys: dict[tuple[str, str], Path] = {}
+    for room in (COLLABORATION, "autumn-sale"):
+        for brand in ("acme", "brightmart"):
+            keys[brand, room] = tmp_path / f"{brand}-{room}.blindkey"
+            cli(two_rooms, brand, "blind-key", f"--collaboration={room}",
+                f"--out={keys[brand, room]}")  # fmt: skip
+        digests = write_digest_file(
+            tmp_path / f"{room}.parquet", {"email": digest_array(pool)},
+            collaboration=room, kcv=key_check_value(SECRET, room),
+        )  # fmt: skip
+        cli(two_rooms, "acme", "upload", str(digests), "--dataset-id=acme-crm",
+            f"--blind-key={keys['acme', room]}")  # fmt: skip
+    both = [f"--blind-key={keys['brightmart', room]}" for room in (COLLABORATION, "autumn-sale")]
+    out = cli(two_rooms, "brightmart", "blind", "work", *both, f"--journal={tmp_path / 'hops'}")
+    assert f"{COLLABORATION}: masked 1 dataset (60 rows)" in out
+    assert "autumn-sale: masked 1 dataset (60 rows)" in out
+    for room in (COLLABORATION, "autumn-sale"):
+        dataset = two_rooms.client("acme").get_dataset(f"collaborations/{room}/datasets/acme-crm")
+        assert list(dataset.mask_set) == ["partners/acme", "partners/brightmart"]
+    # Two keys of one collaboration: refused before any call.
+    twice = [f"--blind-key={keys['brightmart', COLLABORATION]}",
+             f"--blind-key={keys['acme', COLLABORATION]}"]  # fmt: skip
+    out = cli(two_rooms, "brightmart", "blind", "work", *twice, code=2)
+    assert "DUPLICATE_BLIND_KEY" in out
+    # --collaboration picks one of the keys.
+    out = cli(two_rooms, "brightmart", "blind", "work", *both, "--collaboration=autumn-sale",
+              f"--journal={tmp_path / 'hops'}")  # fmt: skip
+    assert "autumn-sale: no masking hop was waiting" in out
+    assert COLLABORATION not in out

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -964,3 +966,59 @@ def event_count(server: RunningServer) -> int:
         SERVER_LOG, AuditFilter(), after=-1, limit=1_000_000
     )
     return len(server.events()) + len(server_log)
+
+
+def test_a_cancelled_completion_applies_nothing_and_leaves_nothing(
+    blind: RunningServer, pool: dict[str, np.ndarray]
+) -> None:
+    """Every row and the right checksum sent, but the stream is cancelled, never half-closed."""
+    with brands(blind, "acme", "brightmart") as b:
+        b["acme"].upload(
+            "acme-crm", make_data(np.random.default_rng(17), pool, 60), key=KEYS["acme"]
+        )
+        name = hop_name("acme-crm", "brightmart")
+        attempt, rows = b["brightmart"].start(name)
+        masked = mask(rows, KEYS["brightmart"])
+        chunk = ipc_chunk(masked.combine_chunks().to_batches()[0])
+        header = masking_service_pb2.MaskingHopResult(
+            name=name,
+            attempt_id=attempt.attempt_id,
+            row_count=masked.num_rows,
+            checksum=hashlib.sha256(chunk).hexdigest(),
+        )
+        files = files_under(blind.data_dir / "datasets")
+        for _ in range(3):
+            release = threading.Event()
+
+            def requests() -> Iterator[masking_service_pb2.CompleteMaskingHopRequest]:
+                yield masking_service_pb2.CompleteMaskingHopRequest(result=header)
+                yield masking_service_pb2.CompleteMaskingHopRequest(record_batches=chunk)
+                release.wait(30)  # noqa: B023 - the stream stays open until the cancel
+
+            before = completions(blind)
+            future = b["brightmart"].hops.CompleteMaskingHop.future(requests(), timeout=30)
+            try:
+                future.initial_metadata()  # the server's handler runs: it sent its limit
+                assert future.cancel()
+                deadline = time.monotonic() + 30
+                while len(completions(blind)) == len(before):
+                    assert time.monotonic() < deadline, "no CompleteMaskingHop event"
+                    time.sleep(0.01)
+            finally:
+                release.set()
+            # In the collaboration's log, or the server's if it came before the header.
+            seen = {(e.log, e.index) for e in before}
+            (event,) = [e for e in completions(blind) if (e.log, e.index) not in seen]
+            assert event.outcome.status_code == "CANCELLED"
+            assert b["brightmart"].pending() == [name]
+            assert files_under(blind.data_dir / "datasets") == files
+            assert files_under(blind.data_dir / "tmp") == []
+        # The attempt is untouched: its result, sent whole, completes it.
+        assert b["brightmart"].complete(name, attempt.attempt_id, masked).dataset_matchable is False
+
+
+def completions(server: RunningServer) -> list[Any]:
+    """The CompleteMaskingHop events of the collaboration's log and of the server log."""
+    method = AuditFilter(method="CompleteMaskingHop")
+    server_log = server.clean_room.audit_log.events(SERVER_LOG, method, after=-1, limit=10_000)
+    return server.events("CompleteMaskingHop") + server_log
