@@ -6,10 +6,11 @@ datasets whose overlaps are planted (`bench._data`): every released count is che
 against the construction.
 
 - `three_way`: three brands with `--rows` rows each, emails (90%) and phones (70%) and a
-  segment column, from digest files as `cleanroom-partner prepare` writes them, to a
-  released three-way report by segment: each brand uploads with its blind key (masking and
-  shuffling on the brand's side), each brand runs `partners.work` (its masking hops) until every
-  dataset is matchable, then the first brand asks for the report.
+  segment column, from digest files with the metadata `cleanroom-partner prepare` writes
+  (`bench._data.write`; the digests are random, not prepared from CSVs), to a released
+  three-way report by segment: each brand uploads with its blind key (masking and
+  shuffling on the brand's side), each brand in turn runs `partners.work` (its pending
+  masking hops) until every dataset is matchable, then the first brand asks for the report.
 - `versus_psi`: two brands with `--rows` rows each, one type (emails), half of each in
   the other: our flow end to end (both uploads, both hops, the pairwise report), then
   OpenMined PSI's cardinality mode on the same two sets of digests (`bench/_openmined_psi.py`
@@ -17,12 +18,16 @@ against the construction.
   with ours).
 
 Prints the wall time of every phase and the total, the CPU time of the benchmark's process
-(the brands' side) and of the server's, and the time per identifier element; writes
+(the brands' side) and of the server's, the time per identifier element, and the speed of
+the group operations measured in the same run (on one core and on every core); writes
 `bench-results/blind-three-way.md` (and `.json`) and `blind-versus-psi.md`. Never fails on
 a time: the exit status is 1 only when a released count (ours or OpenMined's) differs from
 the planted one.
 
     python -m bench.blind [--rows 1000000] [--quick] [--scenarios three_way,versus_psi]
+
+At 1,000,000 rows, allow an hour or more on 2 cores: every element costs `2·B`
+multiplications of about 70 to 100 µs of CPU each (B brands).
 """
 
 from __future__ import annotations
