@@ -15,6 +15,7 @@ MODULES = (
     "bench.spark",
     "bench.release",
     "bench.reports",
+    "bench.blind",
 )
 
 

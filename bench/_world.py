@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -46,30 +47,42 @@ class BenchServer:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    brands: tuple[str, ...] = BRANDS
 
     @classmethod
-    def start(cls, root: Path) -> BenchServer:
-        """Certificates, a configuration and a started server, all under `root`."""
+    def start(
+        cls, root: Path, *, brands: Sequence[str] = BRANDS, matching: str | None = None
+    ) -> BenchServer:
+        """Certificates, a configuration and a started server, all under `root`.
+
+        Args:
+            root: Where everything goes.
+            brands: The member brands, each an uploader and an analyst.
+            matching: The collaboration's `matching` ("double_blind"); the default if None.
+        """
         root.mkdir(parents=True, exist_ok=True)
-        pki = create_demo_pki(root / "certs", partners=list(BRANDS))
+        pki = create_demo_pki(root / "certs", partners=list(brands))
         signer = NoteSigner.generate("cleanroom.bench")
         write_private_file(root / "certs" / "log-signing.key", signer.key_text() + "\n")
         port = free_loopback_port()
         config = root / "cleanroom.toml"
-        config.write_text(
-            config_toml(
-                root=root,
-                pki=pki,
-                port=port,
-                collaboration=COLLABORATION,
-                key_check_value=KCV,
-                members={b: ("uploader", "analyst") for b in BRANDS},
-                identifier_types=["email", "phone", "maid"],
-                policy={"minimum_threshold": 50, "minimum_dataset_size": 1000, "noise": False},
-                comment="The benchmark's clean room: one brand per dataset, exact counts.",
-                ops_listen="127.0.0.1:0",  # any free port: benchmarks may run beside a server
-            )
+        text = config_toml(
+            root=root,
+            pki=pki,
+            port=port,
+            collaboration=COLLABORATION,
+            key_check_value=KCV,
+            members={b: ("uploader", "analyst") for b in brands},
+            identifier_types=["email", "phone", "maid"],
+            policy={"minimum_threshold": 50, "minimum_dataset_size": 1000, "noise": False},
+            comment="The benchmark's clean room: one brand per dataset, exact counts.",
+            ops_listen="127.0.0.1:0",  # any free port: benchmarks may run beside a server
         )
+        if matching is not None:
+            text = text.replace(
+                "[[collaborations]]\n", f'[[collaborations]]\nmatching = "{matching}"\n', 1
+            )
+        config.write_text(text)
         log_path = root / "server.log"
         # A wide console keeps each of rich's log lines on one line, for `matcher_seconds`.
         env = {**os.environ, "COLUMNS": "400"}
@@ -81,7 +94,7 @@ class BenchServer:
                 cwd=root,
                 env=env,
             )
-        server = cls(root, pki, process, port, log_path)
+        server = cls(root, pki, process, port, log_path, tuple(brands))
         try:
             server._wait_until_serving()
         except Exception:
@@ -125,6 +138,11 @@ class BenchServer:
         """The server's resident set now (VmRSS)."""
         return _status_kib(self.process.pid, "VmRSS") * 1024
 
+    def cpu_seconds(self) -> float:
+        """The CPU time (user and system, every thread) the server's process has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def matcher_seconds(self) -> list[float]:
         """The matcher's time of every report so far, from the server's log, oldest first."""
         text = self.log_path.read_text(errors="replace")
@@ -147,7 +165,7 @@ class BenchServer:
             self.process.wait()
 
     def _wait_until_serving(self) -> None:
-        files = self.pki.partners[BRANDS[0]]
+        files = self.pki.partners[self.brands[0]]
         credentials = grpc.ssl_channel_credentials(
             root_certificates=self.pki.ca.certificate.read_bytes(),
             private_key=files.private_key.read_bytes(),
