@@ -587,33 +587,27 @@ class CleanRoomClient:
         with self._mapped():
             return self._partners.GetDataset(request, timeout=self.timeout).dataset
 
+    def _pages(self, method: Any, request: Any, items: str) -> Iterator[Any]:
+        """Every item of a listing, page after page: `request` is sent with each token."""
+        while True:
+            with self._mapped():
+                response = method(request, timeout=self.timeout)
+            yield from getattr(response, items)
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
     def list_datasets(self, parent: str | None = None) -> Iterator[dataset_pb2.Dataset]:
         """Every dataset of the caller's brand in a collaboration, page after page."""
-        parent = self._parent_of(parent)
-        token = ""
-        while True:
-            request = partner_service_pb2.ListDatasetsRequest(parent=parent, page_token=token)
-            with self._mapped():
-                response = self._partners.ListDatasets(request, timeout=self.timeout)
-            yield from response.datasets
-            token = response.next_page_token
-            if not token:
-                return
+        request = partner_service_pb2.ListDatasetsRequest(parent=self._parent_of(parent))
+        yield from self._pages(self._partners.ListDatasets, request, "datasets")
 
     def list_shared_datasets(
         self, parent: str | None = None
     ) -> Iterator[dataset_pb2.SharedDataset]:
         """Every dataset shared in a collaboration (owner, types, segments; no sizes)."""
-        parent = self._parent_of(parent)
-        token = ""
-        while True:
-            request = partner_service_pb2.ListSharedDatasetsRequest(parent=parent, page_token=token)
-            with self._mapped():
-                response = self._partners.ListSharedDatasets(request, timeout=self.timeout)
-            yield from response.shared_datasets
-            token = response.next_page_token
-            if not token:
-                return
+        request = partner_service_pb2.ListSharedDatasetsRequest(parent=self._parent_of(parent))
+        yield from self._pages(self._partners.ListSharedDatasets, request, "shared_datasets")
 
     def delete_dataset(self, name: str) -> None:
         """Deletes a dataset of the caller's brand."""
@@ -625,16 +619,8 @@ class CleanRoomClient:
         self, parent: str | None = None
     ) -> Iterator[masking_service_pb2.MaskingHop]:
         """Every masking hop that waits for the caller's brand in a collaboration."""
-        parent = self._parent_of(parent)
-        token = ""
-        while True:
-            request = masking_service_pb2.ListMaskingHopsRequest(parent=parent, page_token=token)
-            with self._mapped():
-                response = self._masking.ListMaskingHops(request, timeout=self.timeout)
-            yield from response.masking_hops
-            token = response.next_page_token
-            if not token:
-                return
+        request = masking_service_pb2.ListMaskingHopsRequest(parent=self._parent_of(parent))
+        yield from self._pages(self._masking.ListMaskingHops, request, "masking_hops")
 
     def start_masking_hop(
         self, name: str, *, elements: int = 0, progress: Callable[[int], None] | None = None
@@ -796,16 +782,8 @@ class CleanRoomClient:
 
     def list_reports(self, parent: str | None = None) -> Iterator[overlap_report_pb2.OverlapReport]:
         """Every report released to the caller's brand in a collaboration, oldest first."""
-        parent = self._parent_of(parent)
-        token = ""
-        while True:
-            request = report_service_pb2.ListOverlapReportsRequest(parent=parent, page_token=token)
-            with self._mapped():
-                response = self._reports.ListOverlapReports(request, timeout=self.timeout)
-            yield from response.overlap_reports
-            token = response.next_page_token
-            if not token:
-                return
+        request = report_service_pb2.ListOverlapReportsRequest(parent=self._parent_of(parent))
+        yield from self._pages(self._reports.ListOverlapReports, request, "overlap_reports")
 
     def list_audit_events(
         self,
@@ -837,13 +815,7 @@ class CleanRoomClient:
             request.start_time.FromDatetime(start_time)
         if end_time:
             request.end_time.FromDatetime(end_time)
-        while True:
-            with self._mapped():
-                response = self._audit.ListAuditEvents(request, timeout=self.timeout)
-            yield from response.audit_events
-            request.page_token = response.next_page_token
-            if not request.page_token:
-                return
+        yield from self._pages(self._audit.ListAuditEvents, request, "audit_events")
 
     def get_checkpoint(self, parent: str, tree_size: int = 0) -> str:
         """The log's signed checkpoint (a C2SP signed note): the latest, or of a size."""
