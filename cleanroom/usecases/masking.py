@@ -48,9 +48,9 @@ from cleanroom.usecases.hop_rows import (
     multiplied,
     read_rows,
 )
+from cleanroom.usecases.upload import check_stream_totals
 
 ATTEMPT_ID = re.compile(r"[0-9a-f]{32}")
-CHECKSUM = re.compile(r"[0-9a-f]{64}")
 _SCAN = 500  # catalog rows read at a time when listing hops
 
 
@@ -151,19 +151,7 @@ class HopCompletion:
                 " StartMaskingHop gave.",
                 field="result.attempt_id",
             )
-        if self.row_count <= 0:
-            raise InvalidArgumentError(
-                "INVALID_ROW_COUNT",
-                f"`result.row_count` must be positive, got {self.row_count}.",
-                field="result.row_count",
-            )
-        if not CHECKSUM.fullmatch(self.checksum):
-            raise InvalidArgumentError(
-                "INVALID_CHECKSUM",
-                "`result.checksum` must be the SHA-256 of the record batch payloads,"
-                " 64 lowercase hex characters.",
-                field="result.checksum",
-            )
+        check_stream_totals("result", self.row_count, self.checksum)
 
 
 @dataclass(frozen=True)

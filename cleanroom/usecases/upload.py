@@ -123,19 +123,7 @@ class UploadHeader:
                 " lowercase hex characters, as `cleanroom-partner kcv` prints.",
                 field="header.key_check_value",
             )
-        if self.row_count <= 0:
-            raise InvalidArgumentError(
-                "INVALID_ROW_COUNT",
-                f"`header.row_count` must be positive, got {self.row_count}.",
-                field="header.row_count",
-            )
-        if not CHECKSUM.fullmatch(self.checksum):
-            raise InvalidArgumentError(
-                "INVALID_CHECKSUM",
-                "`header.checksum` must be the SHA-256 of the record batch payloads,"
-                " 64 lowercase hex characters.",
-                field="header.checksum",
-            )
+        check_stream_totals("header", self.row_count, self.checksum)
 
     @property
     def dataset_name(self) -> DatasetName:
@@ -169,6 +157,28 @@ def matching_mode_mismatch(collaboration: Collaboration, sent: Matching) -> Fail
         matching=collaboration.matching.value,
         upload_matching=sent.value,
     )
+
+
+def check_stream_totals(message: str, row_count: int, checksum: str) -> None:
+    """Checks what the first message of a stream declares of the rest: rows and checksum.
+
+    Raises:
+        InvalidArgumentError: INVALID_ROW_COUNT or INVALID_CHECKSUM, naming
+            `{message}.row_count` or `{message}.checksum`.
+    """
+    if row_count <= 0:
+        raise InvalidArgumentError(
+            "INVALID_ROW_COUNT",
+            f"`{message}.row_count` must be positive, got {row_count}.",
+            field=f"{message}.row_count",
+        )
+    if not CHECKSUM.fullmatch(checksum):
+        raise InvalidArgumentError(
+            "INVALID_CHECKSUM",
+            f"`{message}.checksum` must be the SHA-256 of the record batch payloads,"
+            " 64 lowercase hex characters.",
+            field=f"{message}.checksum",
+        )
 
 
 def _check_columns(
