@@ -169,10 +169,7 @@ def multiply(scalar: bytes, elements: Elements, *, workers: int | None = None) -
             the error has the index of the first such element.
         ValueError: `scalar` is not a canonical non-zero scalar.
     """
-    _check_scalar(scalar)
-    source = np.ascontiguousarray(elements, dtype=np.uint8).reshape(-1, ELEMENT_BYTES)
-    out = np.empty_like(source)
-    key = ctypes.create_string_buffer(scalar, SCALAR_BYTES)
+    source, out, key = _batch(scalar, elements)
     key_address = ctypes.addressof(key)
 
     def run(start: int, stop: int) -> int:
@@ -194,10 +191,7 @@ def mask_digests(
     Raises:
         ValueError: `scalar` is not a canonical non-zero scalar.
     """
-    _check_scalar(scalar)
-    source = np.ascontiguousarray(digests, dtype=np.uint8).reshape(-1, ELEMENT_BYTES)
-    out = np.empty_like(source)
-    key = ctypes.create_string_buffer(scalar, SCALAR_BYTES)
+    source, out, key = _batch(scalar, digests)
     key_address = ctypes.addressof(key)
     dst_prime = domain(identifier_type) + bytes([len(domain(identifier_type))])
     head = bytes(_SHA512_BLOCK)
@@ -243,6 +237,17 @@ def valid_elements(elements: Elements, *, workers: int | None = None) -> npt.NDA
 
     _in_parallel(len(source), run, workers)
     return valid & source.any(axis=1)
+
+
+def _batch(scalar: bytes, rows: Elements) -> tuple[Elements, Elements, ctypes.Array[ctypes.c_char]]:
+    """A batch's input as one contiguous `(n, 32)` array, its output, and the scalar's buffer.
+
+    Raises:
+        ValueError: `scalar` is not a canonical non-zero scalar.
+    """
+    _check_scalar(scalar)
+    source = np.ascontiguousarray(rows, dtype=np.uint8).reshape(-1, ELEMENT_BYTES)
+    return source, np.empty_like(source), ctypes.create_string_buffer(scalar, SCALAR_BYTES)
 
 
 def _check_scalar(scalar: bytes) -> None:
